@@ -1,0 +1,195 @@
+//! The kernel command line, tokenised as the kernel does (`next_arg` in
+//! lib/cmdline.c): parameters split on spaces, double quotes group spaces
+//! into one parameter and are removed, `--` ends the kernel's part.
+//! Kestrel's own options all start with `kestrel.`; an unknown one is an
+//! error, not silently ignored.
+
+use std::time::Duration;
+
+/// One `key[=value]` parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// Splits a command line into parameters. Quotes may wrap the whole
+/// parameter or only its value (`a="b c"`), as the kernel accepts.
+/// Parameters after a lone `--` are not the kernel's and are left out.
+pub fn tokenize(cmdline: &str) -> Vec<Param> {
+    let mut params = Vec::new();
+    let mut chars = cmdline.trim_end_matches(['\n', '\0']).chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut token = String::new();
+        let mut in_quote = false;
+        while let Some(c) = chars.next_if(|c| in_quote || !c.is_whitespace()) {
+            if c == '"' {
+                in_quote = !in_quote;
+            } else {
+                token.push(c);
+            }
+        }
+        if token == "--" {
+            break;
+        }
+        params.push(match token.split_once('=') {
+            Some((k, v)) => Param {
+                key: k.to_owned(),
+                value: Some(v.to_owned()),
+            },
+            None => Param {
+                key: token,
+                value: None,
+            },
+        });
+    }
+    params
+}
+
+/// Every `kestrel.` option, so the error for an unknown one can list them.
+pub const KESTREL_OPTIONS: &[&str] = &[
+    "kestrel.timeout",
+    "kestrel.shell",
+    "kestrel.debug",
+    "kestrel.threads",
+    "kestrel.hang",
+];
+
+/// What the init takes from the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootOptions {
+    /// How long to wait for needed devices (`kestrel.timeout=SECONDS`).
+    pub timeout: Duration,
+    /// Start /bin/sh on failure, when present (`kestrel.shell`).
+    pub shell_on_failure: bool,
+    /// Log every uevent and module decision (`kestrel.debug`).
+    pub debug: bool,
+    /// Module loader threads (`kestrel.threads=N`, 0 = one per CPU).
+    pub threads: usize,
+    /// Test hook: stop before this phase and wait forever
+    /// (`kestrel.hang=modules|ready|payload`), so the host's timeout
+    /// handling can be tested against a real hung guest.
+    pub hang: Option<String>,
+    /// All parameters, for modules (`NAME.param=value`, `modprobe.blacklist=`).
+    pub params: Vec<Param>,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            timeout: Duration::from_secs(20),
+            shell_on_failure: false,
+            debug: false,
+            threads: 0,
+            hang: None,
+            params: Vec::new(),
+        }
+    }
+}
+
+/// A command-line option Kestrel cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CmdlineError {
+    #[error("unknown option {0} (known: {known})", known = KESTREL_OPTIONS.join(", "))]
+    Unknown(String),
+    #[error("option {key} needs {what}, got {value:?}")]
+    BadValue {
+        key: String,
+        what: &'static str,
+        value: String,
+    },
+}
+
+fn flag(value: &Option<String>, key: &str) -> Result<bool, CmdlineError> {
+    match value.as_deref() {
+        None | Some("1") | Some("yes") | Some("on") => Ok(true),
+        Some("0") | Some("no") | Some("off") => Ok(false),
+        Some(v) => Err(CmdlineError::BadValue {
+            key: key.to_owned(),
+            what: "a boolean (1/0, yes/no, on/off)",
+            value: v.to_owned(),
+        }),
+    }
+}
+
+fn number<T: std::str::FromStr>(value: &Option<String>, key: &str) -> Result<T, CmdlineError> {
+    let v = value.as_deref().unwrap_or_default();
+    v.parse().map_err(|_| CmdlineError::BadValue {
+        key: key.to_owned(),
+        what: "a number",
+        value: v.to_owned(),
+    })
+}
+
+/// Reads Kestrel's options out of a command line.
+pub fn parse_boot_options(cmdline: &str) -> Result<BootOptions, CmdlineError> {
+    let mut opts = BootOptions {
+        params: tokenize(cmdline),
+        ..BootOptions::default()
+    };
+    for Param { key, value } in opts.params.clone() {
+        if !key.starts_with("kestrel.") {
+            continue;
+        }
+        match key.as_str() {
+            "kestrel.timeout" => opts.timeout = Duration::from_secs_f64(number(&value, &key)?),
+            "kestrel.shell" => opts.shell_on_failure = flag(&value, &key)?,
+            "kestrel.debug" => opts.debug = flag(&value, &key)?,
+            "kestrel.threads" => opts.threads = number(&value, &key)?,
+            "kestrel.hang" => opts.hang = value,
+            _ => return Err(CmdlineError::Unknown(key)),
+        }
+    }
+    Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(key: &str, value: Option<&str>) -> Param {
+        Param {
+            key: key.into(),
+            value: value.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn tokenises_quotes_and_stops_at_double_dash() {
+        assert_eq!(
+            tokenize("console=ttyS0  quiet a=\"b c\" \"d=e f\" -- init args\n"),
+            vec![
+                p("console", Some("ttyS0")),
+                p("quiet", None),
+                p("a", Some("b c")),
+                p("d", Some("e f")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_substring_is_not_a_flag() {
+        let o = parse_boot_options("root=/dev/quiet kestrel.debugx=1").unwrap_err();
+        assert_eq!(o, CmdlineError::Unknown("kestrel.debugx".into()));
+    }
+
+    #[test]
+    fn reads_kestrel_options() {
+        let o = parse_boot_options("quiet kestrel.timeout=2.5 kestrel.shell kestrel.threads=3").unwrap();
+        assert_eq!(o.timeout, Duration::from_millis(2500));
+        assert!(o.shell_on_failure);
+        assert!(!o.debug);
+        assert_eq!(o.threads, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let e = parse_boot_options("kestrel.timeout=soon").unwrap_err();
+        assert!(e.to_string().contains("kestrel.timeout"), "{e}");
+        assert!(parse_boot_options("kestrel.shell=maybe").is_err());
+    }
+}

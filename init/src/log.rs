@@ -1,0 +1,134 @@
+//! The events writer. Records (see `kestrel_init::event`) are buffered in
+//! memory from the first instruction and flushed to the events port once it
+//! exists. The buffer is bounded: past [`PENDING_MAX`] records are dropped
+//! and counted (the count goes out with `poweroff`). Errors and warnings
+//! also go to the console as plain lines, so they are seen even when the
+//! port never appears.
+
+use kestrel_init::event::{self, kind};
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
+
+/// Bound of the in-memory buffer used until the port opens.
+pub const PENDING_MAX: usize = 4 << 20;
+
+struct Sink {
+    pending: Vec<u8>,
+    port: Option<File>,
+    dropped: u64,
+    verbose: bool,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    pending: Vec::new(),
+    port: None,
+    dropped: 0,
+    verbose: false,
+});
+
+fn sink() -> MutexGuard<'static, Sink> {
+    // A poisoned lock only means another thread panicked mid-write; the
+    // buffer is still usable and PID 1 must go on.
+    SINK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Guest CLOCK_BOOTTIME in nanoseconds: the clock of every record.
+pub fn now_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+impl Sink {
+    fn write(&mut self, line: &[u8]) {
+        if let Some(port) = self.port.as_mut() {
+            // Blocking write: the host reads continuously, and payload
+            // output must not be lost. A dead port is dropped for good.
+            if port.write_all(line).is_ok() {
+                return;
+            }
+            self.port = None;
+        }
+        if self.pending.len() + line.len() <= PENDING_MAX {
+            self.pending.extend_from_slice(line);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Writes one record stamped now.
+pub fn emit(kind: &str, fields: &[(&str, &[u8])]) {
+    emit_at(now_ns(), kind, fields);
+}
+
+/// Writes one record with a given timestamp.
+pub fn emit_at(t_ns: u64, kind: &str, fields: &[(&str, &[u8])]) {
+    let mut line = Vec::with_capacity(96);
+    event::format_into(&mut line, t_ns, kind, fields);
+    sink().write(&line);
+}
+
+/// Turns on debug records (`kestrel.debug`).
+pub fn set_verbose(on: bool) {
+    sink().verbose = on;
+}
+
+/// A debug record, only written with `kestrel.debug`.
+pub fn debug(msg: &str) {
+    if sink().verbose {
+        emit("debug", &[("msg", msg.as_bytes())]);
+    }
+}
+
+fn console(level: &str, msg: &str) {
+    // The console is fds 1/2 (set up by stdio::ensure); a failed console
+    // write has nowhere else to go.
+    let _ = writeln!(std::io::stderr(), "kestrel: {level}: {msg}");
+}
+
+/// A failure, on the events port and the console.
+pub fn error(msg: &str, fatal: bool) {
+    emit(
+        kind::ERROR,
+        &[("msg", msg.as_bytes()), ("fatal", if fatal { b"yes" } else { b"no" })],
+    );
+    console("error", msg);
+}
+
+/// A problem the boot survives.
+pub fn warn(msg: &str) {
+    emit(kind::WARN, &[("msg", msg.as_bytes())]);
+    console("warning", msg);
+}
+
+/// Starts writing to the events port: everything buffered goes first.
+pub fn attach_port(mut port: File) {
+    let mut s = sink();
+    let pending = std::mem::take(&mut s.pending);
+    if port.write_all(&pending).is_ok() {
+        s.port = Some(port);
+    } else {
+        s.pending = pending;
+    }
+}
+
+/// A second handle on the port, to read the host's answers from.
+pub fn port_reader() -> Option<File> {
+    sink().port.as_ref().and_then(|p| p.try_clone().ok())
+}
+
+/// Records lost to a full buffer.
+pub fn dropped() -> u64 {
+    sink().dropped
+}
+
+/// Without a port, the records still reach the host over the console.
+pub fn flush_pending_to_console() {
+    let mut s = sink();
+    if s.port.is_none() && !s.pending.is_empty() {
+        let pending = std::mem::take(&mut s.pending);
+        let _ = std::io::stdout().write_all(&pending);
+        let _ = std::io::stdout().flush();
+    }
+}
