@@ -144,6 +144,11 @@ impl Uevent {
         self.action
     }
 
+    /// The action as the kernel spells it (`add`, `remove`, ...).
+    pub fn action_bytes(&self) -> &'static [u8] {
+        self.action.as_bytes()
+    }
+
     /// The device's path below /sys, e.g. `/devices/pci0000:00/0000:00:02.0`.
     pub fn devpath(&self) -> &[u8] {
         self.devpath.of(&self.buf)
@@ -333,6 +338,11 @@ fn scan(
     for (off, rec) in Records::new(rest, format.separator()) {
         let offset = body + off;
         if rec.is_empty() {
+            // The kernel writes empty lines into some sysfs files: x86's
+            // cpu MODALIAS ends in '\n' and `uevent_show` adds another.
+            if format == Format::Sysfs {
+                continue;
+            }
             return Err(UeventError::EmptyRecord { offset });
         }
         let (key, value) = split_record(rec).ok_or(UeventError::MissingEquals { offset })?;
@@ -616,10 +626,8 @@ DEVNAME=loop0\0DEVTYPE=disk\0DISKSEQ=9\0SEQNUM=4242\0")
         assert_eq!(empty.fields().count(), 0);
         let unterminated = parse_sysfs(b"/devices/a", Bytes::from_static(b"A=1\nB=2")).unwrap();
         assert_eq!(unterminated.get(b"B"), Some(&b"2"[..]));
-        assert!(matches!(
-            parse_sysfs(b"/devices/a", Bytes::from_static(b"A=1\n\nB=2\n")),
-            Err(UeventError::EmptyRecord { .. })
-        ));
+        let blank = parse_sysfs(b"/devices/a", Bytes::from_static(b"A=1\n\nB=2\n\n")).unwrap();
+        assert_eq!(blank.fields().count(), 2);
         assert!(matches!(
             parse_sysfs(b"devices/a", Bytes::new()),
             Err(UeventError::InvalidDevpath(_))
