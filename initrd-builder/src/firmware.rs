@@ -1,0 +1,167 @@
+//! Firmware that included modules declare (`MODULE_FIRMWARE`, the `firmware=`
+//! entries of a module's `.modinfo` section), found under /lib/firmware with
+//! the kernel's own search order.
+
+use crate::archive::normalize;
+use crate::{Archive, Compression, InitrdError};
+use object::{Object, ObjectSection};
+use std::path::{Path, PathBuf};
+
+/// Where firmware lives on the host and in the guest.
+pub const FIRMWARE_DIR: &str = "/lib/firmware";
+/// Refuse firmware files beyond this (the largest linux-firmware blobs are tens of MiB).
+pub const MAX_FIRMWARE_SIZE: u64 = 128 << 20;
+
+/// The `key=value` records of a `.modinfo` section (NUL separated, padding
+/// NULs skipped). Records without '=' are ignored.
+pub fn parse_modinfo(section: &[u8]) -> Vec<(String, String)> {
+    section
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .filter_map(|r| {
+            let r = String::from_utf8_lossy(r);
+            r.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The `firmware=` entries of a module (the decompressed ELF, see `read_module`).
+pub fn modinfo_firmware(module_elf: &[u8]) -> Result<Vec<String>, InitrdError> {
+    let err = |reason: String| InitrdError::Elf { path: PathBuf::from("<module>"), reason };
+    let file = object::File::parse(module_elf).map_err(|e| err(e.to_string()))?;
+    let Some(section) = file.section_by_name(".modinfo") else {
+        return Ok(Vec::new());
+    };
+    let data = section.data().map_err(|e| err(e.to_string()))?;
+    Ok(parse_modinfo(data).into_iter().filter(|(k, _)| k == "firmware").map(|(_, v)| v).collect())
+}
+
+/// One firmware file found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareFile {
+    /// The name the driver requests ("iwlwifi-7265D-29.ucode").
+    pub name: String,
+    /// The host file (possibly compressed).
+    pub host_path: PathBuf,
+    /// How the host file is compressed (firmware loaders accept .xz/.zst names).
+    pub compression: Compression,
+    /// Where the uncompressed content goes in the archive ("lib/firmware/NAME").
+    pub archive_path: String,
+}
+
+/// Find firmware `name` under `fw_root` (normally /lib/firmware) in the
+/// kernel's order (`drivers/base/firmware_loader/main.c` fw_path):
+/// updates/<kver>, updates, <kver>, then the root; in each, the plain file,
+/// then `.zst`, then `.xz`. `Ok(None)` when it is not there (optional
+/// firmware is common). A name with `..` is refused, and so is a file whose
+/// real path leaves `fw_root` through a symlink.
+pub fn find_firmware(fw_root: &Path, kernel_version: &str, name: &str) -> Result<Option<FirmwareFile>, InitrdError> {
+    let comps = normalize(name)?;
+    let clean = comps.join("/");
+    let root_real = match std::fs::canonicalize(fw_root) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(InitrdError::io("resolve", fw_root, e)),
+    };
+    let dirs = [
+        fw_root.join("updates").join(kernel_version),
+        fw_root.join("updates"),
+        fw_root.join(kernel_version),
+        fw_root.to_path_buf(),
+    ];
+    for dir in &dirs {
+        for c in [Compression::None, Compression::Zstd, Compression::Xz] {
+            let p = dir.join(format!("{clean}{}", c.extension()));
+            let Ok(real) = std::fs::canonicalize(&p) else { continue };
+            if !real.starts_with(&root_real) {
+                return Err(InitrdError::PathEscape {
+                    path: p.display().to_string(),
+                    reason: format!("resolves to {} outside {}", real.display(), fw_root.display()),
+                });
+            }
+            if real.is_file() {
+                return Ok(Some(FirmwareFile {
+                    name: clean.clone(),
+                    host_path: p,
+                    compression: c,
+                    archive_path: format!("lib/firmware/{clean}"),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl Archive {
+    /// Add a firmware file found by [`find_firmware`], decompressed: the
+    /// initramfs is compressed as a whole, and the guest kernel then needs no
+    /// CONFIG_FW_LOADER_COMPRESS_*.
+    pub fn add_firmware(&mut self, fw: &FirmwareFile, reason: &str) -> Result<(), InitrdError> {
+        let raw = std::fs::read(&fw.host_path).map_err(|e| InitrdError::io("read", &fw.host_path, e))?;
+        let data = crate::compress::decompress_limited(&raw, fw.compression, MAX_FIRMWARE_SIZE)?;
+        self.add_file(&fw.archive_path, 0o644, data)?;
+        self.set_reason(&fw.archive_path, reason);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn modinfo_records() {
+        let sec = b"license=GPL\0firmware=a.bin\0\0\0firmware=dir/b.fw\0junk\0alias=pci:v*\0";
+        let r = parse_modinfo(sec);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[1], ("firmware".into(), "a.bin".into()));
+    }
+
+    #[test]
+    fn firmware_of_a_real_module() {
+        // Any installed module that declares firmware will do; skip if none is found.
+        let dir = Path::new("/lib/modules/6.1.0-56-amd64/kernel/drivers/net/ethernet/realtek/r8169.ko");
+        for p in [dir.with_extension("ko.xz"), dir.to_path_buf(), dir.with_extension("ko.zst")] {
+            if p.exists() {
+                let elf = crate::read_module(&p).unwrap();
+                let fw = modinfo_firmware(&elf).unwrap();
+                assert!(fw.iter().any(|f| f.starts_with("rtl_nic/")), "{fw:?}");
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_order_compression_and_escapes() {
+        let root = tempfile::tempdir().unwrap();
+        let fw = root.path().join("firmware");
+        std::fs::create_dir_all(fw.join("updates/6.1")).unwrap();
+        std::fs::create_dir_all(fw.join("vendor")).unwrap();
+        std::fs::write(fw.join("vendor/a.bin"), b"base").unwrap();
+        std::fs::write(fw.join("vendor/c.bin.xz"), crate::compress(b"xz!", Compression::Xz).unwrap()).unwrap();
+        std::fs::write(fw.join("updates/6.1/b.bin"), b"new").unwrap();
+        std::fs::write(fw.join("b.bin"), b"old").unwrap();
+        std::fs::write(root.path().join("secret"), b"host secret").unwrap();
+        symlink("../secret", fw.join("evil.bin")).unwrap();
+        symlink("vendor/a.bin", fw.join("alias.bin")).unwrap();
+
+        let a = find_firmware(&fw, "6.1", "vendor/a.bin").unwrap().unwrap();
+        assert_eq!(a.archive_path, "lib/firmware/vendor/a.bin");
+        let b = find_firmware(&fw, "6.1", "b.bin").unwrap().unwrap();
+        assert_eq!(b.host_path, fw.join("updates/6.1/b.bin"));
+        let c = find_firmware(&fw, "6.1", "vendor/c.bin").unwrap().unwrap();
+        assert_eq!(c.compression, Compression::Xz);
+        assert!(find_firmware(&fw, "6.1", "missing.bin").unwrap().is_none());
+        assert!(find_firmware(&fw, "6.1", "alias.bin").unwrap().is_some());
+        assert!(matches!(find_firmware(&fw, "6.1", "evil.bin"), Err(InitrdError::PathEscape { .. })));
+        assert!(matches!(find_firmware(&fw, "6.1", "../secret"), Err(InitrdError::PathEscape { .. })));
+
+        let mut ar = Archive::new();
+        ar.add_firmware(&c, "declared by m").unwrap();
+        ar.add_firmware(&b, "declared by m").unwrap();
+        let m = ar.manifest();
+        let c_entry = m.iter().find(|e| e.path == "lib/firmware/vendor/c.bin").unwrap();
+        assert_eq!((c_entry.size, c_entry.reason.as_str()), (3, "declared by m"));
+    }
+}

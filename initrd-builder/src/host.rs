@@ -1,0 +1,541 @@
+//! Copying from the host: programs with their ELF interpreter and shared
+//! libraries, and whole directory trees.
+//!
+//! The host file system is seen through a `sysroot` ("/" for the real host):
+//! absolute symlinks on the host resolve inside the sysroot, never outside it,
+//! so a hostile or foreign root cannot make the builder read the build
+//! machine's own files. A host path is mirrored into the archive component by
+//! component: a host symlink on the way (e.g. `/lib64 -> usr/lib64`) becomes
+//! the same symlink in the archive unless the archive already has something
+//! there, in which case the archive's layout wins and the host side is
+//! resolved to the matching physical directory.
+
+use crate::archive::{check_symlink_target, Archive, Node, MAX_SYMLINK_HOPS, REASON_PARENT};
+use crate::elf::{is_elf, parse_elf, parse_shebang, ElfInfo};
+use crate::ldconf::ld_so_conf_dirs;
+use crate::newc::{MAX_FILE_SIZE, PERM_MASK};
+use crate::InitrdError;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::Metadata;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the loader configuration lives (inside the sysroot).
+pub const LD_SO_CONF: &str = "/etc/ld.so.conf";
+/// Search path for programs named without a '/', and for `#!/usr/bin/env NAME`.
+/// Fixed, not `$PATH`, so the archive does not depend on the caller's shell.
+pub const PROGRAM_SEARCH_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+/// Bound on the depth of program → interpreter → library chains.
+pub const MAX_PROGRAM_DEPTH: usize = 32;
+
+/// Human name of a file type, for errors.
+pub(crate) fn kind_name(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "unknown"
+    }
+}
+
+/// One file `add_program` put in the archive (or found already there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramFile {
+    /// The path as the loader or the caller names it on the host ("/lib64/ld-linux-x86-64.so.2").
+    pub host_path: String,
+    /// The physical host path it resolves to (inside the sysroot).
+    pub resolved: String,
+    /// Where its content is stored in the archive.
+    pub archive_path: String,
+    /// Why it is there.
+    pub reason: String,
+}
+
+fn components(path: &str) -> impl Iterator<Item = String> + '_ {
+    path.split('/').filter(|c| !c.is_empty()).map(str::to_owned)
+}
+
+fn abs(comps: &[String]) -> String {
+    format!("/{}", comps.join("/"))
+}
+
+fn in_root(sysroot: &Path, comps: &[String]) -> PathBuf {
+    let mut p = sysroot.to_path_buf();
+    p.extend(comps);
+    p
+}
+
+fn read_link_str(p: &Path) -> Result<String, InitrdError> {
+    let t = std::fs::read_link(p).map_err(|e| InitrdError::io("read link", p, e))?;
+    t.into_os_string().into_string().map_err(|t| InitrdError::InvalidPath {
+        path: p.display().to_string(),
+        reason: format!("symlink target {t:?} is not UTF-8"),
+    })
+}
+
+/// Resolve `path` physically inside `sysroot` (like `realpath` in a chroot):
+/// every symlink followed, absolute targets from the sysroot, `..` at the top
+/// stays at the top. Returns the components of the physical path.
+pub(crate) fn resolve_host(sysroot: &Path, path: &str) -> Result<Vec<String>, InitrdError> {
+    let mut queue: VecDeque<String> = components(path).collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+        let p = in_root(sysroot, &cur);
+        let meta = std::fs::symlink_metadata(&p).map_err(|e| InitrdError::io("stat", &p, e))?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(InitrdError::SymlinkLoop { path: path.to_owned(), limit: MAX_SYMLINK_HOPS });
+            }
+            let target = read_link_str(&p)?;
+            cur.pop();
+            if target.starts_with('/') {
+                cur.clear();
+            }
+            for t in target.split('/').rev().filter(|t| !t.is_empty()) {
+                queue.push_front(t.to_owned());
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// The state of one `add_program` call.
+struct Collector<'a> {
+    archive: &'a mut Archive,
+    sysroot: PathBuf,
+    ld_dirs: Option<Vec<String>>,
+    /// Physical host paths whose dependencies were already collected.
+    done: BTreeSet<String>,
+    report: Vec<ProgramFile>,
+    /// Parsed ELF headers by physical host path (library candidates are probed once).
+    elf_cache: BTreeMap<String, Option<ElfInfo>>,
+}
+
+impl Collector<'_> {
+    /// Mirror the host file named by `literal` into the archive; returns the
+    /// physical host path and the archive path of the file.
+    fn add_host_path(&mut self, literal: &str, reason: &str) -> Result<(String, String), InitrdError> {
+        let mut queue: VecDeque<String> = components(literal).collect();
+        let mut arch: Vec<String> = Vec::new();
+        let mut host: Vec<String> = Vec::new();
+        let mut hops = 0usize;
+        let mut follow = |queue: &mut VecDeque<String>, arch: &mut Vec<String>, host: &mut Vec<String>, target: &str| {
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(InitrdError::SymlinkLoop { path: literal.to_owned(), limit: MAX_SYMLINK_HOPS });
+            }
+            if target.starts_with('/') {
+                arch.clear();
+                host.clear();
+            }
+            for t in target.split('/').rev().filter(|t| !t.is_empty()) {
+                queue.push_front(t.to_owned());
+            }
+            Ok(())
+        };
+        while let Some(c) = queue.pop_front() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    arch.pop();
+                    host.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let leaf = queue.iter().all(|q| q == ".");
+            let mut arch_p = arch.clone();
+            arch_p.push(c.clone());
+            let arch_key = arch_p.join("/");
+            let mut host_p = host.clone();
+            host_p.push(c.clone());
+            let host_file = in_root(&self.sysroot, &host_p);
+            let meta = std::fs::symlink_metadata(&host_file).map_err(|e| InitrdError::io("stat", &host_file, e))?;
+            match self.archive.nodes.get(&arch_key) {
+                Some(Node::Symlink { target }) => {
+                    let target = target.clone();
+                    follow(&mut queue, &mut arch, &mut host, &target)?;
+                }
+                Some(Node::Dir { .. }) => {
+                    if leaf {
+                        return Err(InitrdError::UnsupportedFileType { path: host_file, kind: "directory" });
+                    }
+                    arch = arch_p;
+                    host = if meta.file_type().is_symlink() { resolve_host(&self.sysroot, &abs(&host_p))? } else { host_p };
+                }
+                Some(Node::File { .. } | Node::HardLink { .. }) if leaf => {
+                    let phys = resolve_host(&self.sysroot, &abs(&host_p))?;
+                    return Ok((abs(&phys), arch_key));
+                }
+                Some(_) => {
+                    return Err(InitrdError::Conflict { path: literal.to_owned(), existing: format!("{arch_key} (not a directory)") })
+                }
+                None if meta.file_type().is_symlink() => {
+                    let target = read_link_str(&host_file)?;
+                    check_symlink_target(&arch_key, &arch, &target)?;
+                    self.archive.nodes.insert(arch_key.clone(), Node::Symlink { target: target.clone() });
+                    self.archive.default_reason(&arch_key, &format!("symlink on the host path {literal} ({reason})"));
+                    follow(&mut queue, &mut arch, &mut host, &target)?;
+                }
+                None if meta.is_dir() => {
+                    if leaf {
+                        return Err(InitrdError::UnsupportedFileType { path: host_file, kind: "directory" });
+                    }
+                    self.archive.nodes.insert(arch_key.clone(), Node::Dir { mode: crate::archive::IMPLICIT_DIR_MODE });
+                    self.archive.default_reason(&arch_key, REASON_PARENT);
+                    arch = arch_p;
+                    host = host_p;
+                }
+                None if meta.is_file() => {
+                    if !leaf {
+                        return Err(InitrdError::NotADirectory { path: literal.to_owned(), parent: abs(&host_p) });
+                    }
+                    if meta.len() > MAX_FILE_SIZE {
+                        return Err(InitrdError::TooLarge { path: literal.to_owned(), size: meta.len(), limit: MAX_FILE_SIZE });
+                    }
+                    let data = std::fs::read(&host_file).map_err(|e| InitrdError::io("read", &host_file, e))?;
+                    self.archive.nodes.insert(arch_key.clone(), Node::File { mode: meta.permissions().mode() & PERM_MASK, data });
+                    self.archive.default_reason(&arch_key, reason);
+                    return Ok((abs(&host_p), arch_key));
+                }
+                None => return Err(InitrdError::UnsupportedFileType { path: host_file, kind: kind_name(&meta) }),
+            }
+        }
+        Err(InitrdError::InvalidPath { path: literal.to_owned(), reason: "names a directory, not a file".into() })
+    }
+
+    fn ld_dirs(&mut self) -> Vec<String> {
+        self.ld_dirs.get_or_insert_with(|| ld_so_conf_dirs(&self.sysroot, LD_SO_CONF)).clone()
+    }
+
+    /// Parse the ELF header of a host file (cached); `None` for non-ELF or unreadable.
+    fn probe_elf(&mut self, phys: &str) -> Option<ElfInfo> {
+        if let Some(hit) = self.elf_cache.get(phys) {
+            return hit.clone();
+        }
+        let p = in_root(&self.sysroot, &components(phys).collect::<Vec<_>>());
+        let info = std::fs::read(&p).ok().filter(|d| is_elf(d)).and_then(|d| parse_elf(&p, &d).ok());
+        self.elf_cache.insert(phys.to_owned(), info.clone());
+        info
+    }
+
+    /// The directories the loader searches for the DT_NEEDED entries of `obj`.
+    fn search_dirs(&mut self, obj: &ElfInfo, origin: &str, main_rpath: &[String]) -> Vec<String> {
+        let mut dirs = Vec::new();
+        // ld.so: DT_RPATH of the object and of the executable only when the
+        // object has no DT_RUNPATH; then DT_RUNPATH; then the cache; then the defaults.
+        if obj.runpath.is_empty() {
+            dirs.extend(obj.rpath.iter().filter_map(|d| expand_dst(d, origin, obj)));
+            dirs.extend(main_rpath.iter().cloned());
+        }
+        dirs.extend(obj.runpath.iter().filter_map(|d| expand_dst(d, origin, obj)));
+        dirs.extend(self.ld_dirs());
+        dirs.extend(default_lib_dirs(obj));
+        dirs
+    }
+
+    fn find_library(&mut self, name: &str, obj: &ElfInfo, origin: &str, main_rpath: &[String], needed_by: &str) -> Result<String, InitrdError> {
+        if name.contains('/') {
+            return Ok(name.to_owned());
+        }
+        let dirs = self.search_dirs(obj, origin, main_rpath);
+        for d in &dirs {
+            let cand = format!("{}/{name}", d.trim_end_matches('/'));
+            let Ok(phys) = resolve_host(&self.sysroot, &cand) else { continue };
+            let phys = abs(&phys);
+            if !in_root(&self.sysroot, &components(&phys).collect::<Vec<_>>()).is_file() {
+                continue;
+            }
+            if self.probe_elf(&phys).is_some_and(|lib| obj.compatible(&lib)) {
+                return Ok(cand);
+            }
+        }
+        Err(InitrdError::LibraryNotFound { name: name.to_owned(), needed_by: needed_by.into(), searched: dirs.join(":") })
+    }
+
+    fn add_program(&mut self, literal: &str, reason: &str, main_rpath: Option<&[String]>, depth: usize) -> Result<(), InitrdError> {
+        if depth > MAX_PROGRAM_DEPTH {
+            return Err(InitrdError::SymlinkLoop { path: literal.to_owned(), limit: MAX_PROGRAM_DEPTH });
+        }
+        let (phys, arch) = self.add_host_path(literal, reason)?;
+        self.report.push(ProgramFile {
+            host_path: literal.to_owned(),
+            resolved: phys.clone(),
+            archive_path: arch.clone(),
+            reason: reason.to_owned(),
+        });
+        if !self.done.insert(phys.clone()) {
+            return Ok(());
+        }
+        let data = match self.archive.nodes.get(&arch) {
+            Some(Node::File { data, .. }) => data,
+            Some(Node::HardLink { target }) => match self.archive.nodes.get(target) {
+                Some(Node::File { data, .. }) => data,
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        if is_elf(data) {
+            let info = parse_elf(Path::new(&phys), data)?;
+            // $ORIGIN: the executable's real directory; a library's directory as found.
+            let origin_path = if main_rpath.is_none() { phys.as_str() } else { literal };
+            let origin = origin_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            let origin = if origin.is_empty() { "/" } else { origin };
+            let own_rpath: Vec<String>;
+            let main_rpath = match main_rpath {
+                Some(r) => r,
+                None => {
+                    own_rpath = info.rpath.iter().filter_map(|d| expand_dst(d, origin, &info)).collect();
+                    &own_rpath
+                }
+            };
+            if let Some(interp) = &info.interpreter {
+                self.add_program(interp, &format!("ELF interpreter of {literal}"), Some(main_rpath), depth + 1)?;
+            }
+            for name in &info.needed {
+                let lib = self.find_library(name, &info, origin, main_rpath, literal)?;
+                self.add_program(&lib, &format!("{name} needed by {literal}"), Some(main_rpath), depth + 1)?;
+            }
+        } else if let Some((interp, arg)) = parse_shebang(data) {
+            self.add_program(&interp, &format!("interpreter of script {literal}"), None, depth + 1)?;
+            // "#!/usr/bin/env NAME": NAME is the real interpreter.
+            if interp.rsplit('/').next() == Some("env") {
+                if let Some(name) = arg.as_deref().and_then(|a| a.split_whitespace().next()).filter(|a| !a.starts_with('-')) {
+                    let found = self.find_program(name)?;
+                    self.add_program(&found, &format!("interpreter of script {literal} via env"), None, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn find_program(&self, name: &str) -> Result<String, InitrdError> {
+        if name.contains('/') {
+            return Ok(name.to_owned());
+        }
+        for d in PROGRAM_SEARCH_PATH {
+            let cand = format!("{d}/{name}");
+            if let Ok(phys) = resolve_host(&self.sysroot, &cand) {
+                if in_root(&self.sysroot, &phys).is_file() {
+                    return Ok(cand);
+                }
+            }
+        }
+        Err(InitrdError::ProgramNotFound { name: name.to_owned(), searched: PROGRAM_SEARCH_PATH.join(":") })
+    }
+}
+
+/// Expand the dynamic string tokens of an RPATH/RUNPATH entry. Entries with
+/// tokens we cannot know, or relative ones (relative to the process's working
+/// directory at run time), are skipped.
+fn expand_dst(entry: &str, origin: &str, obj: &ElfInfo) -> Option<String> {
+    let lib = if obj.is_64 { "lib64" } else { "lib" };
+    let platform = platform_name(obj.machine);
+    let mut s = entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin);
+    s = s.replace("${LIB}", lib).replace("$LIB", lib);
+    if let Some(p) = platform {
+        s = s.replace("${PLATFORM}", p).replace("$PLATFORM", p);
+    }
+    (s.starts_with('/') && !s.contains('$')).then_some(s)
+}
+
+fn platform_name(machine: u16) -> Option<&'static str> {
+    match machine {
+        object::elf::EM_X86_64 => Some("x86_64"),
+        object::elf::EM_386 => Some("i686"),
+        object::elf::EM_AARCH64 => Some("aarch64"),
+        _ => None,
+    }
+}
+
+/// Debian/Ubuntu multiarch triplet of a machine.
+fn multiarch(obj: &ElfInfo) -> Option<&'static str> {
+    use object::elf::*;
+    match (obj.machine, obj.is_64) {
+        (EM_X86_64, true) => Some("x86_64-linux-gnu"),
+        (EM_X86_64, false) => Some("x86_64-linux-gnux32"),
+        (EM_386, _) => Some("i386-linux-gnu"),
+        (EM_AARCH64, _) => Some("aarch64-linux-gnu"),
+        (EM_ARM, _) => Some("arm-linux-gnueabihf"),
+        (EM_RISCV, true) => Some("riscv64-linux-gnu"),
+        (EM_PPC64, _) => Some("powerpc64le-linux-gnu"),
+        (EM_S390, _) => Some("s390x-linux-gnu"),
+        _ => None,
+    }
+}
+
+/// The loader's built-in directories: multiarch ones (Debian builds them into
+/// ld.so), then lib64 for 64-bit, then lib. Incompatible candidates are skipped
+/// by the caller, so listing a directory too many is harmless.
+fn default_lib_dirs(obj: &ElfInfo) -> Vec<String> {
+    let mut dirs = Vec::new();
+    if let Some(t) = multiarch(obj) {
+        dirs.push(format!("/lib/{t}"));
+        dirs.push(format!("/usr/lib/{t}"));
+    }
+    if obj.is_64 {
+        dirs.push("/lib64".into());
+        dirs.push("/usr/lib64".into());
+    }
+    dirs.push("/lib".into());
+    dirs.push("/usr/lib".into());
+    dirs
+}
+
+impl Archive {
+    /// A host program and everything it needs to run: its ELF interpreter and DT_NEEDED
+    /// libraries (recursively, resolved via DT_RUNPATH/DT_RPATH ($ORIGIN), /etc/ld.so.conf(.d)
+    /// and the default dirs, read from the ELF, not ldd), placed at the same paths as on the
+    /// host; symlinks on the host library path (e.g. /lib64/ld-linux-x86-64.so.2 -> ...) become
+    /// symlinks in the archive plus their targets. Scripts (#!) pull in their interpreter.
+    ///
+    /// A `program` without '/' is looked up in [`PROGRAM_SEARCH_PATH`].
+    pub fn add_program(&mut self, program: &Path) -> Result<(), InitrdError> {
+        self.add_program_in(Path::new("/"), program).map(|_| ())
+    }
+
+    /// [`Archive::add_program`] with the host seen through `sysroot` (absolute
+    /// paths and symlinks resolve inside it). Returns every file it visited, in
+    /// order, with the reason it was needed.
+    pub fn add_program_in(&mut self, sysroot: &Path, program: &Path) -> Result<Vec<ProgramFile>, InitrdError> {
+        let name = program.to_str().ok_or_else(|| InitrdError::InvalidPath {
+            path: program.display().to_string(),
+            reason: "not UTF-8".into(),
+        })?;
+        let mut c = Collector {
+            archive: self,
+            sysroot: sysroot.to_path_buf(),
+            ld_dirs: None,
+            done: BTreeSet::new(),
+            report: Vec::new(),
+            elf_cache: BTreeMap::new(),
+        };
+        let literal = if name.starts_with('/') {
+            name.to_owned()
+        } else if name.contains('/') {
+            let cwd = std::env::current_dir().map_err(|e| InitrdError::io("read the current directory", ".", e))?;
+            cwd.join(name).to_str().map(str::to_owned).unwrap_or_default()
+        } else {
+            c.find_program(name)?
+        };
+        c.add_program(&literal, "requested program", None, 0)?;
+        Ok(c.report)
+    }
+
+    /// Copy the host directory `src_dir` to `dest` in the archive: directories,
+    /// regular files (hard links kept as hard links), symlinks as symlinks.
+    /// Symlinks inside the tree are never followed (only `src_dir` itself is),
+    /// so nothing outside the tree is read; relative links that would climb
+    /// above the archive root are refused. Fifos, sockets and device files are
+    /// refused. Entries are visited in sorted order.
+    pub fn add_tree(&mut self, dest: &str, src_dir: &Path) -> Result<(), InitrdError> {
+        let meta = std::fs::metadata(src_dir).map_err(|e| InitrdError::io("stat", src_dir, e))?;
+        if !meta.is_dir() {
+            return Err(InitrdError::UnsupportedFileType { path: src_dir.to_owned(), kind: kind_name(&meta) });
+        }
+        self.add_dir(dest, meta.permissions().mode())?;
+        let mut links: BTreeMap<(u64, u64), String> = BTreeMap::new();
+        let dest = dest.trim_end_matches('/').to_owned();
+        self.add_tree_inner(&dest, src_dir, &mut links)
+    }
+
+    fn add_tree_inner(&mut self, dest: &str, dir: &Path, links: &mut BTreeMap<(u64, u64), String>) -> Result<(), InitrdError> {
+        let rd = std::fs::read_dir(dir).map_err(|e| InitrdError::io("read directory", dir, e))?;
+        let mut names = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| InitrdError::io("read directory", dir, e))?;
+            let name = e.file_name().into_string().map_err(|n| InitrdError::InvalidPath {
+                path: dir.display().to_string(),
+                reason: format!("file name {n:?} is not UTF-8"),
+            })?;
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            let src = dir.join(&name);
+            let path = format!("{dest}/{name}");
+            let meta = std::fs::symlink_metadata(&src).map_err(|e| InitrdError::io("stat", &src, e))?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                let target = read_link_str(&src)?;
+                self.add_symlink(&path, &target)?;
+            } else if ft.is_dir() {
+                self.add_dir(&path, meta.permissions().mode())?;
+                self.add_tree_inner(&path, &src, links)?;
+            } else if ft.is_file() {
+                if meta.nlink() > 1 {
+                    if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                        let first = first.clone();
+                        self.add_hardlink(&path, &first)?;
+                        continue;
+                    }
+                    links.insert((meta.dev(), meta.ino()), path.clone());
+                }
+                // Read through the already-checked handle's path: it is a regular file, not a link.
+                if meta.len() > MAX_FILE_SIZE {
+                    return Err(InitrdError::TooLarge { path, size: meta.len(), limit: MAX_FILE_SIZE });
+                }
+                let data = std::fs::read(&src).map_err(|e| InitrdError::io("read", &src, e))?;
+                self.add_file(&path, meta.permissions().mode(), data)?;
+            } else {
+                return Err(InitrdError::UnsupportedFileType { path: src, kind: kind_name(&meta) });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolve_host_stays_in_sysroot() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::write(r.join("usr/lib/f"), b"x").unwrap();
+        symlink("usr/lib", r.join("lib")).unwrap();
+        symlink("/../../../usr/lib/f", r.join("abs")).unwrap();
+        assert_eq!(resolve_host(r, "/lib/f").unwrap(), ["usr", "lib", "f"]);
+        assert_eq!(resolve_host(r, "/abs").unwrap(), ["usr", "lib", "f"]);
+        assert_eq!(resolve_host(r, "/../../lib/../lib/f").unwrap(), ["usr", "lib", "f"]);
+        symlink("loop", r.join("loop")).unwrap();
+        assert!(matches!(resolve_host(r, "/loop"), Err(InitrdError::SymlinkLoop { .. })));
+    }
+
+    #[test]
+    fn dst_expansion() {
+        let info = ElfInfo { is_64: true, machine: object::elf::EM_X86_64, ..ElfInfo::default() };
+        assert_eq!(expand_dst("$ORIGIN/../lib", "/opt/app/bin", &info).as_deref(), Some("/opt/app/bin/../lib"));
+        assert_eq!(expand_dst("${ORIGIN}/x", "/o", &info).as_deref(), Some("/o/x"));
+        assert_eq!(expand_dst("/usr/$LIB", "/o", &info).as_deref(), Some("/usr/lib64"));
+        assert_eq!(expand_dst("relative/dir", "/o", &info), None);
+        assert_eq!(expand_dst("/x/$UNKNOWN", "/o", &info), None);
+    }
+}
