@@ -1,0 +1,236 @@
+//! The walk and the netlink parser over captured real data
+//! (tests/fixtures/*/NOTE says where each capture came from), and the walk
+//! over this machine's own /sys as a second real source.
+//!
+//! The expected values are computed here independently of the crate: a plain
+//! recursive listing of the tree and a `split_once('=')` per line.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use kestrel_uevent::walk::walk_devices;
+use kestrel_uevent::{parse_netlink, Action, Uevent};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Every directory below `dir` (not through symlinks) with a `uevent` file,
+/// as (devpath, expected fields).
+fn expected_devices(sys: &Path) -> BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![sys.join("devices")];
+    while let Some(dir) = stack.pop() {
+        let uevent = dir.join("uevent");
+        if fs::symlink_metadata(&uevent).is_ok_and(|m| m.is_file()) {
+            let content = fs::read(&uevent).unwrap();
+            let mut fields: Vec<(Vec<u8>, Vec<u8>)> = content
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let eq = l.iter().position(|&b| b == b'=').unwrap();
+                    (l[..eq].to_vec(), l[eq + 1..].to_vec())
+                })
+                .collect();
+            if let Ok(target) = fs::read_link(dir.join("subsystem")) {
+                let name = target.file_name().unwrap().to_str().unwrap();
+                fields.push((b"SUBSYSTEM".to_vec(), name.as_bytes().to_vec()));
+            }
+            let devpath = format!("/{}", dir.strip_prefix(sys).unwrap().to_str().unwrap());
+            out.insert(devpath, fields);
+        }
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn check_walk_matches_files(sys: &Path) -> usize {
+    let expected = expected_devices(sys);
+    let walk = walk_devices(sys).unwrap();
+    assert_eq!(walk.skipped, 0);
+    assert_eq!(walk.devices.len(), expected.len());
+    let mut seen = BTreeMap::new();
+    for (i, ev) in walk.devices.iter().enumerate() {
+        let devpath = std::str::from_utf8(ev.devpath()).unwrap();
+        let want = expected
+            .get(devpath)
+            .unwrap_or_else(|| panic!("walk invented {devpath}"));
+        let got: Vec<(Vec<u8>, Vec<u8>)> =
+            ev.fields().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        assert_eq!(&got, want, "fields of {devpath}");
+        assert_eq!(ev.action(), Action::Add);
+        // Typed accessors agree with the raw fields.
+        let field = |k: &[u8]| {
+            want.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_slice())
+        };
+        assert_eq!(ev.modalias(), field(b"MODALIAS"), "{devpath}");
+        assert_eq!(ev.subsystem(), field(b"SUBSYSTEM"), "{devpath}");
+        assert_eq!(ev.driver(), field(b"DRIVER"), "{devpath}");
+        assert_eq!(ev.devname(), field(b"DEVNAME"), "{devpath}");
+        assert_eq!(ev.devtype(), field(b"DEVTYPE"), "{devpath}");
+        let num =
+            |k: &[u8]| field(k).map(|v| std::str::from_utf8(v).unwrap().parse::<u32>().unwrap());
+        if let (Some(ma), Some(mi)) = (num(b"MAJOR"), num(b"MINOR")) {
+            assert_eq!(ev.major_minor(), Some((ma, mi)), "{devpath}");
+        }
+        // Parents before children.
+        let mut parent = Path::new(devpath).parent();
+        while let Some(p) = parent {
+            if let Some(&j) = seen.get(p.to_str().unwrap()) {
+                assert!(j < i, "{devpath} before its parent");
+            }
+            parent = p.parent();
+        }
+        seen.insert(devpath.to_string(), i);
+    }
+    walk.devices.len()
+}
+
+#[test]
+fn every_captured_device_is_found_with_its_fields() {
+    let n = check_walk_matches_files(&fixtures().join("host-sys"));
+    assert!(n > 300, "fixture has {n} devices");
+}
+
+#[test]
+fn walk_order_is_deterministic() {
+    let sys = fixtures().join("host-sys");
+    let a: Vec<_> = walk_devices(&sys)
+        .unwrap()
+        .devices
+        .iter()
+        .map(|e| e.devpath().to_vec())
+        .collect();
+    let b: Vec<_> = walk_devices(&sys)
+        .unwrap()
+        .devices
+        .iter()
+        .map(|e| e.devpath().to_vec())
+        .collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn modalias_files_agree_with_the_uevent_files() {
+    let sys = fixtures().join("host-sys");
+    let walk = walk_devices(&sys).unwrap();
+    let mut compared = 0;
+    for ev in &walk.devices {
+        let path = sys
+            .join(std::str::from_utf8(&ev.devpath()[1..]).unwrap())
+            .join("modalias");
+        let Ok(file) = fs::read(&path) else { continue };
+        let file = file.strip_suffix(b"\n").unwrap_or(&file);
+        // x86's cpu modalias carries its own trailing newline.
+        let file = file.strip_suffix(b"\n").unwrap_or(file);
+        match ev.modalias() {
+            Some(m) => {
+                assert_eq!(m, file, "{}", path.display());
+                compared += 1;
+            }
+            // The cpu subsystem's root device has a `modalias` attribute
+            // (the boot CPU's features) but no MODALIAS in its environment;
+            // each cpuN device carries its own.
+            None => assert_eq!(ev.devpath(), b"/devices/system/cpu", "{}", path.display()),
+        }
+    }
+    assert!(compared >= 20, "only {compared} modalias files");
+}
+
+#[test]
+fn this_machines_own_sys_walks_completely() {
+    let sys = Path::new("/sys");
+    if !sys.join("devices").is_dir() {
+        eprintln!("SKIPPED: no /sys/devices here");
+        return;
+    }
+    // Devices may come and go on a live system; the fixture test above is the
+    // exact one. Here: every device found has the fields its file has now.
+    let walk = walk_devices(sys).unwrap();
+    assert_eq!(walk.skipped, 0);
+    assert!(!walk.devices.is_empty());
+    for ev in walk.devices.iter().take(2000) {
+        let rel = std::str::from_utf8(&ev.devpath()[1..]).unwrap();
+        let Ok(content) = fs::read(sys.join(rel).join("uevent")) else {
+            continue;
+        };
+        for line in content.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let eq = line.iter().position(|&b| b == b'=').unwrap();
+            assert_eq!(ev.get(&line[..eq]), Some(&line[eq + 1..]), "{rel}");
+        }
+    }
+}
+
+fn netlink_fixture() -> Vec<Uevent> {
+    let dir = fixtures().join("host-netlink");
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| parse_netlink(Bytes::from(fs::read(p).unwrap())).unwrap())
+        .collect()
+}
+
+#[test]
+fn captured_datagrams_parse_and_match_the_walk() {
+    let events = netlink_fixture();
+    assert!(events.len() >= 10);
+    let walk = walk_devices(&fixtures().join("host-sys")).unwrap();
+    let mut last = 0;
+    for ev in &events {
+        // The kernel always sends these four.
+        assert_eq!(ev.get(b"ACTION"), Some(ev.action_bytes()));
+        assert_eq!(ev.get(b"DEVPATH"), Some(ev.devpath()));
+        assert!(ev.subsystem().is_some());
+        let seq = ev.seqnum().unwrap();
+        assert!(seq > last, "SEQNUM not increasing");
+        last = seq;
+        // Same device, same fields from both paths.
+        let walked = walk
+            .devices
+            .iter()
+            .find(|d| d.devpath() == ev.devpath())
+            .unwrap();
+        for (k, v) in walked.fields() {
+            assert_eq!(ev.get(k), Some(v), "{k:?} of {:?}", ev.devpath());
+        }
+    }
+}
+
+#[test]
+fn captured_datagrams_decode_as_recorded() {
+    // events.txt was written by the capture from the same datagrams: its
+    // netlink lines (after the walk's) must match the parsed events.
+    let text = fs::read_to_string(fixtures().join("host-netlink/events.txt")).unwrap();
+    let events = netlink_fixture();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len() - events.len()..];
+    for (line, ev) in tail.iter().zip(&events) {
+        let mut want = format!(
+            "{} {}",
+            String::from_utf8_lossy(ev.action_bytes()),
+            String::from_utf8_lossy(ev.devpath())
+        );
+        for (k, v) in ev.fields() {
+            want.push_str(&format!(
+                " {}={}",
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(v)
+            ));
+        }
+        assert_eq!(*line, want);
+    }
+}
