@@ -1,0 +1,721 @@
+//! The module index: modules.dep, modules.alias, modules.softdep,
+//! modules.builtin and modules.builtin.modinfo, held as the original bytes
+//! plus offsets, so loading is one read and one pass per file.
+//!
+//! Alias lookup reproduces libkmod's wildcard trie search
+//! (`index_searchwild`) without building the trie: a pattern's literal head
+//! (the bytes before its first `*`, `?` or `[`) must equal the same bytes of
+//! the MODALIAS, and the rest is matched with fnmatch. Patterns are found by
+//! a sorted table of hashes of their literal heads, probed with the hash of
+//! every prefix of the MODALIAS (one pass, no allocation per pattern).
+//! Results are ordered by the module's position in modules.dep, which is the
+//! priority depmod stores in modules.alias.bin.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigSoftdep, MODULES_SOFTDEP};
+use crate::fnmatch::fnmatch;
+use crate::names::{name_from_path, normalize_name, normalize_name_bytes, normalize_pattern, normalize_query};
+use crate::ModulesError;
+
+/// Largest index file accepted (named bound; Debian's modules.alias is
+/// 1.3 MiB, modules.dep 0.5 MiB).
+pub const MAX_INDEX_FILE: u64 = 64 * 1024 * 1024;
+
+/// A module with a line in modules.dep (or named as a dependency there).
+#[derive(Debug, Clone)]
+pub(crate) struct Module {
+    pub(crate) name: String,
+    /// Path as written in modules.dep (relative to the index dir, or absolute).
+    pub(crate) rel: String,
+    /// Its dependencies, as module ids, in modules.dep order.
+    pub(crate) deps: Vec<u32>,
+    /// The whole line in modules.dep, for subsets; `None` when the module
+    /// only appears as someone's dependency.
+    line: Option<(usize, usize)>,
+}
+
+/// One `alias PATTERN MODULE` line of modules.alias.
+#[derive(Debug, Clone, Copy)]
+struct AliasEntry {
+    /// Pattern bytes: in `alias_text` or (when normalisation changed it) in
+    /// `alias_norm`.
+    pat: (u32, u32),
+    normalized_copy: bool,
+    /// Length of the literal head (before the first `*`, `?`, `[`).
+    head: u32,
+    /// The module name bytes in `alias_text`.
+    name: (u32, u32),
+    /// The whole line in `alias_text`.
+    line: (u32, u32),
+    /// depmod's priority: the module's position in modules.dep (or after all
+    /// of them when it has no line there).
+    priority: u32,
+}
+
+/// A builtin alias from modules.builtin.modinfo.
+#[derive(Debug, Clone)]
+struct BuiltinAlias {
+    pattern: Vec<u8>,
+    module: String,
+}
+
+/// The parsed index of one module directory, plus the configuration in use.
+#[derive(Debug, Clone)]
+pub struct ModuleIndex {
+    dir: PathBuf,
+    dep_text: Vec<u8>,
+    pub(crate) modules: Vec<Module>,
+    by_name: HashMap<String, u32>,
+    alias_text: Vec<u8>,
+    alias_norm: Vec<u8>,
+    aliases: Vec<AliasEntry>,
+    /// (hash of literal head, index into `aliases`), sorted.
+    alias_heads: Vec<(u64, u32)>,
+    softdep_text: Option<Vec<u8>>,
+    softdep_file: Config,
+    builtin_text: Option<Vec<u8>>,
+    builtin: HashSet<String>,
+    modinfo_text: Option<Vec<u8>>,
+    builtin_aliases: Vec<BuiltinAlias>,
+    pub(crate) config: Config,
+    /// Config softdeps and modules.softdep, in kmod's order (by file name).
+    pub(crate) softdeps: Vec<ConfigSoftdep>,
+}
+
+/// Where a looked-up module came from (kmod's lookup chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) name: String,
+    /// Module id when it has a file in modules.dep.
+    pub(crate) id: Option<u32>,
+    pub(crate) builtin: bool,
+    /// The alias it was found through (kmod's `mod->alias`): blacklists apply
+    /// and options for that alias are added.
+    pub(crate) alias: Option<String>,
+}
+
+fn fnv1a_start() -> u64 {
+    0xcbf2_9ce4_8422_2325
+}
+
+fn fnv1a_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(fnv1a_start(), |h, &b| fnv1a_step(h, b))
+}
+
+fn slice(text: &[u8], (a, b): (u32, u32)) -> &[u8] {
+    text.get(a as usize..b as usize).unwrap_or_default()
+}
+
+/// The literal head of a pattern as libkmod's trie walk sees it.
+fn wild_head(pattern: &[u8]) -> usize {
+    pattern.iter().position(|b| matches!(b, b'*' | b'?' | b'[')).unwrap_or(pattern.len())
+}
+
+/// libkmod's `index_searchwild` test for one key: the literal head must be
+/// equal byte for byte, the rest is matched with fnmatch.
+pub(crate) fn wild_match(pattern: &[u8], head: usize, query: &[u8]) -> bool {
+    match (pattern.get(..head), query.get(..head)) {
+        (Some(p), Some(q)) if p == q => {
+            fnmatch(pattern.get(head..).unwrap_or_default(), query.get(head..).unwrap_or_default())
+        }
+        _ => false,
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ModulesError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ModulesError::Read { path: path.to_path_buf(), source: e }),
+        Ok(meta) if meta.len() > MAX_INDEX_FILE => {
+            Err(ModulesError::TooLarge { path: path.to_path_buf(), limit: MAX_INDEX_FILE })
+        }
+        Ok(_) => std::fs::read(path).map(Some).map_err(|e| ModulesError::Read { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// Lines of a text file with their byte ranges (without the newline).
+fn lines(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = 0usize;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let rest = text.get(start..).unwrap_or_default();
+        let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let range = (start, start + len);
+        start += len + 1;
+        Some(range)
+    })
+}
+
+impl ModuleIndex {
+    /// Reads modules.dep, modules.alias, modules.softdep, modules.builtin and
+    /// (when present) modules.builtin.modinfo from `dir` (e.g.
+    /// /lib/modules/6.1.0-56-amd64). Missing optional files are fine; a
+    /// missing modules.dep is an error naming the path.
+    pub fn load(dir: &Path) -> Result<Self, ModulesError> {
+        let dep_path = dir.join("modules.dep");
+        let dep_text = read_bounded_index(&dep_path)?;
+        let alias_text = read_optional(&dir.join("modules.alias"))?.unwrap_or_default();
+        let softdep_text = read_optional(&dir.join(MODULES_SOFTDEP))?;
+        let builtin_text = read_optional(&dir.join("modules.builtin"))?;
+        let modinfo_text = read_optional(&dir.join("modules.builtin.modinfo"))?;
+        Self::from_bytes(dir, dep_text, alias_text, softdep_text, builtin_text, modinfo_text)
+    }
+
+    /// Builds an index from file contents (`dir` is only used to make
+    /// absolute paths). Optional files are `None` when absent.
+    pub fn from_bytes(
+        dir: &Path,
+        dep_text: Vec<u8>,
+        alias_text: Vec<u8>,
+        softdep_text: Option<Vec<u8>>,
+        builtin_text: Option<Vec<u8>>,
+        modinfo_text: Option<Vec<u8>>,
+    ) -> Result<Self, ModulesError> {
+        let (modules, by_name) = parse_dep(&dir.join("modules.dep"), &dep_text)?;
+        let mut index = ModuleIndex {
+            dir: dir.to_path_buf(),
+            dep_text,
+            modules,
+            by_name,
+            alias_text,
+            alias_norm: Vec::new(),
+            aliases: Vec::new(),
+            alias_heads: Vec::new(),
+            softdep_text: None,
+            softdep_file: Config::new(),
+            builtin_text: None,
+            builtin: HashSet::new(),
+            modinfo_text: None,
+            builtin_aliases: Vec::new(),
+            config: Config::new(),
+            softdeps: Vec::new(),
+        };
+        index.parse_aliases();
+        if let Some(text) = softdep_text {
+            index.softdep_file = Config::parse(&text, MODULES_SOFTDEP)?;
+            index.softdep_text = Some(text);
+        }
+        if let Some(text) = builtin_text {
+            for (a, b) in lines(&text) {
+                let line = text.get(a..b).unwrap_or_default();
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if !line.is_empty() {
+                    index.builtin.insert(name_from_path(line));
+                }
+            }
+            index.builtin_text = Some(text);
+        }
+        if let Some(text) = modinfo_text {
+            index.builtin_aliases = parse_builtin_modinfo(&text);
+            index.modinfo_text = Some(text);
+        }
+        index.merge_softdeps();
+        Ok(index)
+    }
+
+    /// Uses `config` (modprobe.d files and kernel command line) for alias,
+    /// options, blacklist and softdep decisions, replacing any earlier one.
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self.merge_softdeps();
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The directory the index was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of modules with a file (lines of modules.dep).
+    pub fn module_count(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// Number of alias patterns read from modules.alias.
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
+    }
+
+    /// Names of all modules that have a file, in modules.dep order.
+    pub fn module_names(&self) -> impl Iterator<Item = &str> {
+        self.modules.iter().map(|m| m.name.as_str())
+    }
+
+    /// The alias patterns of modules.alias with their module, in file order.
+    pub fn alias_patterns(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.aliases.iter().map(|a| (self.pattern(a), slice(&self.alias_text, a.name)))
+    }
+
+    fn merge_softdeps(&mut self) {
+        let mut all: Vec<ConfigSoftdep> = self.config.softdeps.clone();
+        all.extend(self.softdep_file.softdeps.iter().cloned());
+        // kmod reads its config files and modules.softdep sorted by file
+        // name, and the first matching softdep wins.
+        all.sort_by(|a, b| a.file.cmp(&b.file));
+        self.softdeps = all;
+    }
+
+    fn parse_aliases(&mut self) {
+        let text = std::mem::take(&mut self.alias_text);
+        let fallback_priority = u32::try_from(self.modules.len()).unwrap_or(u32::MAX);
+        for (a, b) in lines(&text) {
+            let line = text.get(a..b).unwrap_or_default();
+            let Some(rest) = line.strip_prefix(b"alias ") else {
+                continue;
+            };
+            let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+            let Some(sp) = memchr::memchr(b' ', rest) else {
+                continue;
+            };
+            let pat_start = a + 6;
+            let pat_end = pat_start + sp;
+            let name_bytes = rest.get(sp + 1..).unwrap_or_default();
+            let name_len = name_bytes.iter().position(|&c| c == b' ' || c == b'\t').unwrap_or(name_bytes.len());
+            let name_start = pat_end + 1;
+            let pattern = rest.get(..sp).unwrap_or_default();
+            // depmod normalises patterns for modules.alias.bin and drops
+            // those with unmatched brackets.
+            let (pat, normalized_copy, head) = if pattern.iter().any(|&c| matches!(c, b'-' | b'[' | b']')) {
+                let Some(norm) = normalize_pattern(pattern) else {
+                    continue;
+                };
+                if norm == pattern {
+                    ((pat_start, pat_end), false, wild_head(pattern))
+                } else {
+                    let s = self.alias_norm.len();
+                    self.alias_norm.extend_from_slice(&norm);
+                    ((s, self.alias_norm.len()), true, wild_head(&norm))
+                }
+            } else {
+                ((pat_start, pat_end), false, wild_head(pattern))
+            };
+            let name = slice_usize(&text, name_start, name_start + name_len);
+            let priority = match self.by_name.get(normalize_name_bytes(name).as_str()) {
+                Some(&id) => id,
+                None => fallback_priority,
+            };
+            let (Ok(p0), Ok(p1), Ok(n0), Ok(n1), Ok(l0), Ok(l1), Ok(h)) = (
+                u32::try_from(pat.0),
+                u32::try_from(pat.1),
+                u32::try_from(name_start),
+                u32::try_from(name_start + name_len),
+                u32::try_from(a),
+                u32::try_from(b),
+                u32::try_from(head),
+            ) else {
+                continue;
+            };
+            self.aliases.push(AliasEntry {
+                pat: (p0, p1),
+                normalized_copy,
+                head: h,
+                name: (n0, n1),
+                line: (l0, l1),
+                priority,
+            });
+        }
+        self.alias_text = text;
+        let mut heads = Vec::with_capacity(self.aliases.len());
+        for (i, a) in self.aliases.iter().enumerate() {
+            let pattern = self.pattern(a);
+            let head = pattern.get(..a.head as usize).unwrap_or_default();
+            if let Ok(i) = u32::try_from(i) {
+                heads.push((hash_bytes(head), i));
+            }
+        }
+        heads.sort_unstable();
+        self.alias_heads = heads;
+    }
+
+    fn pattern(&self, a: &AliasEntry) -> &[u8] {
+        if a.normalized_copy {
+            slice(&self.alias_norm, a.pat)
+        } else {
+            slice(&self.alias_text, a.pat)
+        }
+    }
+
+    /// Module names (normalised: '-' -> '_') whose alias patterns match
+    /// `modalias`, in kmod's order. Builtin matches are included (the plan
+    /// skips them). This is kmod's whole lookup chain (config aliases,
+    /// module names, modules.alias, builtin names, builtin aliases; the first
+    /// that finds anything wins), without the blacklist.
+    pub fn lookup_alias(&self, modalias: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.lookup(modalias) {
+            if !out.contains(&r.name) {
+                out.push(r.name);
+            }
+        }
+        out
+    }
+
+    /// kmod_module_new_from_lookup: the lookup chain, duplicates kept.
+    pub(crate) fn lookup(&self, given: &str) -> Vec<Resolved> {
+        let Some(query) = normalize_query(given) else {
+            return Vec::new();
+        };
+        let q = query.as_bytes();
+        // 1. Config aliases (fnmatch, file order).
+        let mut out: Vec<Resolved> = self
+            .config
+            .aliases
+            .iter()
+            .filter(|a| fnmatch(a.pattern.as_bytes(), q))
+            .map(|a| self.resolve(&a.module, Some(a.pattern.clone()), false))
+            .collect();
+        if !out.is_empty() {
+            return out;
+        }
+        // 2. A module name (names never contain ':').
+        if !query.contains(':') {
+            if let Some(&id) = self.by_name.get(query.as_str()) {
+                return vec![Resolved { name: query.clone(), id: Some(id), builtin: false, alias: None }];
+            }
+        }
+        // 3. modules.symbols is not read: only symbol_request() uses it.
+        // 4. install/remove commands: rejected by the config parser.
+        // 5. modules.alias.
+        let mut hits: Vec<(u32, u32)> = Vec::new();
+        let mut h = fnv1a_start();
+        for k in 0..=q.len() {
+            if k > 0 {
+                h = fnv1a_step(h, q.get(k - 1).copied().unwrap_or(0));
+            }
+            let start = self.alias_heads.partition_point(|&(x, _)| x < h);
+            for &(x, i) in self.alias_heads.get(start..).unwrap_or_default() {
+                if x != h {
+                    break;
+                }
+                let Some(a) = self.aliases.get(i as usize) else {
+                    continue;
+                };
+                if a.head as usize == k && wild_match(self.pattern(a), k, q) {
+                    hits.push((a.priority, i));
+                }
+            }
+        }
+        if !hits.is_empty() {
+            hits.sort_unstable();
+            for (_, i) in hits {
+                if let Some(a) = self.aliases.get(i as usize) {
+                    let name = normalize_name_bytes(slice(&self.alias_text, a.name));
+                    out.push(self.resolve(&name, Some(query.clone()), false));
+                }
+            }
+            return out;
+        }
+        // 6. A builtin module name.
+        if self.builtin.contains(query.as_str()) {
+            return vec![Resolved { name: query.clone(), id: None, builtin: true, alias: None }];
+        }
+        // 7. Builtin aliases (modules.builtin.modinfo).
+        for b in &self.builtin_aliases {
+            if wild_match(&b.pattern, wild_head(&b.pattern), q) {
+                out.push(Resolved { name: b.module.clone(), id: None, builtin: true, alias: Some(query.clone()) });
+            }
+        }
+        out
+    }
+
+    fn resolve(&self, name: &str, alias: Option<String>, force_builtin: bool) -> Resolved {
+        let id = self.by_name.get(name).copied();
+        let builtin = force_builtin || (id.is_none() && self.builtin.contains(name));
+        Resolved { name: name.to_owned(), id, builtin, alias }
+    }
+
+    /// Whether `name` is compiled into the kernel (modules.builtin).
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(normalize_name(name).as_str())
+    }
+
+    /// The absolute path of a module file, from modules.dep.
+    pub fn module_path(&self, name: &str) -> Option<PathBuf> {
+        self.module_relpath(name).map(|rel| self.dir.join(rel))
+    }
+
+    /// Path of module relative to the index dir, as written in modules.dep
+    /// (e.g. "kernel/fs/ext4/ext4.ko").
+    pub fn module_relpath(&self, name: &str) -> Option<&str> {
+        let id = *self.by_name.get(normalize_name(name).as_str())?;
+        self.modules.get(id as usize).map(|m| m.rel.as_str())
+    }
+
+    /// For the initrd builder: the text of modules.dep, modules.alias,
+    /// modules.softdep, modules.builtin (and modules.builtin.modinfo if
+    /// loaded) restricted to `names`, as (file name, bytes). modules.dep
+    /// keeps the lines of those modules verbatim (paths stay relative, the
+    /// dependency lists whole: pass a closure), modules.alias and
+    /// modules.softdep the lines naming them. modules.builtin and
+    /// modules.builtin.modinfo are kept whole: builtin modules must stay
+    /// known in the guest, and both are small.
+    pub fn subset_files(&self, names: &BTreeSet<String>) -> Vec<(String, Vec<u8>)> {
+        let wanted: HashSet<String> = names.iter().map(|n| normalize_name(n)).collect();
+        let mut files = Vec::new();
+
+        let mut dep = Vec::new();
+        for m in &self.modules {
+            if let (true, Some((a, b))) = (wanted.contains(&m.name), m.line) {
+                dep.extend_from_slice(self.dep_text.get(a..b).unwrap_or_default());
+                dep.push(b'\n');
+            }
+        }
+        files.push(("modules.dep".to_owned(), dep));
+
+        let mut alias = Vec::new();
+        for (a, b) in lines(&self.alias_text) {
+            let line = self.alias_text.get(a..b).unwrap_or_default();
+            if line.starts_with(b"#") {
+                alias.extend_from_slice(line);
+                alias.push(b'\n');
+            }
+        }
+        for a in &self.aliases {
+            if wanted.contains(&normalize_name_bytes(slice(&self.alias_text, a.name))) {
+                alias.extend_from_slice(slice(&self.alias_text, a.line));
+                alias.push(b'\n');
+            }
+        }
+        files.push(("modules.alias".to_owned(), alias));
+
+        if let Some(text) = &self.softdep_text {
+            let mut out = Vec::new();
+            for (a, b) in lines(text) {
+                let line = text.get(a..b).unwrap_or_default();
+                let keep = if line.starts_with(b"#") {
+                    true
+                } else {
+                    let mut words = line.split(|c| c.is_ascii_whitespace()).filter(|w| !w.is_empty());
+                    match (words.next(), words.next()) {
+                        (Some(b"softdep"), Some(module)) => wanted.contains(&normalize_name_bytes(module)),
+                        _ => false,
+                    }
+                };
+                if keep {
+                    out.extend_from_slice(line);
+                    out.push(b'\n');
+                }
+            }
+            files.push((MODULES_SOFTDEP.to_owned(), out));
+        }
+        if let Some(text) = &self.builtin_text {
+            files.push(("modules.builtin".to_owned(), text.clone()));
+        }
+        if let Some(text) = &self.modinfo_text {
+            files.push(("modules.builtin.modinfo".to_owned(), text.clone()));
+        }
+        files
+    }
+}
+
+fn slice_usize(text: &[u8], a: usize, b: usize) -> &[u8] {
+    text.get(a..b).unwrap_or_default()
+}
+
+fn read_bounded_index(path: &Path) -> Result<Vec<u8>, ModulesError> {
+    match read_optional(path)? {
+        Some(t) => Ok(t),
+        None => Err(ModulesError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }),
+    }
+}
+
+/// Parses modules.dep: `path: dep dep ...` per line.
+fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, HashMap<String, u32>), ModulesError> {
+    let mut modules: Vec<Module> = Vec::new();
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut pending: Vec<(u32, Vec<&[u8]>)> = Vec::new();
+    for (lineno, (a, b)) in lines(text).enumerate() {
+        let line = text.get(a..b).unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return Err(ModulesError::Parse {
+                path: path.to_path_buf(),
+                line: lineno + 1,
+                message: "expected 'path: deps'".to_owned(),
+            });
+        };
+        let rel = line.get(..colon).unwrap_or_default();
+        let name = name_from_path(rel);
+        if by_name.contains_key(&name) {
+            // depmod never writes two lines for one name; kmod's index keeps
+            // the first.
+            continue;
+        }
+        let id = u32::try_from(modules.len()).map_err(|_| ModulesError::Parse {
+            path: path.to_path_buf(),
+            line: lineno + 1,
+            message: "too many modules".to_owned(),
+        })?;
+        let deps: Vec<&[u8]> = line
+            .get(colon + 1..)
+            .unwrap_or_default()
+            .split(|&c| c == b' ' || c == b'\t')
+            .filter(|w| !w.is_empty())
+            .collect();
+        pending.push((id, deps));
+        by_name.insert(name.clone(), id);
+        modules.push(Module {
+            name,
+            rel: String::from_utf8_lossy(rel).into_owned(),
+            deps: Vec::new(),
+            line: Some((a, a + line.len())),
+        });
+    }
+    for (id, deps) in pending {
+        let mut ids = Vec::with_capacity(deps.len());
+        for dep in deps {
+            let name = name_from_path(dep);
+            let dep_id = match by_name.get(&name) {
+                Some(&d) => d,
+                None => {
+                    // Named only as a dependency: known by its path.
+                    let Ok(d) = u32::try_from(modules.len()) else {
+                        continue;
+                    };
+                    by_name.insert(name.clone(), d);
+                    modules.push(Module {
+                        name,
+                        rel: String::from_utf8_lossy(dep).into_owned(),
+                        deps: Vec::new(),
+                        line: None,
+                    });
+                    d
+                }
+            };
+            ids.push(dep_id);
+        }
+        if let Some(m) = modules.get_mut(id as usize) {
+            m.deps = ids;
+        }
+    }
+    Ok((modules, by_name))
+}
+
+/// Aliases of builtin modules: `NAME.alias=PATTERN` records, NUL-separated.
+fn parse_builtin_modinfo(text: &[u8]) -> Vec<BuiltinAlias> {
+    let mut out = Vec::new();
+    for rec in text.split(|&b| b == 0) {
+        let Some(dot) = memchr::memchr(b'.', rec) else {
+            continue;
+        };
+        let (module, kv) = (rec.get(..dot).unwrap_or_default(), rec.get(dot + 1..).unwrap_or_default());
+        let Some(value) = kv.strip_prefix(b"alias=") else {
+            continue;
+        };
+        let Some(pattern) = normalize_pattern(value) else {
+            continue;
+        };
+        out.push(BuiltinAlias { pattern, module: normalize_name_bytes(module) });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> ModuleIndex {
+        let dep = b"kernel/a.ko: kernel/b-x.ko kernel/c.ko\nkernel/b-x.ko: kernel/c.ko\nkernel/c.ko:\nkernel/d.ko:\n".to_vec();
+        let alias = b"# Aliases extracted from modules themselves.\n\
+            alias pci:v00001234d*sv*sd*bc*sc*i* d\n\
+            alias pci:v00001234d00000001sv*sd*bc*sc*i* a\n\
+            alias fs-foo b_x\n\
+            alias usb:v1p[0-2]* c\n"
+            .to_vec();
+        let builtin = b"kernel/fs/ext4/ext4.ko\nkernel/net/unix/unix.ko\n".to_vec();
+        let modinfo = b"unix.alias=net-pf-1\0unix.license=GPL\0ext4.alias=fs-ext4\0".to_vec();
+        ModuleIndex::from_bytes(Path::new("/lib/modules/test"), dep, alias, None, Some(builtin), Some(modinfo)).unwrap()
+    }
+
+    #[test]
+    fn alias_order_is_modules_dep_order() {
+        let i = index();
+        // a is before d in modules.dep, so it comes first although its alias
+        // line is later.
+        assert_eq!(i.lookup_alias("pci:v00001234d00000001sv00000000sd00000000bc00sc00i00"), vec!["a", "d"]);
+        assert_eq!(i.lookup_alias("pci:v00001234d00000002sv00000000sd00000000bc00sc00i00"), vec!["d"]);
+        assert!(i.lookup_alias("pci:v00004321d00000001sv0sd0bc0sc0i0").is_empty());
+    }
+
+    #[test]
+    fn names_and_dashes() {
+        let i = index();
+        assert_eq!(i.lookup_alias("fs-foo"), vec!["b_x"]);
+        assert_eq!(i.lookup_alias("fs_foo"), vec!["b_x"]);
+        assert_eq!(i.lookup_alias("b-x"), vec!["b_x"]);
+        assert_eq!(i.lookup_alias("usb:v1p1zz"), vec!["c"]);
+        assert!(i.lookup_alias("usb:v1p3zz").is_empty());
+        assert_eq!(i.module_relpath("b-x"), Some("kernel/b-x.ko"));
+        assert_eq!(i.module_path("a"), Some(PathBuf::from("/lib/modules/test/kernel/a.ko")));
+        assert_eq!(i.module_path("zzz"), None);
+    }
+
+    #[test]
+    fn builtin_names_and_aliases() {
+        let i = index();
+        assert!(i.is_builtin("ext4"));
+        assert!(!i.is_builtin("a"));
+        assert_eq!(i.lookup_alias("ext4"), vec!["ext4"]);
+        assert_eq!(i.lookup_alias("net-pf-1"), vec!["unix"]);
+        assert_eq!(i.lookup_alias("fs-ext4"), vec!["ext4"]);
+    }
+
+    #[test]
+    fn missing_modules_dep_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModuleIndex::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("modules.dep"), "{err}");
+        assert!(err.starts_with("failed to read"), "{err}");
+    }
+
+    #[test]
+    fn malformed_dep_line_is_an_error() {
+        let err = ModuleIndex::from_bytes(Path::new("/x"), b"kernel/a.ko\n".to_vec(), Vec::new(), None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn subset_keeps_relative_paths_and_only_named_lines() {
+        let i = index();
+        let names: BTreeSet<String> = ["b_x".to_owned(), "c".to_owned()].into();
+        let files: HashMap<String, Vec<u8>> = i.subset_files(&names).into_iter().collect();
+        assert_eq!(files["modules.dep"], b"kernel/b-x.ko: kernel/c.ko\nkernel/c.ko:\n");
+        assert_eq!(
+            files["modules.alias"],
+            b"# Aliases extracted from modules themselves.\nalias fs-foo b_x\nalias usb:v1p[0-2]* c\n"
+        );
+        assert_eq!(files["modules.builtin"], b"kernel/fs/ext4/ext4.ko\nkernel/net/unix/unix.ko\n");
+        // The subset loads and resolves the same way.
+        let sub = ModuleIndex::from_bytes(
+            Path::new("/x"),
+            files["modules.dep"].clone(),
+            files["modules.alias"].clone(),
+            None,
+            Some(files["modules.builtin"].clone()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sub.lookup_alias("fs-foo"), vec!["b_x"]);
+    }
+}

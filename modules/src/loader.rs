@@ -1,0 +1,647 @@
+//! The loader: inserts a [`Plan`] with `finit_module(2)` on a small pool of
+//! threads. A module starts the moment all its dependencies are live;
+//! EEXIST counts as loaded; a failure is reported with its errno and the
+//! modules that need it are skipped; everything else goes on. Every load is
+//! timed with CLOCK_BOOTTIME.
+//!
+//! The syscalls go through the [`Inserter`] trait: [`KernelInserter`] is the
+//! real one, tests use a recording fake. No `unsafe`: rustix wraps
+//! finit_module and clock_gettime.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::compression::{Compression, SYS_MODULE_COMPRESSION};
+use crate::plan::{Plan, PlanEntry};
+
+/// finit_module flag: the file is compressed, the kernel decompresses it.
+pub const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+
+/// Upper bound on loader threads (named bound; the useful number is small).
+pub const MAX_LOADER_THREADS: usize = 64;
+
+/// One finished (or skipped) module.
+#[derive(Debug)]
+pub struct LoadEvent<'a> {
+    /// The plan entry.
+    pub entry: &'a PlanEntry,
+    /// CLOCK_BOOTTIME when the load started.
+    pub start: Duration,
+    /// How long finit_module (with open) took; zero when skipped.
+    pub duration: Duration,
+    /// Which worker thread (0-based) handled it.
+    pub thread: usize,
+    /// What happened.
+    pub outcome: Result<Loaded, LoadError>,
+}
+
+/// A successful load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// The kernel inserted it.
+    Inserted,
+    /// It was already there (EEXIST).
+    AlreadyLoaded,
+}
+
+/// Why one module did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The module file could not be opened (e.g. missing .ko).
+    #[error("failed to open module {module} at {path}: {source}")]
+    Open {
+        /// Module name.
+        module: String,
+        /// Its file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// finit_module failed; the errno is in `source`.
+    #[error("failed to insert module {module} from {path}: {source}")]
+    Insert {
+        /// Module name.
+        module: String,
+        /// Its file.
+        path: PathBuf,
+        /// The kernel's error.
+        source: std::io::Error,
+    },
+    /// The file is compressed in a format the running kernel cannot
+    /// decompress (see `decompress_needed`; the initrd builder decompresses
+    /// such modules at build time).
+    #[error(
+        "failed to insert module {module} from {path}: it is {compression}-compressed and the kernel {}",
+        match kernel { Some(k) => format!("only decompresses {k}"), None => "cannot decompress modules".to_owned() }
+    )]
+    CompressionUnsupported {
+        /// Module name.
+        module: String,
+        /// Its file.
+        path: PathBuf,
+        /// The file's format.
+        compression: Compression,
+        /// What the kernel supports.
+        kernel: Option<Compression>,
+    },
+    /// The options contain a NUL byte.
+    #[error("failed to insert module {module}: its options contain a NUL byte")]
+    BadOptions {
+        /// Module name.
+        module: String,
+    },
+    /// Skipped because a module it needs failed.
+    #[error("skipped module {module}: its dependency {dependency} failed to load")]
+    DependencyFailed {
+        /// Module name.
+        module: String,
+        /// The dependency that failed (the root cause).
+        dependency: String,
+    },
+    /// The plan is malformed for this entry (dependency index out of range
+    /// or a cycle): never attempted.
+    #[error("skipped module {module}: the plan gives it an impossible dependency")]
+    InvalidPlan {
+        /// Module name.
+        module: String,
+    },
+}
+
+impl LoadError {
+    /// The module this error is about.
+    pub fn module(&self) -> &str {
+        match self {
+            LoadError::Open { module, .. }
+            | LoadError::Insert { module, .. }
+            | LoadError::CompressionUnsupported { module, .. }
+            | LoadError::BadOptions { module }
+            | LoadError::DependencyFailed { module, .. }
+            | LoadError::InvalidPlan { module } => module,
+        }
+    }
+
+    /// The errno of a failed open or finit_module.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            LoadError::Open { source, .. } | LoadError::Insert { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Totals of one [`load_plan`] run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Inserted by this run.
+    pub loaded: usize,
+    /// Already in the kernel (EEXIST).
+    pub already: usize,
+    /// Failed (open, finit_module, compression, options).
+    pub failed: usize,
+    /// Not attempted because a dependency failed (or the plan was invalid).
+    pub skipped: usize,
+    /// CLOCK_BOOTTIME from the first load's start to the last load's end.
+    pub wall: Duration,
+}
+
+/// The side effect: insert one module. Implemented by [`KernelInserter`]
+/// and by test fakes.
+pub trait Inserter: Sync {
+    /// Loads `entry` (its path with its options).
+    fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError>;
+}
+
+/// The real inserter: open + finit_module.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelInserter {
+    /// The compression the running kernel decompresses itself.
+    pub kernel_compression: Option<Compression>,
+}
+
+impl KernelInserter {
+    /// Reads /sys/module/compression once.
+    pub fn new() -> Self {
+        Self::with_sys_file(Path::new(SYS_MODULE_COMPRESSION))
+    }
+
+    /// Reads the compression support from another file (tests, dry runs).
+    pub fn with_sys_file(sys_file: &Path) -> Self {
+        KernelInserter { kernel_compression: Compression::kernel_support(sys_file) }
+    }
+}
+
+impl Default for KernelInserter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inserter for KernelInserter {
+    fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
+        let mut flags = 0;
+        if let Some(c) = Compression::from_path(&entry.path) {
+            if self.kernel_compression != Some(c) {
+                return Err(LoadError::CompressionUnsupported {
+                    module: entry.name.clone(),
+                    path: entry.path.clone(),
+                    compression: c,
+                    kernel: self.kernel_compression,
+                });
+            }
+            flags |= MODULE_INIT_COMPRESSED_FILE;
+        }
+        let options =
+            CString::new(entry.options.as_bytes()).map_err(|_| LoadError::BadOptions { module: entry.name.clone() })?;
+        let fd = rustix::fs::open(&entry.path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .map_err(|e| LoadError::Open { module: entry.name.clone(), path: entry.path.clone(), source: e.into() })?;
+        match rustix::system::finit_module(&fd, &options, flags) {
+            Ok(()) => Ok(Loaded::Inserted),
+            Err(rustix::io::Errno::EXIST) => Ok(Loaded::AlreadyLoaded),
+            Err(e) => Err(LoadError::Insert { module: entry.name.clone(), path: entry.path.clone(), source: e.into() }),
+        }
+    }
+}
+
+/// CLOCK_BOOTTIME now.
+pub fn boottime() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// Loads the plan with up to `threads` worker threads (1 = sequential in
+/// plan order); a module starts as soon as all its deps are live; failures
+/// are reported and their dependents skipped; the rest goes on. Calls
+/// `on_event` once per module (from any thread).
+pub fn load_plan(plan: &Plan, threads: usize, on_event: &(dyn Fn(&LoadEvent) + Sync)) -> LoadReport {
+    load_plan_with(plan, threads, &KernelInserter::new(), on_event)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Waiting,
+    Running,
+    Live,
+    Failed,
+    Skipped,
+}
+
+struct State {
+    ready: BinaryHeap<Reverse<usize>>,
+    remaining: Vec<usize>,
+    status: Vec<Status>,
+    finished: usize,
+    running: usize,
+    report: LoadReport,
+    first_start: Option<Duration>,
+    last_end: Duration,
+}
+
+/// [`load_plan`] with a chosen [`Inserter`].
+pub fn load_plan_with(
+    plan: &Plan,
+    threads: usize,
+    inserter: &dyn Inserter,
+    on_event: &(dyn Fn(&LoadEvent) + Sync),
+) -> LoadReport {
+    let n = plan.modules.len();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut remaining = vec![0usize; n];
+    let mut invalid = vec![false; n];
+    for (k, e) in plan.modules.iter().enumerate() {
+        let mut ds = e.deps.clone();
+        ds.sort_unstable();
+        ds.dedup();
+        for d in ds {
+            match users.get_mut(d) {
+                Some(u) if d != k => {
+                    u.push(k);
+                    if let Some(r) = remaining.get_mut(k) {
+                        *r += 1;
+                    }
+                }
+                _ => {
+                    if let Some(i) = invalid.get_mut(k) {
+                        *i = true;
+                    }
+                }
+            }
+        }
+    }
+    let state = Mutex::new(State {
+        ready: BinaryHeap::new(),
+        remaining,
+        status: vec![Status::Waiting; n],
+        finished: 0,
+        running: 0,
+        report: LoadReport::default(),
+        first_start: None,
+        last_end: Duration::ZERO,
+    });
+    let wake = Condvar::new();
+    let shared = Shared { plan, users: &users, state: &state, wake: &wake, inserter, on_event };
+
+    // Entries with impossible dependencies are reported first, their users
+    // skipped; the others with no dependencies are ready.
+    {
+        let mut skips = Vec::new();
+        if let Ok(mut st) = state.lock() {
+            for k in 0..n {
+                if invalid.get(k).copied().unwrap_or(false) {
+                    shared.fail_and_skip(&mut st, k, &mut skips);
+                }
+            }
+            for k in 0..n {
+                if st.status.get(k) == Some(&Status::Waiting) && st.remaining.get(k) == Some(&0) {
+                    st.ready.push(Reverse(k));
+                }
+            }
+        }
+        for (k, cause) in skips {
+            shared.emit_skip(k, cause, 0, true);
+        }
+    }
+
+    let threads = threads.clamp(1, MAX_LOADER_THREADS).min(n.max(1));
+    if threads == 1 {
+        shared.work(0);
+    } else {
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let shared = &shared;
+                scope.spawn(move || shared.work(t));
+            }
+        });
+    }
+    match state.into_inner() {
+        Ok(st) => {
+            let mut report = st.report;
+            report.wall = st.first_start.map(|s| st.last_end.saturating_sub(s)).unwrap_or_default();
+            report
+        }
+        Err(poisoned) => poisoned.into_inner().report,
+    }
+}
+
+struct Shared<'a> {
+    plan: &'a Plan,
+    users: &'a [Vec<usize>],
+    state: &'a Mutex<State>,
+    wake: &'a Condvar,
+    inserter: &'a dyn Inserter,
+    on_event: &'a (dyn Fn(&LoadEvent) + Sync),
+}
+
+impl Shared<'_> {
+    fn name(&self, k: usize) -> String {
+        self.plan.modules.get(k).map(|e| e.name.clone()).unwrap_or_default()
+    }
+
+    /// Marks `k` as not loadable because of an invalid plan (when `skips`
+    /// gets it) and every waiting user of it, transitively, as skipped.
+    fn fail_and_skip(&self, st: &mut State, k: usize, skips: &mut Vec<(usize, Option<String>)>) {
+        if let Some(s) = st.status.get_mut(k) {
+            *s = Status::Skipped;
+        }
+        st.finished += 1;
+        st.report.skipped += 1;
+        skips.push((k, None));
+        self.skip_users(st, k, &self.name(k), skips);
+    }
+
+    fn skip_users(&self, st: &mut State, k: usize, cause: &str, skips: &mut Vec<(usize, Option<String>)>) {
+        let mut stack = vec![k];
+        while let Some(x) = stack.pop() {
+            for &u in self.users.get(x).map(Vec::as_slice).unwrap_or_default() {
+                if st.status.get(u) == Some(&Status::Waiting) {
+                    if let Some(s) = st.status.get_mut(u) {
+                        *s = Status::Skipped;
+                    }
+                    st.finished += 1;
+                    st.report.skipped += 1;
+                    skips.push((u, Some(cause.to_owned())));
+                    stack.push(u);
+                }
+            }
+        }
+    }
+
+    fn emit_skip(&self, k: usize, cause: Option<String>, thread: usize, _initial: bool) {
+        let Some(entry) = self.plan.modules.get(k) else { return };
+        let outcome = Err(match cause {
+            Some(dependency) => LoadError::DependencyFailed { module: entry.name.clone(), dependency },
+            None => LoadError::InvalidPlan { module: entry.name.clone() },
+        });
+        (self.on_event)(&LoadEvent { entry, start: boottime(), duration: Duration::ZERO, thread, outcome });
+    }
+
+    fn work(&self, thread: usize) {
+        let n = self.plan.modules.len();
+        loop {
+            // Take the ready module earliest in plan order.
+            let k = {
+                let Ok(mut st) = self.state.lock() else { return };
+                loop {
+                    if st.finished >= n {
+                        self.wake.notify_all();
+                        return;
+                    }
+                    if let Some(Reverse(k)) = st.ready.pop() {
+                        if let Some(s) = st.status.get_mut(k) {
+                            *s = Status::Running;
+                        }
+                        st.running += 1;
+                        break k;
+                    }
+                    if st.running == 0 {
+                        // Nothing runs and nothing is ready: the rest waits
+                        // on a cycle. Report it instead of hanging.
+                        let mut skips = Vec::new();
+                        for x in 0..n {
+                            if st.status.get(x) == Some(&Status::Waiting) {
+                                self.fail_and_skip(&mut st, x, &mut skips);
+                            }
+                        }
+                        drop(st);
+                        for (x, cause) in skips {
+                            self.emit_skip(x, cause, thread, false);
+                        }
+                        self.wake.notify_all();
+                        return;
+                    }
+                    st = match self.wake.wait(st) {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    };
+                }
+            };
+            let Some(entry) = self.plan.modules.get(k) else { continue };
+            let start = boottime();
+            let outcome = self.inserter.insert(entry);
+            let end = boottime();
+            let ok = outcome.is_ok();
+            let mut skips = Vec::new();
+            if let Ok(mut st) = self.state.lock() {
+                st.running = st.running.saturating_sub(1);
+                st.finished += 1;
+                st.first_start = Some(st.first_start.map_or(start, |s| s.min(start)));
+                st.last_end = st.last_end.max(end);
+                match &outcome {
+                    Ok(Loaded::Inserted) => st.report.loaded += 1,
+                    Ok(Loaded::AlreadyLoaded) => st.report.already += 1,
+                    Err(_) => st.report.failed += 1,
+                }
+                if ok {
+                    if let Some(s) = st.status.get_mut(k) {
+                        *s = Status::Live;
+                    }
+                    for &u in self.users.get(k).map(Vec::as_slice).unwrap_or_default() {
+                        if let Some(r) = st.remaining.get_mut(u) {
+                            *r = r.saturating_sub(1);
+                            if *r == 0 && st.status.get(u) == Some(&Status::Waiting) {
+                                st.ready.push(Reverse(u));
+                            }
+                        }
+                    }
+                } else {
+                    if let Some(s) = st.status.get_mut(k) {
+                        *s = Status::Failed;
+                    }
+                    self.skip_users(&mut st, k, &entry.name, &mut skips);
+                }
+                self.wake.notify_all();
+            }
+            (self.on_event)(&LoadEvent { entry, start, duration: end.saturating_sub(start), thread, outcome });
+            for (x, cause) in skips {
+                self.emit_skip(x, cause, thread, false);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn entry(name: &str, deps: &[usize]) -> PlanEntry {
+        PlanEntry {
+            name: name.to_owned(),
+            path: PathBuf::from(format!("/m/{name}.ko")),
+            deps: deps.to_vec(),
+            options: String::new(),
+            reason: "test".to_owned(),
+        }
+    }
+
+    /// Records calls; fails the modules named in `fail` with the given errno.
+    struct Fake {
+        fail: HashMap<String, i32>,
+        exists: Vec<String>,
+        calls: Mutex<Vec<String>>,
+        live: Mutex<Vec<String>>,
+        concurrent: AtomicUsize,
+        max_concurrent: AtomicUsize,
+        plan: Plan,
+    }
+
+    impl Fake {
+        fn new(plan: &Plan) -> Self {
+            Fake {
+                fail: HashMap::new(),
+                exists: Vec::new(),
+                calls: Mutex::new(Vec::new()),
+                live: Mutex::new(Vec::new()),
+                concurrent: AtomicUsize::new(0),
+                max_concurrent: AtomicUsize::new(0),
+                plan: plan.clone(),
+            }
+        }
+    }
+
+    impl Inserter for Fake {
+        fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
+            // Every dependency must be live before we are called.
+            {
+                let live = self.live.lock().unwrap();
+                for &d in &entry.deps {
+                    let dep = &self.plan.modules[d].name;
+                    assert!(live.contains(dep), "{} started before its dependency {dep}", entry.name);
+                }
+            }
+            let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_concurrent.fetch_max(now, Ordering::SeqCst);
+            self.calls.lock().unwrap().push(entry.name.clone());
+            std::thread::sleep(Duration::from_millis(5));
+            self.concurrent.fetch_sub(1, Ordering::SeqCst);
+            if let Some(&errno) = self.fail.get(&entry.name) {
+                return Err(LoadError::Insert {
+                    module: entry.name.clone(),
+                    path: entry.path.clone(),
+                    source: std::io::Error::from_raw_os_error(errno),
+                });
+            }
+            self.live.lock().unwrap().push(entry.name.clone());
+            if self.exists.contains(&entry.name) {
+                Ok(Loaded::AlreadyLoaded)
+            } else {
+                Ok(Loaded::Inserted)
+            }
+        }
+    }
+
+    fn plan() -> Plan {
+        // a, b independent; c needs a; d needs c and b; e independent.
+        Plan {
+            modules: vec![entry("a", &[]), entry("b", &[]), entry("c", &[0]), entry("d", &[1, 2]), entry("e", &[])],
+            notes: Vec::new(),
+        }
+    }
+
+    fn run(plan: &Plan, fake: &Fake, threads: usize) -> (LoadReport, Vec<(String, Result<Loaded, String>, usize)>) {
+        let events = Mutex::new(Vec::new());
+        let report = load_plan_with(plan, threads, fake, &|ev: &LoadEvent| {
+            events.lock().unwrap().push((
+                ev.entry.name.clone(),
+                ev.outcome.as_ref().map(|l| *l).map_err(|e| e.to_string()),
+                ev.thread,
+            ));
+        });
+        (report, events.into_inner().unwrap())
+    }
+
+    #[test]
+    fn sequential_is_plan_order() {
+        let p = plan();
+        let fake = Fake::new(&p);
+        let (report, events) = run(&p, &fake, 1);
+        assert_eq!(*fake.calls.lock().unwrap(), vec!["a", "b", "c", "d", "e"]);
+        assert_eq!(report.loaded, 5);
+        assert_eq!(events.len(), 5);
+        assert_eq!(fake.max_concurrent.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn parallel_respects_dependencies_and_runs_concurrently() {
+        let p = plan();
+        let fake = Fake::new(&p);
+        let (report, events) = run(&p, &fake, 3);
+        assert_eq!(report, LoadReport { loaded: 5, wall: report.wall, ..Default::default() });
+        assert_eq!(events.len(), 5);
+        assert!(fake.max_concurrent.load(Ordering::SeqCst) >= 2);
+        assert!(report.wall >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn failure_skips_dependents_and_the_rest_goes_on() {
+        let p = plan();
+        let mut fake = Fake::new(&p);
+        fake.fail.insert("a".to_owned(), 22);
+        fake.exists.push("e".to_owned());
+        for threads in [1, 4] {
+            fake.calls.lock().unwrap().clear();
+            fake.live.lock().unwrap().clear();
+            let (report, events) = run(&p, &fake, threads);
+            assert_eq!(report.failed, 1);
+            assert_eq!(report.skipped, 2, "c and d");
+            assert_eq!(report.loaded, 1, "b");
+            assert_eq!(report.already, 1, "e");
+            assert_eq!(events.len(), 5, "one event per module");
+            let calls = fake.calls.lock().unwrap().clone();
+            assert!(!calls.contains(&"c".to_owned()) && !calls.contains(&"d".to_owned()));
+            let a = events.iter().find(|e| e.0 == "a").unwrap();
+            let msg = a.1.as_ref().unwrap_err();
+            assert!(msg.contains("failed to insert module a") && msg.contains("os error 22"), "{msg}");
+            let d = events.iter().find(|e| e.0 == "d").unwrap();
+            assert_eq!(d.1.as_ref().unwrap_err(), "skipped module d: its dependency a failed to load");
+        }
+    }
+
+    #[test]
+    fn invalid_plan_does_not_hang() {
+        let p = Plan { modules: vec![entry("x", &[1]), entry("y", &[0]), entry("z", &[7]), entry("w", &[])], notes: vec![] };
+        let fake = Fake::new(&p);
+        let (report, events) = run(&p, &fake, 2);
+        assert_eq!(report.loaded, 1);
+        assert_eq!(report.skipped, 3);
+        assert_eq!(events.len(), 4);
+    }
+
+    #[test]
+    fn empty_plan() {
+        let p = Plan::default();
+        let fake = Fake::new(&p);
+        let (report, events) = run(&p, &fake, 4);
+        assert_eq!(report, LoadReport::default());
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn kernel_inserter_reports_missing_file_and_unsupported_compression() {
+        let k = KernelInserter { kernel_compression: None };
+        let err = k.insert(&entry("nope_kestrel_missing", &[])).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(2), "{err}");
+        assert!(err.to_string().contains("/m/nope_kestrel_missing.ko"), "{err}");
+        let mut e = entry("xzmod", &[]);
+        e.path = PathBuf::from("/m/xzmod.ko.xz");
+        let err = k.insert(&e).unwrap_err().to_string();
+        assert_eq!(err, "failed to insert module xzmod from /m/xzmod.ko.xz: it is xz-compressed and the kernel cannot decompress modules");
+        let k = KernelInserter { kernel_compression: Some(Compression::Zstd) };
+        let err = k.insert(&e).unwrap_err().to_string();
+        assert!(err.ends_with("the kernel only decompresses zstd"), "{err}");
+        let mut e = entry("nul", &[]);
+        e.options = "a=\0".to_owned();
+        assert!(matches!(k.insert(&e), Err(LoadError::BadOptions { .. })));
+    }
+
+    #[test]
+    fn boottime_moves_forward() {
+        let a = boottime();
+        let b = boottime();
+        assert!(b >= a && a > Duration::ZERO);
+    }
+}
