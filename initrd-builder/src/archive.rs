@@ -54,6 +54,24 @@ pub struct ManifestEntry {
     pub size: u64,
     /// Why the entry is there (see [`Archive::set_reason`]); empty if nobody said.
     pub reason: String,
+    /// Permission bits as written (0o777 for symlinks).
+    pub mode: u32,
+    /// The symlink target, for symlinks; the file it names, for hard links.
+    pub target: Option<String>,
+}
+
+impl std::fmt::Display for ManifestEntry {
+    /// One line of `kestrel build --list`: kind, mode, size, path, target, reason.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<8} {:04o} {:>10} {}", self.kind, self.mode, self.size, self.path)?;
+        if let Some(t) = &self.target {
+            write!(f, " -> {t}")?;
+        }
+        if !self.reason.is_empty() {
+            write!(f, "  [{}]", self.reason)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,6 +402,19 @@ impl Archive {
                     _ => 0,
                 },
                 reason: self.reasons.get(path).cloned().unwrap_or_default(),
+                mode: match node {
+                    Node::Dir { mode } | Node::File { mode, .. } => *mode,
+                    Node::CharDev { mode, .. } | Node::BlockDev { mode, .. } => *mode,
+                    Node::Symlink { .. } => 0o777,
+                    Node::HardLink { target } => match self.nodes.get(target) {
+                        Some(Node::File { mode, .. }) => *mode,
+                        _ => 0,
+                    },
+                },
+                target: match node {
+                    Node::Symlink { target } | Node::HardLink { target } => Some(target.clone()),
+                    _ => None,
+                },
             })
             .collect()
     }

@@ -136,6 +136,58 @@ pub fn decompress_limited(data: &[u8], c: Compression, limit: u64) -> Result<Vec
     Ok(out)
 }
 
+/// Decompress the one stream at the start of `data` (a gzip member, a zstd
+/// frame, an xz stream); returns the output and the bytes of `data` it used,
+/// so a caller can go on with what follows (concatenated initramfs parts).
+pub fn decompress_one(data: &[u8], c: Compression, limit: u64) -> Result<(Vec<u8>, usize), InitrdError> {
+    let mut out = Vec::new();
+    let take = limit.saturating_add(1);
+    let rest: &[u8] = match c {
+        Compression::None => {
+            out = data.to_vec();
+            &[]
+        }
+        Compression::Gzip => {
+            let mut d = flate2::bufread::GzDecoder::new(data);
+            (&mut d).take(take).read_to_end(&mut out).map_err(codec("decompress", c))?;
+            d.into_inner()
+        }
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(codec("decompress", c))?.single_frame();
+            (&mut d).take(take).read_to_end(&mut out).map_err(codec("decompress", c))?;
+            d.finish()
+        }
+        Compression::Xz => {
+            // xz2's bufread decoder reports trailing data after the stream as
+            // corruption, so drive liblzma directly and stop at StreamEnd.
+            let err = |m: String| codec("decompress", c)(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+            let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| err(e.to_string()))?;
+            loop {
+                let used = usize::try_from(stream.total_in()).unwrap_or(usize::MAX);
+                let input = data.get(used..).unwrap_or_default();
+                if out.len() as u64 > limit {
+                    break;
+                }
+                out.reserve(64 << 10);
+                let before = (stream.total_in(), out.len());
+                let status = stream.process_vec(input, &mut out, xz2::stream::Action::Run).map_err(|e| err(e.to_string()))?;
+                if status == xz2::stream::Status::StreamEnd {
+                    break;
+                }
+                if (stream.total_in(), out.len()) == before && out.len() < out.capacity() {
+                    return Err(err("truncated xz stream".into()));
+                }
+            }
+            let used = usize::try_from(stream.total_in()).unwrap_or(data.len());
+            data.get(used..).unwrap_or_default()
+        }
+    };
+    if out.len() as u64 > limit {
+        return Err(InitrdError::TooLarge { path: format!("{c} stream"), size: out.len() as u64, limit });
+    }
+    Ok((out, data.len() - rest.len()))
+}
+
 /// Decompress `data` compressed with `c` (no bound beyond memory; for trusted input).
 pub fn decompress(data: &[u8], c: Compression) -> Result<Vec<u8>, InitrdError> {
     decompress_limited(data, c, u64::MAX - 1)
@@ -207,6 +259,17 @@ mod tests {
         let a = compress(b"hello", Compression::Xz).unwrap();
         // Stream flags: byte 6 is 0, byte 7 is the check type (1 = CRC32).
         assert_eq!(a[7], 0x01);
+    }
+
+    #[test]
+    fn decompress_one_stops_at_the_end_of_the_stream() {
+        for c in [Compression::Gzip, Compression::Zstd, Compression::Xz] {
+            let mut data = compress(b"first", c).unwrap();
+            let n = data.len();
+            data.extend_from_slice(b"\0\0\x00070701tail");
+            let (out, used) = decompress_one(&data, c, 100).unwrap();
+            assert_eq!((out.as_slice(), used), (&b"first"[..], n), "{c}");
+        }
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub enum InitrdError {
     /// SOURCE_DATE_EPOCH is set but not a valid time stamp.
     #[error("failed to parse SOURCE_DATE_EPOCH {0:?}: expected seconds since 1970 that fit in 32 bits")]
     BadSourceDateEpoch(String),
+    /// A cpio stream being read back is malformed.
+    #[error("failed to parse the archive at byte {offset}: {reason}")]
+    Malformed { offset: usize, reason: String },
     /// A module file has an unknown extension or compressed payload.
     #[error("failed to read module {}: {reason}", path.display())]
     BadModule { path: PathBuf, reason: String },

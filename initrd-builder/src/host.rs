@@ -25,8 +25,17 @@ pub const LD_SO_CONF: &str = "/etc/ld.so.conf";
 /// Search path for programs named without a '/', and for `#!/usr/bin/env NAME`.
 /// Fixed, not `$PATH`, so the archive does not depend on the caller's shell.
 pub const PROGRAM_SEARCH_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
-/// Bound on the depth of program → interpreter → library chains.
-pub const MAX_PROGRAM_DEPTH: usize = 32;
+/// Bound on the depth of script → interpreter chains (the kernel allows 4 levels).
+pub const MAX_PROGRAM_DEPTH: usize = 8;
+/// Bound on the shared libraries of one program (large GUI programs have ~200).
+pub const MAX_LIBRARIES: usize = 4096;
+
+fn parent_dir(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/".to_owned(),
+        Some((d, _)) => d.to_owned(),
+    }
+}
 
 /// Human name of a file type, for errors.
 pub(crate) fn kind_name(meta: &Metadata) -> &'static str {
@@ -123,13 +132,15 @@ pub(crate) fn resolve_host(sysroot: &Path, path: &str) -> Result<Vec<String>, In
     Ok(cur)
 }
 
+/// A file added by `add_object`: its physical host path, its ELF facts when
+/// it is ELF, its `#!` line when it is a script.
+type AddedObject = (String, Option<ElfInfo>, Option<(String, Option<String>)>);
+
 /// The state of one `add_program` call.
 struct Collector<'a> {
     archive: &'a mut Archive,
     sysroot: PathBuf,
     ld_dirs: Option<Vec<String>>,
-    /// Physical host paths whose dependencies were already collected.
-    done: BTreeSet<String>,
     report: Vec<ProgramFile>,
     /// Parsed ELF headers by physical host path (library candidates are probed once).
     elf_cache: BTreeMap<String, Option<ElfInfo>>,
@@ -277,10 +288,9 @@ impl Collector<'_> {
         Err(InitrdError::LibraryNotFound { name: name.to_owned(), needed_by: needed_by.into(), searched: dirs.join(":") })
     }
 
-    fn add_program(&mut self, literal: &str, reason: &str, main_rpath: Option<&[String]>, depth: usize) -> Result<(), InitrdError> {
-        if depth > MAX_PROGRAM_DEPTH {
-            return Err(InitrdError::SymlinkLoop { path: literal.to_owned(), limit: MAX_PROGRAM_DEPTH });
-        }
+    /// Add one host file (program, interpreter or library), record it in the
+    /// report, and return its ELF facts when it is an ELF file.
+    fn add_object(&mut self, literal: &str, reason: &str) -> Result<AddedObject, InitrdError> {
         let (phys, arch) = self.add_host_path(literal, reason)?;
         self.report.push(ProgramFile {
             host_path: literal.to_owned(),
@@ -288,46 +298,84 @@ impl Collector<'_> {
             archive_path: arch.clone(),
             reason: reason.to_owned(),
         });
-        if !self.done.insert(phys.clone()) {
-            return Ok(());
-        }
         let data = match self.archive.nodes.get(&arch) {
             Some(Node::File { data, .. }) => data,
             Some(Node::HardLink { target }) => match self.archive.nodes.get(target) {
                 Some(Node::File { data, .. }) => data,
-                _ => return Ok(()),
+                _ => return Ok((phys, None, None)),
             },
-            _ => return Ok(()),
+            _ => return Ok((phys, None, None)),
         };
         if is_elf(data) {
+            if let Some(Some(info)) = self.elf_cache.get(&phys) {
+                return Ok((phys, Some(info.clone()), None));
+            }
             let info = parse_elf(Path::new(&phys), data)?;
-            // $ORIGIN: the executable's real directory; a library's directory as found.
-            let origin_path = if main_rpath.is_none() { phys.as_str() } else { literal };
-            let origin = origin_path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            let origin = if origin.is_empty() { "/" } else { origin };
-            let own_rpath: Vec<String>;
-            let main_rpath = match main_rpath {
-                Some(r) => r,
-                None => {
-                    own_rpath = info.rpath.iter().filter_map(|d| expand_dst(d, origin, &info)).collect();
-                    &own_rpath
-                }
-            };
-            if let Some(interp) = &info.interpreter {
-                self.add_program(interp, &format!("ELF interpreter of {literal}"), Some(main_rpath), depth + 1)?;
-            }
-            for name in &info.needed {
-                let lib = self.find_library(name, &info, origin, main_rpath, literal)?;
-                self.add_program(&lib, &format!("{name} needed by {literal}"), Some(main_rpath), depth + 1)?;
-            }
-        } else if let Some((interp, arg)) = parse_shebang(data) {
-            self.add_program(&interp, &format!("interpreter of script {literal}"), None, depth + 1)?;
+            self.elf_cache.insert(phys.clone(), Some(info.clone()));
+            return Ok((phys, Some(info), None));
+        }
+        let shebang = parse_shebang(data);
+        Ok((phys, None, shebang))
+    }
+
+    /// One program, as one process would load it: the interpreter first, then
+    /// DT_NEEDED breadth first, a name already satisfied by a loaded object
+    /// (by the name it was requested as, or its DT_SONAME) not searched again,
+    /// as ld.so's `_dl_map_object` does. Scripts pull in their interpreter.
+    fn add_program(&mut self, literal: &str, reason: &str, depth: usize) -> Result<(), InitrdError> {
+        if depth > MAX_PROGRAM_DEPTH {
+            return Err(InitrdError::SymlinkLoop { path: literal.to_owned(), limit: MAX_PROGRAM_DEPTH });
+        }
+        let (phys, info, shebang) = self.add_object(literal, reason)?;
+        if let Some((interp, arg)) = shebang {
+            self.add_program(&interp, &format!("interpreter of script {literal}"), depth + 1)?;
             // "#!/usr/bin/env NAME": NAME is the real interpreter.
             if interp.rsplit('/').next() == Some("env") {
                 if let Some(name) = arg.as_deref().and_then(|a| a.split_whitespace().next()).filter(|a| !a.starts_with('-')) {
                     let found = self.find_program(name)?;
-                    self.add_program(&found, &format!("interpreter of script {literal} via env"), None, depth + 1)?;
+                    self.add_program(&found, &format!("interpreter of script {literal} via env"), depth + 1)?;
                 }
+            }
+            return Ok(());
+        }
+        let Some(info) = info else {
+            return Ok(()); // plain data file
+        };
+        // $ORIGIN of the executable: its real directory (ld.so asks the kernel).
+        let origin = parent_dir(&phys);
+        let main_rpath: Vec<String> = info.rpath.iter().filter_map(|d| expand_dst(d, &origin, &info)).collect();
+        let mut loaded: BTreeSet<String> = BTreeSet::new();
+        if let Some(interp) = &info.interpreter {
+            let (_, interp_info, _) = self.add_object(interp, &format!("ELF interpreter of {literal}"))?;
+            loaded.insert(interp.clone());
+            if let Some(soname) = interp_info.and_then(|i| i.soname) {
+                loaded.insert(soname);
+            }
+        }
+        // (name, the object needing it, that object's $ORIGIN, its path)
+        let mut queue: VecDeque<(String, ElfInfo, String, String)> =
+            info.needed.iter().map(|n| (n.clone(), info.clone(), origin.clone(), literal.to_owned())).collect();
+        let mut count = 0usize;
+        while let Some((name, requester, req_origin, req_path)) = queue.pop_front() {
+            if loaded.contains(&name) {
+                continue;
+            }
+            count += 1;
+            if count > MAX_LIBRARIES {
+                return Err(InitrdError::TooLarge { path: literal.to_owned(), size: count as u64, limit: MAX_LIBRARIES as u64 });
+            }
+            let lib = self.find_library(&name, &requester, &req_origin, &main_rpath, &req_path)?;
+            let (_, lib_info, _) = self.add_object(&lib, &format!("{name} needed by {req_path}"))?;
+            loaded.insert(name.clone());
+            loaded.insert(lib.clone());
+            let Some(lib_info) = lib_info else { continue };
+            if let Some(soname) = &lib_info.soname {
+                loaded.insert(soname.clone());
+            }
+            // A library's $ORIGIN is the directory it was found in.
+            let lib_origin = parent_dir(&lib);
+            for n in &lib_info.needed {
+                queue.push_back((n.clone(), lib_info.clone(), lib_origin.clone(), lib.clone()));
             }
         }
         Ok(())
@@ -430,7 +478,6 @@ impl Archive {
             archive: self,
             sysroot: sysroot.to_path_buf(),
             ld_dirs: None,
-            done: BTreeSet::new(),
             report: Vec::new(),
             elf_cache: BTreeMap::new(),
         };
@@ -442,7 +489,7 @@ impl Archive {
         } else {
             c.find_program(name)?
         };
-        c.add_program(&literal, "requested program", None, 0)?;
+        c.add_program(&literal, "requested program", 0)?;
         Ok(c.report)
     }
 

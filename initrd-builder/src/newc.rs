@@ -103,6 +103,107 @@ pub fn mtime_from_source_date_epoch(value: Option<&str>) -> Result<u32, InitrdEr
     }
 }
 
+/// Bound on the entries read back from one archive.
+pub const MAX_ENTRIES: usize = 1 << 20;
+
+/// One record read back from a newc archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewcEntry {
+    pub name: String,
+    pub ino: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub mtime: u32,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub data: Vec<u8>,
+}
+
+fn malformed(offset: usize, reason: impl Into<String>) -> InitrdError {
+    InitrdError::Malformed { offset, reason: reason.into() }
+}
+
+/// Read one uncompressed newc archive from the start of `data`, up to and
+/// including its trailer. Returns the entries (without the trailer) and the
+/// number of bytes consumed (trailer padding included).
+pub fn parse_newc(data: &[u8]) -> Result<(Vec<NewcEntry>, usize), InitrdError> {
+    let mut pos = 0usize;
+    let mut out = Vec::new();
+    loop {
+        if out.len() > MAX_ENTRIES {
+            return Err(malformed(pos, format!("more than {MAX_ENTRIES} entries")));
+        }
+        let header = data.get(pos..pos + HEADER_LEN).ok_or_else(|| malformed(pos, "truncated header"))?;
+        if !header.starts_with(NEWC_MAGIC) {
+            return Err(malformed(pos, "bad magic (expected 070701)"));
+        }
+        let mut fields = [0u32; 13];
+        for (i, f) in fields.iter_mut().enumerate() {
+            let hex = header.get(6 + i * 8..14 + i * 8).ok_or_else(|| malformed(pos, "truncated header"))?;
+            let hex = std::str::from_utf8(hex).map_err(|_| malformed(pos, "non-ASCII header"))?;
+            *f = u32::from_str_radix(hex, 16).map_err(|_| malformed(pos, format!("bad hex field {hex:?}")))?;
+        }
+        let [ino, mode, uid, gid, nlink, mtime, filesize, _, _, rdev_major, rdev_minor, namesize, _] = fields;
+        let namesize = namesize as usize;
+        let name_start = pos + HEADER_LEN;
+        let name = data
+            .get(name_start..name_start + namesize)
+            .ok_or_else(|| malformed(pos, "truncated name"))?;
+        let name = name.strip_suffix(&[0]).ok_or_else(|| malformed(pos, "name not NUL-terminated"))?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(pos, "name is not UTF-8"))?;
+        let data_start = name_start + namesize + pad4(HEADER_LEN + namesize);
+        let size = filesize as usize;
+        let body = data.get(data_start..data_start + size).ok_or_else(|| malformed(pos, "truncated data"))?;
+        pos = data_start + size + pad4(size);
+        if name == TRAILER_NAME {
+            return Ok((out, pos.min(data.len())));
+        }
+        out.push(NewcEntry { name, ino, mode, uid, gid, nlink, mtime, rdev_major, rdev_minor, data: body.to_vec() });
+    }
+}
+
+/// Read an initramfs the way the kernel unpacks it: archives one after the
+/// other, each compressed (gzip, zstd, xz) or not, zero bytes between them
+/// skipped. Returns each archive's entries. `limit` bounds decompressed bytes.
+pub fn parse_initramfs(data: &[u8], limit: u64) -> Result<Vec<Vec<NewcEntry>>, InitrdError> {
+    let mut archives = Vec::new();
+    let mut pos = 0usize;
+    while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
+        if rest.first() == Some(&0) {
+            pos += 1;
+            continue;
+        }
+        if rest.starts_with(NEWC_MAGIC) {
+            if pos % 4 != 0 {
+                return Err(malformed(pos, "uncompressed archive not 4-byte aligned (the kernel says broken padding)"));
+            }
+            let (entries, used) = parse_newc(rest)?;
+            archives.push(entries);
+            pos += used;
+            continue;
+        }
+        let c = crate::Compression::detect(rest).ok_or_else(|| malformed(pos, "neither newc nor a known compression"))?;
+        // One compressed stream covers the rest unless the format says where it ends;
+        // our writer emits exactly one stream per part, so decode the stream and
+        // find its end with a counting reader.
+        let (plain, used) = crate::compress::decompress_one(rest, c, limit)?;
+        let mut inner = 0usize;
+        while let Some(r) = plain.get(inner..).filter(|r| !r.is_empty()) {
+            if r.first() == Some(&0) {
+                inner += 1;
+                continue;
+            }
+            let (entries, n) = parse_newc(r)?;
+            archives.push(entries);
+            inner += n;
+        }
+        pos += used;
+    }
+    Ok(archives)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
