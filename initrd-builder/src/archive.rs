@@ -9,7 +9,7 @@
 
 use crate::newc::{self, Header, MAX_FILE_SIZE, MAX_NAME_LEN, PERM_MASK, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::InitrdError;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 
 /// Linux's limit on symlinks followed in one lookup (ELOOP after 40).
@@ -108,6 +108,9 @@ impl Node {
 pub struct Archive {
     pub(crate) nodes: BTreeMap<String, Node>,
     reasons: BTreeMap<String, String>,
+    /// Entries of the archive(s) this one is appended to (see [`Archive::overlay`]):
+    /// they take part in path resolution but are not written or listed.
+    pub(crate) inherited: BTreeSet<String>,
 }
 
 /// Split an archive path into components, refusing `..`, NUL and empty paths.
@@ -159,6 +162,17 @@ enum Walk {
     Found { parent: Vec<String>, full: String },
     /// This parent directory does not exist yet.
     Missing(String),
+}
+
+fn conflict(path: &str, existing: &Node) -> InitrdError {
+    InitrdError::Conflict {
+        path: path.to_owned(),
+        existing: match existing {
+            Node::File { data, .. } => format!("a different file of {} bytes", data.len()),
+            Node::Symlink { target } => format!("a symlink to {target}"),
+            other => other.kind().to_string(),
+        },
+    }
 }
 
 fn join(comps: &[String]) -> String {
@@ -250,8 +264,12 @@ impl Archive {
     /// Insert `node` at the physical path `full`; an identical existing entry
     /// is accepted (adding the same library twice is not an error), anything
     /// else already there is a conflict. A directory keeps its first mode
-    /// unless it was only implied as a parent.
+    /// unless it was only implied as a parent. Over an inherited entry the
+    /// kernel's rules for a later archive apply (see [`Archive::overlay`]).
     pub(crate) fn insert(&mut self, path: &str, full: String, node: Node) -> Result<(), InitrdError> {
+        if self.inherited.contains(&full) {
+            return self.insert_over_inherited(path, full, node);
+        }
         match self.nodes.get(&full) {
             None => {
                 self.nodes.insert(full, node);
@@ -266,15 +284,90 @@ impl Archive {
                 self.nodes.insert(full, node);
                 Ok(())
             }
-            Some(existing) => Err(InitrdError::Conflict {
-                path: path.to_owned(),
-                existing: match existing {
-                    Node::File { data, .. } => format!("a different file of {} bytes", data.len()),
-                    Node::Symlink { target } => format!("a symlink to {target}"),
-                    other => other.kind().to_string(),
-                },
-            }),
+            Some(existing) => Err(conflict(path, existing)),
         }
+    }
+
+    /// What `init/initramfs.c` does with an entry of a later archive whose path
+    /// exists: a directory gets the new mode, a regular file is truncated and
+    /// rewritten, but an existing symlink is left as it is (symlink(2) fails
+    /// with EEXIST, silently) and a kind change may fail half way. So: same
+    /// directory or symlink is a no-op, a file is replaced, the rest refused.
+    fn insert_over_inherited(&mut self, path: &str, full: String, node: Node) -> Result<(), InitrdError> {
+        let existing = self.nodes.get(&full);
+        match (existing, &node) {
+            (Some(Node::Dir { mode: a }), Node::Dir { mode: b }) if a == b => Ok(()),
+            (Some(Node::Symlink { target: a }), Node::Symlink { target: b }) if a == b => Ok(()),
+            (Some(Node::Dir { .. }), Node::Dir { .. }) | (Some(Node::File { .. } | Node::HardLink { .. }), Node::File { .. }) => {
+                self.inherited.remove(&full);
+                self.nodes.insert(full, node);
+                Ok(())
+            }
+            (Some(existing), _) => Err(conflict(path, existing)),
+            (None, _) => {
+                self.inherited.remove(&full);
+                self.nodes.insert(full, node);
+                Ok(())
+            }
+        }
+    }
+
+    /// An empty archive to be appended after `base` (concatenated initramfs):
+    /// paths resolve through `base`'s directories and symlinks exactly as the
+    /// kernel will resolve them when it unpacks this archive over `base`'s
+    /// tree, and `base`'s entries are not written again. Use it for the
+    /// small per-run archive that follows a cached base archive, so that e.g.
+    /// a program's `/lib/...` libraries land in the base's `lib` directory
+    /// instead of a `lib -> usr/lib` symlink the kernel would refuse to create.
+    pub fn overlay(base: &Archive) -> Archive {
+        let nodes: BTreeMap<String, Node> = base
+            .nodes
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    // Only the tree matters; the data stays in the base.
+                    Node::File { mode, .. } => Node::File { mode: *mode, data: Vec::new() },
+                    other => other.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let inherited = nodes.keys().cloned().collect();
+        Archive { nodes, reasons: BTreeMap::new(), inherited }
+    }
+
+    /// [`Archive::overlay`] from the manifest of the base (when the base itself
+    /// is cached and only its listing is at hand).
+    pub fn overlay_from_manifest(base: &[ManifestEntry]) -> Result<Archive, InitrdError> {
+        let mut nodes = BTreeMap::new();
+        for e in base {
+            let comps = normalize(&e.path)?;
+            let node = match e.kind {
+                EntryKind::Dir => Node::Dir { mode: e.mode },
+                EntryKind::File => Node::File { mode: e.mode, data: Vec::new() },
+                EntryKind::Symlink | EntryKind::HardLink => {
+                    let target = e.target.clone().ok_or_else(|| InitrdError::InvalidPath {
+                        path: e.path.clone(),
+                        reason: format!("{} without a target in the manifest", e.kind),
+                    })?;
+                    if e.kind == EntryKind::Symlink {
+                        Node::Symlink { target }
+                    } else {
+                        Node::HardLink { target }
+                    }
+                }
+                EntryKind::CharDev => Node::CharDev { mode: e.mode, major: 0, minor: 0 },
+                EntryKind::BlockDev => Node::BlockDev { mode: e.mode, major: 0, minor: 0 },
+            };
+            nodes.insert(comps.join("/"), node);
+        }
+        let inherited = nodes.keys().cloned().collect();
+        Ok(Archive { nodes, reasons: BTreeMap::new(), inherited })
+    }
+
+    /// Whether `full` (a physical archive path) comes from the base of an overlay.
+    pub(crate) fn is_inherited(&self, full: &str) -> bool {
+        self.inherited.contains(full)
     }
 
     pub fn add_dir(&mut self, path: &str, mode: u32) -> Result<(), InitrdError> {
@@ -342,7 +435,9 @@ impl Archive {
         if let Some(Node::HardLink { target: t }) = self.nodes.get(&target) {
             target = t.clone();
         }
-        if !matches!(self.nodes.get(&target), Some(Node::File { .. })) {
+        // A hard link can only join names within one archive: the kernel
+        // forgets inode numbers at each TRAILER!!!.
+        if !matches!(self.nodes.get(&target), Some(Node::File { .. })) || self.inherited.contains(&target) {
             return Err(InitrdError::BadHardLink { path: path.to_owned(), target: existing.to_owned() });
         }
         let (_, full) = self.place(path)?;
@@ -359,11 +454,16 @@ impl Archive {
 
     /// Number of entries (without the trailer).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.own().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.own().next().is_none()
+    }
+
+    /// The entries this archive writes (not those inherited from a base).
+    fn own(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter().filter(|(k, _)| !self.inherited.contains(*k))
     }
 
     /// Record why `path` is in the archive. May be called before or after the
@@ -387,8 +487,7 @@ impl Archive {
 
     /// Every entry: path, kind, size, and the `reason` recorded for it (see add_reason).
     pub fn manifest(&self) -> Vec<ManifestEntry> {
-        self.nodes
-            .iter()
+        self.own()
             .map(|(path, node)| ManifestEntry {
                 path: path.clone(),
                 kind: node.kind(),
@@ -421,9 +520,8 @@ impl Archive {
 
     /// Total bytes of file data (each hard-linked file counted once).
     pub fn data_size(&self) -> u64 {
-        self.nodes
-            .values()
-            .map(|n| match n {
+        self.own()
+            .map(|(_, n)| match n {
                 Node::File { data, .. } => data.len() as u64,
                 _ => 0,
             })
@@ -436,7 +534,7 @@ impl Archive {
         // Inode numbers: 1.. in path order, hard links share their file's.
         let mut ino: BTreeMap<&str, u32> = BTreeMap::new();
         let mut next = 1u32;
-        for (path, node) in &self.nodes {
+        for (path, node) in self.own() {
             if !matches!(node, Node::HardLink { .. }) {
                 ino.insert(path, next);
                 next = next.checked_add(1).ok_or_else(|| InitrdError::TooLarge {
@@ -448,7 +546,7 @@ impl Archive {
         }
         // Names of each hard-linked file, in path order; the last carries the data.
         let mut group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (path, node) in &self.nodes {
+        for (path, node) in self.own() {
             if let Node::HardLink { target } = node {
                 group.entry(target.as_str()).or_insert_with(|| vec![target.as_str()]).push(path);
             }
@@ -458,13 +556,13 @@ impl Archive {
         }
         // Directory link counts: 2 + subdirectories, as on a real file system.
         let mut subdirs: BTreeMap<&str, u32> = BTreeMap::new();
-        for (path, node) in &self.nodes {
+        for (path, node) in self.own() {
             if let (Node::Dir { .. }, Some((parent, _))) = (node, path.rsplit_once('/')) {
                 *subdirs.entry(parent).or_default() += 1;
             }
         }
 
-        for (path, node) in &self.nodes {
+        for (path, node) in self.own() {
             let mut h = Header { ino: 0, mode: 0, nlink: 1, mtime, filesize: 0, rdev_major: 0, rdev_minor: 0 };
             let mut data: &[u8] = &[];
             match node {
@@ -644,6 +742,32 @@ mod tests {
         b.add_file("a", 0o600, b"a".to_vec()).unwrap();
         b.add_file("b/z", 0o644, b"z".to_vec()).unwrap();
         assert_eq!(a.to_newc(5).unwrap(), b.to_newc(5).unwrap());
+    }
+
+    #[test]
+    fn overlay_resolves_through_base_and_writes_only_its_own() {
+        let mut base = Archive::new();
+        base.add_file("lib/modules/6.1/m.ko", 0o644, b"ko".to_vec()).unwrap();
+        base.add_file("etc/a", 0o644, b"a".to_vec()).unwrap();
+        base.add_symlink("bin", "usr/bin").unwrap();
+        for mut run in [Archive::overlay(&base), Archive::overlay_from_manifest(&base.manifest()).unwrap()] {
+            assert!(run.is_empty());
+            assert!(run.contains("lib/modules/6.1/m.ko"));
+            run.add_file("bin/payload", 0o755, b"p".to_vec()).unwrap();
+            run.add_file("/lib/x/libc.so", 0o644, b"c".to_vec()).unwrap();
+            run.add_symlink("bin", "usr/bin").unwrap();
+            run.add_dir("lib", 0o755).unwrap();
+            assert!(matches!(run.add_symlink("bin", "elsewhere"), Err(InitrdError::Conflict { .. })));
+            assert!(matches!(run.add_symlink("lib", "usr/lib"), Err(InitrdError::Conflict { .. })));
+            assert!(matches!(run.add_hardlink("h", "etc/a"), Err(InitrdError::BadHardLink { .. })));
+            run.add_file("etc/a", 0o600, b"override".to_vec()).unwrap();
+            let paths: Vec<_> = run.manifest().into_iter().map(|e| e.path).collect();
+            assert_eq!(paths, ["etc/a", "lib/x", "lib/x/libc.so", "usr", "usr/bin", "usr/bin/payload"]);
+            let newc = run.to_newc(0).unwrap();
+            let (entries, _) = crate::parse_newc(&newc).unwrap();
+            assert_eq!(entries.len(), paths.len());
+            assert_eq!(entries[0].data, b"override");
+        }
     }
 
     #[test]

@@ -298,13 +298,21 @@ impl Collector<'_> {
             archive_path: arch.clone(),
             reason: reason.to_owned(),
         });
-        let data = match self.archive.nodes.get(&arch) {
-            Some(Node::File { data, .. }) => data,
-            Some(Node::HardLink { target }) => match self.archive.nodes.get(target) {
+        let host_data;
+        let data = if self.archive.is_inherited(&arch) {
+            // The base archive holds this file; its dependencies are the host file's.
+            let p = in_root(&self.sysroot, &components(&phys).collect::<Vec<_>>());
+            host_data = std::fs::read(&p).map_err(|e| InitrdError::io("read", &p, e))?;
+            &host_data
+        } else {
+            match self.archive.nodes.get(&arch) {
                 Some(Node::File { data, .. }) => data,
+                Some(Node::HardLink { target }) => match self.archive.nodes.get(target) {
+                    Some(Node::File { data, .. }) => data,
+                    _ => return Ok((phys, None, None)),
+                },
                 _ => return Ok((phys, None, None)),
-            },
-            _ => return Ok((phys, None, None)),
+            }
         };
         if is_elf(data) {
             if let Some(Some(info)) = self.elf_cache.get(&phys) {
