@@ -1,6 +1,10 @@
 //! Index load time and MODALIAS resolution against the full Debian index
 //! (/lib/modules/6.1.0-56-amd64). Skips with a message when it is absent.
 
+// Test code: a failed expectation must stop the run loudly (clippy.toml
+// allows this in unit tests; integration tests and benches need it spelled out).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::path::Path;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

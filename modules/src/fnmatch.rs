@@ -151,7 +151,8 @@ fn bracket(pat: &[u8], start: usize, c: u8) -> Bracket {
                 if b == b':' && at(q + 1) == b']' {
                     break;
                 }
-                if !(b'a'..b'z').contains(&b) {
+                // glibc's test is `c < 'a' || c >= 'z'`: 'z' itself ends the name.
+                if !(b'a'..=b'y').contains(&b) {
                     is_class = false;
                     break;
                 }

@@ -542,7 +542,10 @@ mod tests {
         }
     }
 
-    fn run(plan: &Plan, fake: &Fake, threads: usize) -> (LoadReport, Vec<(String, Result<Loaded, String>, usize)>) {
+    /// (module, outcome with the error as text, thread) per event.
+    type Events = Vec<(String, Result<Loaded, String>, usize)>;
+
+    fn run(plan: &Plan, fake: &Fake, threads: usize) -> (LoadReport, Events) {
         let events = Mutex::new(Vec::new());
         let report = load_plan_with(plan, threads, fake, &|ev: &LoadEvent| {
             events.lock().unwrap().push((

@@ -205,11 +205,9 @@ impl ModuleIndex {
     /// cycles become [`PlanNote`]s and the rest is planned. This is what a
     /// PID 1 wants: one bad request must not stop the others.
     pub fn plan_lenient(&self, requests: &[Request]) -> Plan {
-        match self.plan_inner(requests, false) {
-            Ok(plan) => plan,
-            // Unreachable in lenient mode; an empty plan is the safe answer.
-            Err(_) => Plan::default(),
-        }
+        // plan_inner cannot fail in lenient mode; an empty plan is the safe
+        // answer if it ever did.
+        self.plan_inner(requests, false).unwrap_or_default()
     }
 
     fn plan_inner(&self, requests: &[Request], strict: bool) -> Result<Plan, ModulesError> {
@@ -317,43 +315,15 @@ impl ModuleIndex {
             d.dedup();
         }
 
-        // Stable topological sort (Kahn, smallest kmod position first).
-        let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
-        let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (k, ds) in deps.iter().enumerate() {
-            for &d in ds {
-                if let Some(u) = users.get_mut(d) {
-                    u.push(k);
-                }
-            }
-        }
-        let mut heap: BinaryHeap<Reverse<usize>> =
-            remaining.iter().enumerate().filter(|(_, &r)| r == 0).map(|(k, _)| Reverse(k)).collect();
-        let mut sorted: Vec<usize> = Vec::with_capacity(n);
-        let mut done = vec![false; n];
-        loop {
-            while let Some(Reverse(k)) = heap.pop() {
-                if done.get(k).copied().unwrap_or(true) {
-                    continue;
-                }
-                if let Some(d) = done.get_mut(k) {
-                    *d = true;
-                }
-                sorted.push(k);
-                for &u in users.get(k).map(Vec::as_slice).unwrap_or_default() {
-                    if let Some(r) = remaining.get_mut(u) {
-                        *r = r.saturating_sub(1);
-                        if *r == 0 {
-                            heap.push(Reverse(u));
-                        }
-                    }
-                }
-            }
+        // Stable topological sort (Kahn, smallest kmod position first). On a
+        // cycle: report it (strict) or drop its edges that point forward in
+        // kmod's order, which is the order kmod would load it in, and
+        // start again (lenient).
+        let sorted = loop {
+            let (sorted, done) = kahn(&deps);
             if sorted.len() == n {
-                break;
+                break sorted;
             }
-            // A cycle: name it, then (lenient) drop the edges of its first
-            // module in kmod order that point forward, and go on.
             let cycle = find_cycle(&deps, &done).unwrap_or_default();
             let names: Vec<String> = cycle
                 .iter()
@@ -363,15 +333,23 @@ impl ModuleIndex {
                 return Err(ModulesError::DependencyCycle { cycle: names });
             }
             notes.push(PlanNote::CycleBroken { cycle: names });
-            let Some(start) = (0..n).find(|&k| !done.get(k).copied().unwrap_or(true)) else { break };
-            if let Some(ds) = deps.get_mut(start) {
-                ds.retain(|&d| done.get(d).copied().unwrap_or(false));
+            let mut dropped = false;
+            for &c in &cycle {
+                if let Some(ds) = deps.get_mut(c) {
+                    let before = ds.len();
+                    ds.retain(|&d| d < c);
+                    dropped |= ds.len() != before;
+                }
             }
-            if let Some(r) = remaining.get_mut(start) {
-                *r = 0;
+            if !dropped {
+                // Cannot happen (a cycle has a forward edge); never loop.
+                for &c in &cycle {
+                    if let Some(ds) = deps.get_mut(c) {
+                        ds.retain(|d| !cycle.contains(d));
+                    }
+                }
             }
-            heap.push(Reverse(start));
-        }
+        };
 
         let mut new_index = vec![0usize; n];
         for (new, &k) in sorted.iter().enumerate() {
@@ -416,6 +394,41 @@ impl ModuleIndex {
     }
 }
 
+/// Kahn's algorithm taking the smallest ready index first: the order and
+/// which nodes were sorted (the others wait on a cycle).
+fn kahn(deps: &[Vec<usize>]) -> (Vec<usize>, Vec<bool>) {
+    let n = deps.len();
+    let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (k, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            if let Some(u) = users.get_mut(d) {
+                u.push(k);
+            }
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<usize>> =
+        remaining.iter().enumerate().filter(|(_, &r)| r == 0).map(|(k, _)| Reverse(k)).collect();
+    let mut sorted = Vec::with_capacity(n);
+    let mut done = vec![false; n];
+    while let Some(Reverse(k)) = heap.pop() {
+        match done.get_mut(k) {
+            Some(d) if !*d => *d = true,
+            _ => continue,
+        }
+        sorted.push(k);
+        for &u in users.get(k).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(r) = remaining.get_mut(u) {
+                *r = r.saturating_sub(1);
+                if *r == 0 {
+                    heap.push(Reverse(u));
+                }
+            }
+        }
+    }
+    (sorted, done)
+}
+
 /// A cycle among the not-yet-sorted nodes, as node indices with the first
 /// repeated at the end.
 fn find_cycle(deps: &[Vec<usize>], done: &[bool]) -> Option<Vec<usize>> {
@@ -436,5 +449,238 @@ fn find_cycle(deps: &[Vec<usize>], done: &[bool]) -> Option<Vec<usize>> {
         seen.insert(next, path.len());
         path.push(next);
         cur = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::loader::{load_plan_with, KernelInserter, LoadError, LoadEvent};
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    const DEP: &str = "kernel/core.ko:\n\
+        kernel/mid.ko: kernel/core.ko\n\
+        kernel/top.ko: kernel/mid.ko kernel/core.ko\n\
+        kernel/pre.ko:\n\
+        kernel/post.ko:\n\
+        kernel/black.ko: kernel/core.ko\n\
+        kernel/cyc_a.ko:\n\
+        kernel/cyc_b.ko:\n\
+        kernel/gone.ko:\n\
+        kernel/needs-gone.ko: kernel/gone.ko\n\
+        kernel/hw.ko:\n\
+        kernel/usesbuiltin.ko:\n";
+    const ALIAS: &str = "# Aliases extracted from modules themselves.\n\
+        alias pci:v1234d* black\n\
+        alias pci:v1234d* hw\n\
+        alias fs-top top\n";
+    const SOFTDEP: &str = "# Soft dependencies extracted from modules themselves.\n\
+        softdep top pre: pre post: post\n\
+        softdep cyc_a pre: cyc_b\n\
+        softdep cyc_b pre: cyc_a\n\
+        softdep usesbuiltin pre: builtin-mod\n";
+    const BUILTIN: &str = "kernel/fs/builtin-mod.ko\n";
+
+    fn index(dir: &Path, config: &str, cmdline: &[&str]) -> ModuleIndex {
+        // "a.conf" sorts before "modules.softdep", as a real /etc file would not
+        // necessarily: see config_softdep_order_follows_file_names.
+        let mut c = Config::parse(config.as_bytes(), "a.conf").unwrap();
+        c.apply_kernel_cmdline(cmdline);
+        ModuleIndex::from_bytes(
+            dir,
+            DEP.as_bytes().to_vec(),
+            ALIAS.as_bytes().to_vec(),
+            Some(SOFTDEP.as_bytes().to_vec()),
+            Some(BUILTIN.as_bytes().to_vec()),
+            None,
+        )
+        .unwrap()
+        .with_config(c)
+    }
+
+    fn names(plan: &Plan) -> Vec<&str> {
+        plan.modules.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    fn pos(plan: &Plan, name: &str) -> usize {
+        plan.modules.iter().position(|m| m.name == name).unwrap()
+    }
+
+    #[test]
+    fn softdeps_pre_before_post_after_in_kmod_order() {
+        let i = index(Path::new("/m"), "", &[]);
+        let plan = i.plan(&[Request::Name("top".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["core", "mid", "pre", "top", "post"]);
+        let top = &plan.modules[pos(&plan, "top")];
+        assert_eq!(top.deps, vec![0, 1, 2], "core, mid and the pre softdep");
+        assert_eq!(top.reason, "name top");
+        assert_eq!(top.path, PathBuf::from("/m/kernel/top.ko"));
+        let post = &plan.modules[pos(&plan, "post")];
+        assert_eq!(post.deps, vec![3], "post softdep loads after top");
+        assert_eq!(post.reason, "softdep post of top");
+        assert_eq!(plan.modules[pos(&plan, "pre")].reason, "softdep pre of top");
+        assert_eq!(plan.modules[pos(&plan, "core")].reason, "dependency of top");
+        assert!(plan.notes.is_empty());
+    }
+
+    #[test]
+    fn config_softdep_order_follows_file_names() {
+        // "a.conf" sorts before "modules.softdep": its softdep is the first match.
+        let i = index(Path::new("/m"), "softdep top pre: hw\n", &[]);
+        let plan = i.plan(&[Request::Name("top".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["core", "mid", "hw", "top"]);
+        // "z.conf" sorts after it: modules.softdep wins, as in kmod.
+        let z = Config::parse(b"softdep top pre: hw\n", "z.conf").unwrap();
+        let i = index(Path::new("/m"), "", &[]).with_config(z);
+        let plan = i.plan(&[Request::Name("top".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["core", "mid", "pre", "top", "post"]);
+    }
+
+    #[test]
+    fn options_from_config_alias_and_cmdline() {
+        let i = index(
+            Path::new("/m"),
+            "options top x=1\noptions fs_top via_alias=1\noptions core y=2\n",
+            &["top.z=3", "core.w=\"a\"", "quiet"],
+        );
+        let plan = i.plan(&[Request::Alias("fs-top".into())]).unwrap();
+        assert_eq!(plan.modules[pos(&plan, "top")].options, "x=1 via_alias=1 z=3");
+        assert_eq!(plan.modules[pos(&plan, "core")].options, "y=2 w=\"a\"");
+        assert_eq!(plan.modules[pos(&plan, "mid")].options, "");
+        let plan = i.plan(&[Request::Name("top".into())]).unwrap();
+        assert_eq!(plan.modules[pos(&plan, "top")].options, "x=1 z=3", "alias options only via the alias");
+    }
+
+    #[test]
+    fn blacklist_applies_to_aliases_not_names() {
+        let i = index(Path::new("/m"), "blacklist black\n", &[]);
+        let plan = i.plan(&[Request::Alias("pci:v1234d0001".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["hw"]);
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::Blacklisted { module: "black".into(), request: "alias pci:v1234d0001".into() }]
+        );
+        let plan = i.plan(&[Request::Name("black".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["core", "black"]);
+        // modprobe.blacklist= on the command line works the same way.
+        let i = index(Path::new("/m"), "", &["modprobe.blacklist=hw,other"]);
+        let plan = i.plan(&[Request::Alias("pci:v1234d0001".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["core", "black"]);
+        // module_blacklist= is enforced by the kernel: never requested at all.
+        let i = index(Path::new("/m"), "", &["module_blacklist=hw"]);
+        let plan = i.plan(&[Request::Name("hw".into())]).unwrap();
+        assert!(plan.modules.is_empty());
+        assert_eq!(plan.notes, vec![PlanNote::KernelBlacklisted { module: "hw".into(), request: "name hw".into() }]);
+    }
+
+    #[test]
+    fn builtin_modules_are_left_out() {
+        let i = index(Path::new("/m"), "", &[]);
+        assert!(i.is_builtin("builtin-mod"));
+        let plan = i.plan(&[Request::Name("builtin_mod".into())]).unwrap();
+        assert!(plan.modules.is_empty());
+        assert_eq!(plan.notes, vec![PlanNote::Builtin { module: "builtin_mod".into(), reason: "name builtin_mod".into() }]);
+        // A softdep on a builtin module: nothing to wait for.
+        let plan = i.plan(&[Request::Name("usesbuiltin".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["usesbuiltin"]);
+        assert!(plan.modules[0].deps.is_empty());
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::Builtin { module: "builtin_mod".into(), reason: "softdep pre of usesbuiltin".into() }]
+        );
+    }
+
+    #[test]
+    fn softdep_cycle_is_reported_not_looped_on() {
+        let i = index(Path::new("/m"), "", &[]);
+        let err = i.plan(&[Request::Name("cyc_a".into())]).unwrap_err();
+        match &err {
+            ModulesError::DependencyCycle { cycle } => {
+                assert!(cycle.contains(&"cyc_a".to_owned()) && cycle.contains(&"cyc_b".to_owned()), "{cycle:?}");
+                assert_eq!(cycle.first(), cycle.last());
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(err.to_string().starts_with("failed to order modules: dependency cycle cyc_"), "{err}");
+        // Lenient: kmod's order (cyc_b, then cyc_a), the cycle noted.
+        let plan = i.plan_lenient(&[Request::Name("cyc_a".into()), Request::Name("hw".into())]);
+        assert_eq!(names(&plan), vec!["cyc_b", "cyc_a", "hw"]);
+        assert!(matches!(plan.notes.as_slice(), [PlanNote::CycleBroken { .. }]));
+        for (k, m) in plan.modules.iter().enumerate() {
+            assert!(m.deps.iter().all(|&d| d < k), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn hard_dependency_cycle_in_modules_dep() {
+        let dep = b"kernel/x.ko: kernel/y.ko\nkernel/y.ko: kernel/x.ko\n".to_vec();
+        let i = ModuleIndex::from_bytes(Path::new("/m"), dep, Vec::new(), None, None, None).unwrap();
+        assert!(matches!(i.plan(&[Request::Name("x".into())]), Err(ModulesError::DependencyCycle { .. })));
+    }
+
+    #[test]
+    fn hand_written_dep_order_is_fixed_topologically() {
+        // kmod would insert b before c although b needs c.
+        let dep = b"kernel/a.ko: kernel/c.ko kernel/b.ko\nkernel/b.ko: kernel/c.ko\nkernel/c.ko:\n".to_vec();
+        let i = ModuleIndex::from_bytes(Path::new("/m"), dep, Vec::new(), None, None, None).unwrap();
+        let plan = i.plan(&[Request::Name("a".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["c", "b", "a"]);
+    }
+
+    #[test]
+    fn each_module_once_across_requests() {
+        let i = index(Path::new("/m"), "", &[]);
+        let plan = i
+            .plan(&[Request::Name("mid".into()), Request::Name("top".into()), Request::Alias("fs-top".into())])
+            .unwrap();
+        assert_eq!(names(&plan), vec!["core", "mid", "pre", "top", "post"]);
+        assert_eq!(plan.modules[1].reason, "name mid");
+    }
+
+    #[test]
+    fn unknown_names_and_unmatched_aliases() {
+        let i = index(Path::new("/m"), "", &[]);
+        let err = i.plan(&[Request::Name("nope".into())]).unwrap_err().to_string();
+        assert_eq!(err, "failed to find module nope in /m");
+        let plan = i.plan(&[Request::Alias("usb:v9999".into())]).unwrap();
+        assert!(plan.modules.is_empty());
+        assert_eq!(plan.notes, vec![PlanNote::NoMatch { alias: "usb:v9999".into() }]);
+        let plan = i.plan_lenient(&[Request::Name("nope".into()), Request::Name("hw".into())]);
+        assert_eq!(names(&plan), vec!["hw"]);
+        assert_eq!(plan.notes, vec![PlanNote::NotFound { name: "nope".into() }]);
+    }
+
+    #[test]
+    fn config_alias_to_missing_module_is_noted() {
+        let i = index(Path::new("/m"), "alias my-thing ghost\n", &[]);
+        let plan = i.plan(&[Request::Alias("my-thing".into())]).unwrap();
+        assert!(plan.modules.is_empty());
+        assert_eq!(plan.notes, vec![PlanNote::Unknown { module: "ghost".into(), reason: "alias my-thing".into() }]);
+    }
+
+    #[test]
+    fn missing_ko_fails_at_load_time_and_skips_its_users() {
+        // The index dir exists but holds no module files: open() fails
+        // before any finit_module call, so this is safe on any host.
+        let dir = tempfile::tempdir().unwrap();
+        let i = index(dir.path(), "", &[]);
+        let plan = i.plan(&[Request::Name("needs-gone".into()), Request::Name("hw".into())]).unwrap();
+        assert_eq!(names(&plan), vec!["gone", "needs_gone", "hw"]);
+        let events = Mutex::new(Vec::new());
+        let report = load_plan_with(&plan, 2, &KernelInserter { kernel_compression: None }, &|ev: &LoadEvent| {
+            let msg = ev.outcome.as_ref().err().map(|e: &LoadError| (e.to_string(), e.raw_os_error()));
+            events.lock().unwrap().push((ev.entry.name.clone(), msg));
+        });
+        assert_eq!(report.failed, 2, "gone and hw (no files at all)");
+        assert_eq!(report.skipped, 1, "needs_gone");
+        let events = events.into_inner().unwrap();
+        let gone = events.iter().find(|e| e.0 == "gone").unwrap().1.clone().unwrap();
+        assert_eq!(gone.1, Some(2), "ENOENT");
+        assert!(gone.0.starts_with("failed to open module gone at "), "{}", gone.0);
+        assert!(gone.0.ends_with("kernel/gone.ko: No such file or directory (os error 2)"), "{}", gone.0);
+        let skipped = events.iter().find(|e| e.0 == "needs_gone").unwrap().1.clone().unwrap();
+        assert_eq!(skipped.0, "skipped module needs_gone: its dependency gone failed to load");
     }
 }

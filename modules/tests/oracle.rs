@@ -11,6 +11,10 @@
 //!
 //! The test skips, loudly, only when that module tree is absent.
 
+// Test code: a failed expectation must stop the run loudly (clippy.toml
+// allows this in unit tests; integration tests and benches need it spelled out).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
