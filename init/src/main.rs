@@ -1,1 +1,184 @@
-fn main(){}
+//! kestrel-init: PID 1 of a Kestrel initramfs. `main` is the boot plan, one
+//! call per phase; the phases live in their own modules. It never panics
+//! on purpose and never exits: every error is reported on the events port
+//! and the console, then the machine powers off with a failure status.
+
+mod devices;
+mod kmsg;
+mod log;
+mod mounts;
+mod payload;
+mod ports;
+mod shutdown;
+mod stdio;
+mod sys;
+
+use kestrel_init::cmdline::{self, BootOptions};
+use kestrel_init::event::{kind, EVENTS_PORT};
+use rustix::event::{poll, PollFd, PollFlags};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The status for a boot that failed before or outside the payload.
+const STATUS_BOOT_FAILED: i32 = 1;
+const KERNEL_CMDLINE: &str = "/proc/cmdline";
+const EMERGENCY_SHELL: &str = "/bin/sh";
+
+#[derive(Debug, thiserror::Error)]
+enum InitError {
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error("failed to read {KERNEL_CMDLINE}: {0}")]
+    ReadCmdline(std::io::Error),
+    #[error("bad kernel command line: {0}")]
+    Cmdline(#[from] cmdline::CmdlineError),
+    #[error("failed to set up signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Payload(#[from] payload::PayloadError),
+    #[error("nothing to do: the initrd has no payload (/kestrel/argv) and root mode is not configured")]
+    NothingToDo,
+}
+
+impl InitError {
+    fn status(&self) -> i32 {
+        match self {
+            InitError::Payload(p) => p.status(),
+            _ => STATUS_BOOT_FAILED,
+        }
+    }
+}
+
+fn main() {
+    if rustix::process::getpid() != rustix::process::Pid::INIT {
+        eprintln!("kestrel-init must run as PID 1 (it is the init of a Kestrel initramfs)");
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        log::error(&format!("init panicked: {info}"), true);
+        shutdown::power_off(STATUS_BOOT_FAILED, &[]);
+    }));
+    let mut mounted = Vec::new();
+    let status = boot(&mut mounted).unwrap_or_else(|e| {
+        log::error(&e.to_string(), true);
+        e.status()
+    });
+    shutdown::power_off(status, &mounted);
+}
+
+/// Phases 1-7; returns the status the host reports.
+fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
+    log::emit(kind::INIT_START, &[("version", env!("CARGO_PKG_VERSION").as_bytes())]);
+    stdio::ensure();
+    *mounted = mounts::mount_early()?;
+    stdio::ensure();
+    let mut kmsg = kmsg::Kmsg::open();
+    forward_kmsg(&mut kmsg);
+    let opts = read_boot_options()?;
+    log::set_verbose(opts.debug);
+    // Before any thread starts, so every thread inherits the blocked mask.
+    let signals = sys::signalfd().map_err(InitError::Signals)?;
+
+    hang_if_asked(&opts, "modules");
+    let mut devices = devices::Devices::start(opts.threads);
+    devices.coldplug();
+    wait_for_events_port(&opts, &mut devices, &mut kmsg);
+    forward_kmsg(&mut kmsg);
+    log::emit(kind::READY, &[]);
+
+    hang_if_asked(&opts, "payload");
+    let result = match payload::load_spec()? {
+        Some(spec) => payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from),
+        None => Err(InitError::NothingToDo),
+    };
+    forward_kmsg(&mut kmsg);
+    match result {
+        Err(e) if opts.shell_on_failure => {
+            log::error(&e.to_string(), true);
+            emergency_shell();
+            Ok(e.status())
+        }
+        other => other,
+    }
+}
+
+fn read_boot_options() -> Result<BootOptions, InitError> {
+    let line = std::fs::read_to_string(KERNEL_CMDLINE).map_err(InitError::ReadCmdline)?;
+    Ok(cmdline::parse_boot_options(&line)?)
+}
+
+fn forward_kmsg(kmsg: &mut Option<kmsg::Kmsg>) {
+    if let Some(k) = kmsg.as_mut() {
+        k.forward();
+    }
+}
+
+/// Waits for the events port, handling uevents (and so module loads) while
+/// it waits. A missing port is not fatal: the records then go out over the
+/// console, which is slower but loses nothing.
+fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg: &mut Option<kmsg::Kmsg>) {
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let found = ports::list_ports(Path::new(ports::VIRTIO_PORTS_CLASS));
+        if let Some((_, dev)) = found.iter().find(|(name, _)| name == EVENTS_PORT) {
+            ports::link_ports(&found);
+            match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+                Ok(port) => {
+                    log::attach_port(port);
+                    log::emit(kind::PORT_OPEN, &[("name", EVENTS_PORT.as_bytes()), ("dev", dev.as_os_str().as_encoded_bytes())]);
+                }
+                Err(e) => log::warn(&format!("failed to open {}: {e}", dev.display())),
+            }
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let seen: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+            log::warn(&format!(
+                "the events port {EVENTS_PORT} did not appear within {:?} (ports seen: [{}]; modules loaded: {}, failed: {}); events go to the console",
+                opts.timeout,
+                seen.join(", "),
+                devices.loaded,
+                devices.failed
+            ));
+            return;
+        }
+        // Sleep until a uevent (the port's name arrives as a `change`) or a
+        // short tick, for kernels that send none.
+        let tick = rustix::time::Timespec::try_from(left.min(Duration::from_millis(20))).ok();
+        match devices.socket_fd() {
+            Some(fd) => {
+                let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+                let _ = poll(&mut fds, tick.as_ref());
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(5))),
+        }
+        devices.handle_events();
+        forward_kmsg(kmsg);
+    }
+}
+
+/// `kestrel.hang=PHASE`: stop before PHASE forever. A test hook, so the
+/// host's timeout handling is tested against a really hung guest.
+fn hang_if_asked(opts: &BootOptions, phase: &str) {
+    if opts.hang.as_deref() == Some(phase) {
+        log::warn(&format!("kestrel.hang={phase}: stopping here as asked"));
+        log::flush_pending_to_console();
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// `kestrel.shell`: an interactive shell on the console before power off.
+fn emergency_shell() {
+    if !Path::new(EMERGENCY_SHELL).exists() {
+        log::warn(&format!("kestrel.shell: no {EMERGENCY_SHELL} in the initrd"));
+        return;
+    }
+    eprintln!("kestrel: starting {EMERGENCY_SHELL}; exit it to power off");
+    match std::process::Command::new(EMERGENCY_SHELL).status() {
+        Ok(_) => {}
+        Err(e) => log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}")),
+    }
+}

@@ -64,7 +64,8 @@ pub fn kill_all(sig: libc::c_int) -> io::Result<()> {
 /// Whether `fd` is an open descriptor.
 pub fn fd_is_open(fd: libc::c_int) -> bool {
     // SAFETY: F_GETFD only queries the descriptor table.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0
 }
 
 /// Makes `target` a duplicate of `src` (dup2).

@@ -1,1 +1,200 @@
-fn main() {}
+//! The `kestrel` command line: a thin layer over the library.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kestrel::initrd::{self, BuildSpec};
+use kestrel::qemu::{Accel, Profile};
+use kestrel::run::{self, RunOptions, EXIT_HARNESS};
+use kestrel::{analyze, vm};
+use kestrel_initrd::Compression;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "kestrel", version, about = "Boot a Linux VM to ready, fast, and show where every millisecond went.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct MachineArgs {
+    /// Kernel image (default: /boot/vmlinuz-$(uname -r), else the newest in /boot).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Machine profile.
+    #[arg(long, value_enum, default_value = "q35")]
+    machine: Profile,
+    /// Extra modules to include (besides the machine's own).
+    #[arg(long = "module")]
+    modules: Vec<String>,
+    /// Initrd compression of the cached base archive.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a VM, run CMD in it, stream its output, exit with its status.
+    Run {
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// auto uses KVM only where the CPU has vmx/svm and /dev/kvm opens.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: Accel,
+        /// Seconds before a hung guest is killed.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+        #[arg(long, default_value_t = 512)]
+        memory: u32,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Extra kernel command line.
+        #[arg(long, default_value = "")]
+        append: String,
+        /// Show the kernel's console messages (drops `quiet`).
+        #[arg(long)]
+        verbose_console: bool,
+        /// Boot the bzImage even when a PVH vmlinux could be used.
+        #[arg(long)]
+        no_pvh: bool,
+        /// Extra disk image, FILE or FILE,ro (repeatable).
+        #[arg(long = "disk")]
+        disks: Vec<String>,
+        /// Environment of the payload, KEY=VALUE (repeatable).
+        #[arg(long = "env")]
+        env: Vec<OsString>,
+        /// Working directory of the payload in the guest.
+        #[arg(long)]
+        cwd: Option<OsString>,
+        /// Print the phase table on stderr after the run.
+        #[arg(long)]
+        report: bool,
+        /// Save the boot log (for `kestrel analyze`).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Extra qemu arguments (repeatable).
+        #[arg(long = "qemu-arg", allow_hyphen_values = true)]
+        qemu_args: Vec<OsString>,
+        /// The command and its arguments, passed unchanged.
+        #[arg(last = true, required = true)]
+        cmd: Vec<OsString>,
+    },
+    /// Write an initrd (base archive: init and modules; plus CMD when given).
+    Build {
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// Output file.
+        #[arg(short, long, default_value = "initrd.img")]
+        output: PathBuf,
+        /// Print the manifest: every entry, its size and why it is there.
+        #[arg(long)]
+        list: bool,
+        #[arg(last = true)]
+        cmd: Vec<OsString>,
+    },
+    /// The phase table of a saved boot log.
+    Analyze {
+        log: PathBuf,
+        /// JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let code = match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kestrel: error: {e:#}");
+            EXIT_HARNESS
+        }
+    };
+    #[allow(clippy::exit)]
+    std::process::exit(code);
+}
+
+fn parse_disk(s: &str) -> (PathBuf, bool) {
+    match s.strip_suffix(",ro") {
+        Some(p) => (p.into(), true),
+        None => (s.into(), false),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run { machine, accel, timeout, memory, cpus, append, verbose_console, no_pvh, disks, env, cwd, report, log, qemu_args, cmd } => {
+            let opts = RunOptions {
+                kernel: machine.kernel,
+                accel,
+                profile: machine.machine,
+                timeout: Duration::from_secs_f64(timeout),
+                memory_mb: memory,
+                cpus,
+                append,
+                quiet: !verbose_console,
+                pvh: !no_pvh,
+                compression: machine.compression,
+                modules: machine.modules,
+                disks: disks.iter().map(|d| parse_disk(d)).collect(),
+                qemu_args,
+                env,
+                cwd,
+                stream_output: true,
+            };
+            let outcome = run::run(&cmd, &opts)?;
+            if verbose_console {
+                for line in &outcome.log.console {
+                    eprintln!("console: {}", line.item);
+                }
+            }
+            if let Some(path) = log {
+                let mut f = std::fs::File::create(&path).with_context(|| format!("failed to create {}", path.display()))?;
+                outcome.log.write_log(&mut f)?;
+            }
+            if report {
+                eprint!("{}", analyze::render_table(&analyze::analyze(&outcome.log)));
+            }
+            if let Some(why) = &outcome.failure {
+                eprintln!("kestrel: {why}");
+            }
+            Ok(outcome.exit_code)
+        }
+        Command::Build { machine, output, list, cmd } => {
+            let opts = RunOptions { kernel: machine.kernel.clone(), ..RunOptions::default() };
+            let kernel = run::load_kernel(&RunOptions { pvh: false, ..opts })?;
+            let init = initrd::find_init()?;
+            let mut modules: Vec<String> = machine.machine.spec().modules.iter().map(|s| s.to_string()).collect();
+            modules.extend(machine.modules);
+            let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: machine.compression };
+            let base = initrd::base_archive(&spec)?;
+            let run_archive = if cmd.is_empty() {
+                None
+            } else {
+                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?)?)
+            };
+            if list {
+                for archive in std::iter::once(&base).chain(run_archive.as_ref()) {
+                    for e in archive.manifest() {
+                        println!("{:>10}  {:<60} {}", e.size, e.path, e.reason);
+                    }
+                }
+            }
+            let cached = initrd::cached_base(&base, machine.compression, &run::cache_dir())?;
+            initrd::write_initrd(&cached, run_archive.as_ref(), &output)?;
+            eprintln!("kestrel: wrote {} for kernel {}", output.display(), kernel.release);
+            Ok(0)
+        }
+        Command::Analyze { log, json } => {
+            let text = std::fs::read_to_string(&log).with_context(|| format!("failed to read {}", log.display()))?;
+            let a = analyze::analyze(&vm::BootLog::read_log(&text)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                print!("{}", analyze::render_table(&a));
+            }
+            Ok(0)
+        }
+    }
+}

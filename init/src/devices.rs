@@ -1,0 +1,237 @@
+//! Phases 3 and 4: discovery and modules. The uevent socket is opened
+//! first, then /sys is walked (coldplug); every new MODALIAS is resolved
+//! against the module index and the plan is loaded on worker threads.
+//! Loading a module creates devices (virtio_pci makes the virtio devices
+//! whose drivers are virtio_blk, virtio_console...), which the next pass
+//! or the socket picks up, until nothing new appears.
+
+use crate::log;
+use kestrel_init::event::kind;
+use kestrel_modules::loader::{self, LoadEvent, Loaded};
+use kestrel_modules::{ModuleIndex, Plan, Request};
+use kestrel_uevent::socket::UeventSocket;
+use kestrel_uevent::{walk, Uevent, UeventError};
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub const SYS: &str = "/sys";
+pub const MODULES_ROOT: &str = "/lib/modules";
+/// Coldplug passes before giving up on reaching a fixed point (each pass
+/// only follows devices created by the previous pass's modules).
+const MAX_PASSES: usize = 8;
+
+pub struct Devices {
+    index: Option<ModuleIndex>,
+    socket: Option<UeventSocket>,
+    seen_aliases: BTreeSet<Vec<u8>>,
+    live: BTreeSet<String>,
+    threads: usize,
+    pub loaded: usize,
+    pub failed: usize,
+}
+
+impl Devices {
+    /// Opens the uevent socket before anything else (so nothing that appears
+    /// during the walk is missed) and loads the module index. Neither is
+    /// fatal: a kernel with everything built in needs no index.
+    pub fn start(threads: usize) -> Devices {
+        let socket = UeventSocket::open()
+            .map_err(|e| log::warn(&format!("no uevent socket, coldplug only: {e}")))
+            .ok();
+        let release = rustix::system::uname().release().to_string_lossy().into_owned();
+        let dir = Path::new(MODULES_ROOT).join(&release);
+        let index = match ModuleIndex::load(&dir) {
+            Ok(index) => Some(index),
+            Err(e) => {
+                log::warn(&format!("no module index, relying on built-in drivers: {e}"));
+                None
+            }
+        };
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            threads
+        };
+        Devices { index, socket, seen_aliases: BTreeSet::new(), live: BTreeSet::new(), threads, loaded: 0, failed: 0 }
+    }
+
+    pub fn socket_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.socket.as_ref().map(|s| s.as_fd())
+    }
+
+    /// Walks /sys and loads modules for every new MODALIAS, repeating
+    /// while modules bring new devices.
+    pub fn coldplug(&mut self) {
+        for _ in 0..MAX_PASSES {
+            let walked = match walk::walk_devices(Path::new(SYS)) {
+                Ok(w) => w,
+                Err(e) => {
+                    log::error(&format!("failed to walk {SYS}: {e}"), false);
+                    return;
+                }
+            };
+            let aliases = self.new_aliases(walked.devices.iter());
+            log::emit(
+                kind::COLDPLUG,
+                &[
+                    ("devices", walked.devices.len().to_string().as_bytes()),
+                    ("new_modaliases", aliases.len().to_string().as_bytes()),
+                ],
+            );
+            if aliases.is_empty() {
+                return;
+            }
+            self.load_aliases(&aliases);
+            // Drain what the socket saw meanwhile: those devices are in
+            // the next walk anyway.
+            self.drain_socket(false);
+        }
+        log::warn("coldplug did not settle: modules kept creating devices");
+    }
+
+    /// Handles every uevent waiting on the socket; returns how many were read.
+    pub fn handle_events(&mut self) -> usize {
+        self.drain_socket(true)
+    }
+
+    fn drain_socket(&mut self, load: bool) -> usize {
+        let mut events = Vec::new();
+        let mut overflow = false;
+        if let Some(socket) = self.socket.as_mut() {
+            loop {
+                match socket.recv() {
+                    Ok(Some(ev)) => events.push(ev),
+                    Ok(None) => break,
+                    Err(UeventError::Overflow) => {
+                        overflow = true;
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn(&format!("bad uevent dropped: {e}"));
+                    }
+                }
+            }
+        }
+        let n = events.len();
+        if load {
+            let aliases = self.new_aliases(events.iter());
+            if !aliases.is_empty() {
+                self.load_aliases(&aliases);
+            }
+        }
+        if overflow {
+            log::warn("uevent socket overflowed; walking /sys again");
+            self.coldplug();
+        }
+        n
+    }
+
+    fn new_aliases<'a>(&mut self, devices: impl Iterator<Item = &'a Uevent>) -> Vec<String> {
+        let mut out = Vec::new();
+        for dev in devices {
+            if let Some(alias) = dev.modalias() {
+                if self.seen_aliases.insert(alias.to_vec()) {
+                    let alias = String::from_utf8_lossy(alias).into_owned();
+                    log::debug(&format!("modalias {alias} of {}", String::from_utf8_lossy(dev.devpath())));
+                    out.push(alias);
+                }
+            }
+        }
+        out
+    }
+
+    fn load_aliases(&mut self, aliases: &[String]) {
+        let Some(index) = self.index.as_ref() else { return };
+        let requests: Vec<Request> = aliases.iter().cloned().map(Request::Alias).collect();
+        let plan = match index.plan(&requests) {
+            Ok(plan) => without_live(plan, &self.live),
+            Err(e) => {
+                log::error(&format!("failed to plan modules: {e}"), false);
+                return;
+            }
+        };
+        if plan.modules.is_empty() {
+            return;
+        }
+        log::emit(
+            kind::MODULES_PLAN,
+            &[
+                ("modules", plan.modules.len().to_string().as_bytes()),
+                ("threads", self.threads.to_string().as_bytes()),
+            ],
+        );
+        let live = Mutex::new(Vec::new());
+        let report = loader::load_plan(&plan, self.threads, &|ev: &LoadEvent| {
+            emit_load_event(ev);
+            if ev.outcome.is_ok() {
+                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(ev.entry.name.clone());
+            }
+        });
+        self.live.extend(live.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.loaded += report.loaded + report.already;
+        self.failed += report.failed + report.skipped;
+        log::emit(
+            kind::MODULES_DONE,
+            &[
+                ("loaded", (report.loaded + report.already).to_string().as_bytes()),
+                ("failed", report.failed.to_string().as_bytes()),
+                ("skipped", report.skipped.to_string().as_bytes()),
+            ],
+        );
+    }
+}
+
+fn emit_load_event(ev: &LoadEvent) {
+    let start_ns = u64::try_from(ev.start.as_nanos()).unwrap_or(u64::MAX);
+    let end_ns = start_ns.saturating_add(u64::try_from(ev.duration.as_nanos()).unwrap_or(0));
+    let (start, dur, thread) = (start_ns.to_string(), ev.duration.as_micros().to_string(), ev.thread.to_string());
+    let (result, error) = match &ev.outcome {
+        Ok(Loaded::Inserted) => ("ok", None),
+        Ok(Loaded::AlreadyLoaded) => ("exists", None),
+        Err(e) => ("error", Some(e.to_string())),
+    };
+    let mut fields: Vec<(&str, &[u8])> = vec![
+        ("name", ev.entry.name.as_bytes()),
+        ("start_ns", start.as_bytes()),
+        ("dur_us", dur.as_bytes()),
+        ("thread", thread.as_bytes()),
+        ("result", result.as_bytes()),
+    ];
+    if let Some(error) = &error {
+        fields.push(("error", error.as_bytes()));
+    }
+    log::emit_at(end_ns, kind::MODULE, &fields);
+    if let Some(error) = error {
+        log::warn(&format!("module {}: {error}", ev.entry.name));
+    }
+}
+
+/// The plan without modules already live, indices remapped; a dependency
+/// that is already live is satisfied and simply dropped.
+fn without_live(plan: Plan, live: &BTreeSet<String>) -> Plan {
+    let keep: Vec<Option<usize>> = {
+        let mut next = 0;
+        plan.modules
+            .iter()
+            .map(|m| {
+                (!live.contains(&m.name)).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    };
+    let Plan { modules, notes } = plan;
+    let modules = modules
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| k.is_some())
+        .map(|(mut m, _)| {
+            m.deps = m.deps.iter().filter_map(|&d| keep.get(d).copied().flatten()).collect();
+            m
+        })
+        .collect();
+    Plan { modules, notes }
+}

@@ -1,0 +1,223 @@
+//! Phase 7, run mode: the payload runs as a child of PID 1 with the argv,
+//! environment and working directory baked into the initrd. Its stdout
+//! and stderr are pipes that the init forwards as `out` records, so output
+//! and events share one ordered, timestamped stream to the host. While it
+//! runs, PID 1 reaps every zombie (orphans are re-parented to it) and
+//! forwards SIGTERM/SIGINT to it.
+
+use crate::devices::Devices;
+use crate::kmsg::Kmsg;
+use crate::{log, sys};
+use kestrel_init::config::{self, decode_list};
+use kestrel_init::event::kind;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{wait, Pid, WaitOptions, WaitStatus};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Largest chunk of output in one record.
+const CHUNK: usize = 16 * 1024;
+/// After the payload exits, how long output still held open by its
+/// leftover children is waited for.
+const OUTPUT_LINGER: Duration = Duration::from_millis(200);
+
+/// The payload as baked into the initrd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    pub argv: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub cwd: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("failed to read {path}: {source}")]
+    ReadConfig { path: &'static str, source: std::io::Error },
+    #[error("{ARGV} is empty: no payload to run", ARGV = config::ARGV_FILE)]
+    EmptyArgv,
+    #[error("failed to start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+}
+
+impl PayloadError {
+    /// The exit status the host reports, following the shell: 127 for a
+    /// program not found, 126 for one that cannot run.
+    pub fn status(&self) -> i32 {
+        match self {
+            PayloadError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
+            PayloadError::Spawn { .. } => 126,
+            _ => 1,
+        }
+    }
+}
+
+fn read_config(path: &'static str) -> Result<Option<Vec<u8>>, PayloadError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PayloadError::ReadConfig { path, source }),
+    };
+    let mut data = Vec::new();
+    file.take(config::MAX_CONFIG as u64)
+        .read_to_end(&mut data)
+        .map_err(|source| PayloadError::ReadConfig { path, source })?;
+    Ok(Some(data))
+}
+
+/// The baked payload, or None when the initrd has none.
+pub fn load_spec() -> Result<Option<RunSpec>, PayloadError> {
+    let Some(argv) = read_config(config::ARGV_FILE)? else { return Ok(None) };
+    let argv = decode_list(&argv);
+    if argv.is_empty() {
+        return Err(PayloadError::EmptyArgv);
+    }
+    let env = read_config(config::ENV_FILE)?.map(|e| decode_list(&e)).unwrap_or_default();
+    let cwd = read_config(config::CWD_FILE)?;
+    Ok(Some(RunSpec { argv, env, cwd }))
+}
+
+/// Default environment when the host passes none.
+const DEFAULT_ENV: &[&str] = &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"];
+
+struct Pipe {
+    file: File,
+    fd_no: &'static [u8],
+    open: bool,
+}
+
+impl Pipe {
+    fn new(fd: OwnedFd, fd_no: &'static [u8]) -> Pipe {
+        let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+        Pipe { file: File::from(fd), fd_no, open: true }
+    }
+
+    /// Forwards what is readable now; marks the pipe closed at EOF.
+    fn forward(&mut self) {
+        let mut buf = vec![0u8; CHUNK];
+        while self.open {
+            match self.file.read(&mut buf) {
+                Ok(0) => self.open = false,
+                Ok(n) => log::emit(kind::OUTPUT, &[("fd", self.fd_no), ("data", buf.get(..n).unwrap_or_default())]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => self.open = false,
+            }
+        }
+    }
+}
+
+/// The status the host reports for a wait status: the exit code, or
+/// 128+N for a payload killed by signal N.
+pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
+    if let Some(code) = status.exit_status() {
+        (code, None)
+    } else if let Some(sig) = status.terminating_signal() {
+        (128 + sig, Some(sig))
+    } else {
+        (1, None)
+    }
+}
+
+/// Starts the payload and serves it until it exits; returns its status.
+pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: &mut Devices) -> Result<i32, PayloadError> {
+    let (program, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
+    let mut cmd = Command::new(OsStr::from_bytes(program));
+    cmd.args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let env: Vec<&[u8]> = if spec.env.is_empty() {
+        DEFAULT_ENV.iter().map(|e| e.as_bytes()).collect()
+    } else {
+        spec.env.iter().map(Vec::as_slice).collect()
+    };
+    for kv in env {
+        let mut parts = kv.splitn(2, |&b| b == b'=');
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next().unwrap_or_default();
+        cmd.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
+    }
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(OsStr::from_bytes(cwd));
+    }
+    // The payload gets its own session, so a shell payload owns job control
+    // of nothing the init needs, and signals to its group spare PID 1.
+    cmd.process_group(0);
+    let mut child = cmd.spawn().map_err(|source| PayloadError::Spawn {
+        program: String::from_utf8_lossy(program).into_owned(),
+        source,
+    })?;
+    let pid = child.id();
+    let pid_s = pid.to_string();
+    let mut fields: Vec<(&str, &[u8])> = vec![("pid", pid_s.as_bytes())];
+    fields.extend(spec.argv.iter().map(|a| ("arg", a.as_slice())));
+    log::emit(kind::PAYLOAD_START, &fields);
+
+    let mut pipes: Vec<Pipe> = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pipes.push(Pipe::new(out.into(), b"1"));
+    }
+    if let Some(err) = child.stderr.take() {
+        pipes.push(Pipe::new(err.into(), b"2"));
+    }
+    let payload = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    let mut status: Option<WaitStatus> = None;
+    let mut exited_at: Option<Instant> = None;
+
+    loop {
+        let linger_left = exited_at.map(|t| OUTPUT_LINGER.saturating_sub(t.elapsed()));
+        if pipes.iter().all(|p| !p.open) && status.is_some() || linger_left == Some(Duration::ZERO) {
+            break;
+        }
+        {
+            let mut fds: Vec<PollFd> = pipes.iter().filter(|p| p.open).map(|p| PollFd::new(&p.file, PollFlags::IN)).collect();
+            fds.push(PollFd::new(signals, PollFlags::IN));
+            if let Some(k) = kmsg.as_ref() {
+                fds.push(PollFd::from_borrowed_fd(k.fd(), PollFlags::IN));
+            }
+            if let Some(fd) = devices.socket_fd() {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+            let timeout = linger_left.and_then(|d| rustix::time::Timespec::try_from(d).ok());
+            let _ = poll(&mut fds, timeout.as_ref());
+        }
+        for pipe in pipes.iter_mut() {
+            pipe.forward();
+        }
+        while let Some(sig) = sys::read_signal(signals) {
+            if sig == libc::SIGTERM || sig == libc::SIGINT {
+                if let (Some(pgid), Some(sig)) = (payload, rustix::process::Signal::from_named_raw(sig)) {
+                    let _ = rustix::process::kill_process_group(pgid, sig);
+                }
+            }
+        }
+        // Reap everything: the payload and any orphan re-parented to PID 1.
+        while let Ok(Some((reaped, st))) = wait(WaitOptions::NOHANG) {
+            if Some(reaped) == payload {
+                status = Some(st);
+                exited_at = Some(Instant::now());
+            }
+        }
+        if let Some(k) = kmsg.as_mut() {
+            k.forward();
+        }
+        devices.handle_events();
+    }
+    drop(child);
+    let (code, signal) = status.map_or((1, None), exit_code);
+    let code_s = code.to_string();
+    let sig_s = signal.map(|s| s.to_string());
+    let mut fields: Vec<(&str, &[u8])> = vec![("status", code_s.as_bytes())];
+    if let Some(s) = &sig_s {
+        fields.push(("signal", s.as_bytes()));
+    }
+    log::emit(kind::PAYLOAD_EXIT, &fields);
+    Ok(code)
+}

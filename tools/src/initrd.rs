@@ -1,0 +1,234 @@
+//! `kestrel build`: the initrd of a boot, as two concatenated archives (the
+//! kernel unpacks them in order). The base archive (the init, device
+//! nodes, the module closure and its index slices) depends only on the init
+//! and the kernel, so it is compressed once and cached by the hash of its
+//! contents; the small run archive (the payload program with its libraries
+//! and its argv, environment and working directory) is made per run.
+
+use crate::kernel::Kernel;
+use anyhow::{bail, Context, Result};
+use kestrel_init::config;
+use kestrel_initrd::{Archive, Compression};
+use kestrel_modules::{ModuleIndex, Request};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the static init binary.
+pub const INIT_ENV: &str = "KESTREL_INIT";
+/// Where `make init` puts the static init, relative to a cargo target dir.
+pub const INIT_IN_TARGET: &str = "x86_64-unknown-linux-gnu/release/kestrel-init";
+
+/// Directories every guest root has; /dev/console makes the kernel open
+/// fds 0-2 for the init.
+const BASE_DIRS: &[(&str, u32)] = &[("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("tmp", 0o1777), ("root", 0o700), ("etc", 0o755)];
+
+/// Top-level directories that merged-/usr hosts make links into /usr.
+const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Finds the static init: $KESTREL_INIT, else in a cargo target dir above
+/// this executable. A dynamically linked init cannot boot: refused.
+pub fn find_init() -> Result<PathBuf> {
+    let path = match std::env::var_os(INIT_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let exe = std::env::current_exe().context("failed to find the kestrel executable")?;
+            exe.ancestors()
+                .map(|d| d.join(INIT_IN_TARGET))
+                .find(|p| p.is_file())
+                .with_context(|| format!("no static kestrel-init found above {} (run `make init`, or set {INIT_ENV})", exe.display()))?
+        }
+    };
+    let data = std::fs::read(&path).with_context(|| format!("failed to read the init {}", path.display()))?;
+    let info = kestrel_initrd::parse_elf(&path, &data).with_context(|| format!("{} is not an ELF program", path.display()))?;
+    if info.interpreter.is_some() {
+        bail!("{} is dynamically linked; build it static with `make init`", path.display());
+    }
+    Ok(path)
+}
+
+/// The payload as the host was asked to run it.
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    /// The program on the host, resolved through PATH.
+    pub program: PathBuf,
+    pub argv: Vec<OsString>,
+    pub env: Vec<OsString>,
+    pub cwd: Option<OsString>,
+}
+
+/// Resolves `argv[0]` like a shell would, before any VM starts, so a
+/// missing program is a clear error here and not a failed boot.
+pub fn resolve_payload(argv: &[OsString], env: Vec<OsString>, cwd: Option<OsString>) -> Result<Payload> {
+    let Some(first) = argv.first() else { bail!("no command given (kestrel run -- CMD ARGS...)") };
+    let first_path = Path::new(first);
+    let program = if first.as_bytes().contains(&b'/') {
+        first_path.to_owned()
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(first_path))
+            .find(|p| p.is_file())
+            .with_context(|| format!("payload program {:?} not found on PATH", first))?
+    };
+    if !program.is_file() {
+        bail!("payload program {} does not exist", program.display());
+    }
+    Ok(Payload { program, argv: argv.to_vec(), env, cwd })
+}
+
+/// What goes into a build.
+pub struct BuildSpec<'a> {
+    pub init: &'a Path,
+    pub kernel: &'a Kernel,
+    pub modules: Vec<String>,
+    pub compression: Compression,
+}
+
+fn archive_path(p: &Path) -> String {
+    p.to_string_lossy().trim_start_matches('/').to_owned()
+}
+
+/// Strips the compression suffix: modules are stored decompressed (the
+/// initrd is compressed as a whole, and the init then needs no decoder).
+fn stored_relpath(relpath: &str) -> &str {
+    for ext in [".xz", ".zst", ".gz"] {
+        if let Some(stem) = relpath.strip_suffix(ext) {
+            return stem;
+        }
+    }
+    relpath
+}
+
+/// The base archive: init, device nodes, modules.
+pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
+    let mut a = Archive::new();
+    for (dir, mode) in BASE_DIRS {
+        a.add_dir(dir, *mode)?;
+    }
+    a.add_char_dev("dev/console", 0o600, 5, 1)?;
+    a.set_reason("dev/console", "the kernel opens it as the init's stdin/stdout/stderr");
+    // Mirror the host's merged-/usr links (/lib -> usr/lib...): the run
+    // archive's programs bring the same links, and the kernel cannot turn a
+    // directory the base archive made into a link when it unpacks them.
+    for top in MERGED_USR_LINKS {
+        if let Ok(target) = std::fs::read_link(Path::new("/").join(top)) {
+            a.add_symlink(top, &target.to_string_lossy())?;
+            a.set_reason(top, "merged /usr, as on the host");
+        }
+    }
+    a.add_file_from("init", spec.init)?;
+    a.set_reason("init", "kestrel-init, PID 1");
+    let Some(dir) = spec.kernel.modules_dir.as_ref() else {
+        if !spec.modules.is_empty() {
+            eprintln!("kestrel: no /lib/modules/{} on the host; assuming its drivers are built in", spec.kernel.release);
+        }
+        return Ok(a);
+    };
+    let index = ModuleIndex::load(dir).with_context(|| format!("failed to load the module index of {}", dir.display()))?;
+    let requests: Vec<Request> = spec.modules.iter().cloned().map(Request::Name).collect();
+    let plan = index.plan(&requests).context("failed to resolve the module closure")?;
+    let dest = format!("lib/modules/{}", spec.kernel.release);
+    let mut names = BTreeSet::new();
+    for entry in &plan.modules {
+        let rel = index
+            .module_relpath(&entry.name)
+            .with_context(|| format!("module {} has no path in modules.dep", entry.name))?;
+        let data = kestrel_initrd::read_module(&entry.path)?;
+        let path = format!("{dest}/{}", stored_relpath(rel));
+        a.add_file(&path, 0o644, data)?;
+        a.set_reason(&path, &entry.reason);
+        names.insert(entry.name.clone());
+    }
+    for (file, data) in index.subset_files(&names) {
+        let data = if file == "modules.dep" { strip_compression_suffixes(&data) } else { data };
+        let path = format!("{dest}/{file}");
+        a.add_file(&path, 0o644, data)?;
+        a.set_reason(&path, "module index for the included modules");
+    }
+    Ok(a)
+}
+
+fn strip_compression_suffixes(dep: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(dep);
+    text.replace(".ko.xz", ".ko").replace(".ko.zst", ".ko").replace(".ko.gz", ".ko").into_bytes()
+}
+
+/// The run archive: the payload and its configuration.
+pub fn run_archive(payload: &Payload) -> Result<Archive> {
+    let mut a = Archive::new();
+    a.add_program(&payload.program)
+        .with_context(|| format!("failed to add {} and its libraries", payload.program.display()))?;
+    a.set_reason(&archive_path(&payload.program), "the payload");
+    let argv = config::encode_list(payload.argv.iter().map(|s| s.as_bytes()))?;
+    a.add_file(config::ARGV_FILE, 0o644, argv)?;
+    if !payload.env.is_empty() {
+        a.add_file(config::ENV_FILE, 0o644, config::encode_list(payload.env.iter().map(|s| s.as_bytes()))?)?;
+    }
+    if let Some(cwd) = &payload.cwd {
+        a.add_file(config::CWD_FILE, 0o644, cwd.as_bytes().to_vec())?;
+    }
+    Ok(a)
+}
+
+/// The fixed mtime of every entry: SOURCE_DATE_EPOCH, else 0.
+pub fn mtime() -> Result<u32> {
+    let v = std::env::var("SOURCE_DATE_EPOCH").ok();
+    Ok(kestrel_initrd::mtime_from_source_date_epoch(v.as_deref())?)
+}
+
+/// Writes the base archive compressed into the cache, named by the hash
+/// of its uncompressed bytes; an existing file is reused without work.
+pub fn cached_base(archive: &Archive, compression: Compression, cache: &Path) -> Result<PathBuf> {
+    let newc = archive.to_newc(mtime()?)?;
+    let hash = crate::kernel::hex(&Sha256::digest(&newc));
+    let path = cache.join(format!("initrd-base-{}.{compression}", &hash[..20]));
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(cache).with_context(|| format!("failed to create {}", cache.display()))?;
+    let data = kestrel_initrd::compress(&newc, compression)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data).with_context(|| format!("failed to write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// base (compressed, cached) + run (uncompressed) as one file for qemu.
+pub fn write_initrd(base: &Path, run: Option<&Archive>, out: &Path) -> Result<()> {
+    let mut data = std::fs::read(base).with_context(|| format!("failed to read {}", base.display()))?;
+    if let Some(run) = run {
+        // Each archive member must start 4-byte aligned.
+        data.resize(data.len().next_multiple_of(4), 0);
+        data.extend(run.to_newc(mtime()?)?);
+    }
+    std::fs::write(out, data).with_context(|| format!("failed to write {}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_payload_is_an_error_before_any_vm() {
+        let e = resolve_payload(&["/no/such/program".into()], vec![], None).unwrap_err();
+        assert!(e.to_string().contains("/no/such/program"), "{e}");
+        let e = resolve_payload(&["no-such-program-kestrel".into()], vec![], None).unwrap_err();
+        assert!(e.to_string().contains("not found on PATH"), "{e}");
+        assert!(resolve_payload(&[], vec![], None).is_err());
+        let p = resolve_payload(&["sh".into(), "-c".into()], vec![], None).unwrap();
+        assert!(p.program.is_absolute());
+    }
+
+    #[test]
+    fn stores_modules_decompressed() {
+        assert_eq!(stored_relpath("kernel/fs/ext4/ext4.ko.zst"), "kernel/fs/ext4/ext4.ko");
+        assert_eq!(stored_relpath("kernel/fs/ext4/ext4.ko"), "kernel/fs/ext4/ext4.ko");
+        assert_eq!(
+            strip_compression_suffixes(b"kernel/a.ko.xz: kernel/b.ko.gz\n"),
+            b"kernel/a.ko: kernel/b.ko\n"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `kestrel run`: build (or reuse) the initrd, boot, stream the payload's
+//! output, and turn the boot into an exit status.
+
+use crate::initrd::{self, BuildSpec, Payload};
+use crate::kernel::{self, Kernel};
+use crate::qemu::{self, Accel, Profile, VmConfig};
+use crate::vm::{self, BootLog};
+use anyhow::{Context, Result};
+use kestrel_init::event::kind;
+use kestrel_initrd::Compression;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status when the guest did not finish in time (as timeout(1)).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status when Kestrel itself failed (as `docker run`).
+pub const EXIT_HARNESS: i32 = 125;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub kernel: Option<PathBuf>,
+    pub accel: Accel,
+    pub profile: Profile,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub append: String,
+    pub quiet: bool,
+    pub pvh: bool,
+    pub compression: Compression,
+    pub modules: Vec<String>,
+    pub disks: Vec<(PathBuf, bool)>,
+    pub qemu_args: Vec<OsString>,
+    pub env: Vec<OsString>,
+    pub cwd: Option<OsString>,
+    /// Write the payload's output to our stdout/stderr as it arrives.
+    pub stream_output: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            kernel: None,
+            accel: Accel::Auto,
+            profile: Profile::Q35,
+            timeout: Duration::from_secs(120),
+            memory_mb: 512,
+            cpus: 2,
+            append: String::new(),
+            quiet: true,
+            pvh: true,
+            compression: Compression::None,
+            modules: Vec::new(),
+            disks: Vec::new(),
+            qemu_args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stream_output: true,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub exit_code: i32,
+    /// Why the run failed, when it did not end with the payload's status.
+    pub failure: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub log: BootLog,
+    pub kernel: Kernel,
+}
+
+/// Where cached kernels and initrds live.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KESTREL_CACHE") {
+        return d.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("kestrel")
+}
+
+/// Says once why TCG is used when `auto` was asked for.
+pub fn pick_accel(accel: Accel) -> Accel {
+    let (accel, why) = qemu::resolve_accel(accel);
+    if let Some(why) = why {
+        eprintln!("kestrel: using TCG (software emulation): {why}");
+    }
+    accel
+}
+
+pub fn load_kernel(opts: &RunOptions) -> Result<Kernel> {
+    let path = match &opts.kernel {
+        Some(k) => k.clone(),
+        None => kernel::default_kernel()?,
+    };
+    kernel::read_kernel(&path, &cache_dir(), opts.pvh)
+}
+
+pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
+    // Everything that can fail on the host fails before qemu starts.
+    let payload: Payload = initrd::resolve_payload(argv, opts.env.clone(), opts.cwd.clone())?;
+    let kernel = load_kernel(opts)?;
+    let init = initrd::find_init()?;
+    let accel = pick_accel(opts.accel);
+    let mut modules: Vec<String> = opts.profile.spec().modules.iter().map(|s| s.to_string()).collect();
+    modules.extend(opts.modules.iter().cloned());
+    let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: opts.compression };
+    let cache = cache_dir();
+    let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
+    let run_archive = initrd::run_archive(&payload)?;
+    let work = tempfile::Builder::new().prefix("kestrel-run-").tempdir().context("failed to make a temporary directory")?;
+    let initrd_path = work.path().join("initrd");
+    initrd::write_initrd(&base, Some(&run_archive), &initrd_path)?;
+
+    let config = VmConfig {
+        kernel: kernel.boot_image.clone(),
+        initrd: initrd_path,
+        append: qemu::kernel_append(opts.profile, opts.quiet, &opts.append),
+        accel,
+        profile: opts.profile,
+        memory_mb: opts.memory_mb,
+        cpus: opts.cpus,
+        events_socket: work.path().join("events.sock"),
+        disks: opts.disks.clone(),
+        extra_args: opts.qemu_args.clone(),
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let stream = opts.stream_output;
+    let log = vm::boot(&config, opts.timeout, &mut |ev| {
+        if ev.item.kind != kind::OUTPUT {
+            return;
+        }
+        let data = ev.item.get("data").unwrap_or_default();
+        if ev.item.get("fd") == Some(b"2") {
+            stderr.extend_from_slice(data);
+            if stream {
+                let _ = std::io::stderr().write_all(data);
+            }
+        } else {
+            stdout.extend_from_slice(data);
+            if stream {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(data);
+                let _ = out.flush();
+            }
+        }
+    })?;
+    let (exit_code, failure) = judge(&log, opts.timeout);
+    Ok(RunOutcome { exit_code, failure, stdout, stderr, log, kernel })
+}
+
+/// The exit status of a boot: the payload's, else the init's failure
+/// status, else a harness failure naming the last thing seen.
+pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
+    let last = log
+        .last_phase()
+        .map_or_else(|| "no event from the guest".to_owned(), |e| format!("last event: {e}"));
+    if let Some(st) = log.last(kind::PAYLOAD_EXIT).and_then(|e| e.get_u64("status")) {
+        return (i32::try_from(st).unwrap_or(EXIT_HARNESS), None);
+    }
+    if log.timed_out {
+        return (EXIT_TIMEOUT, Some(format!("the guest did not finish within {timeout:?}; {last}")));
+    }
+    let errors: Vec<String> = log
+        .events
+        .iter()
+        .filter(|s| s.item.kind == kind::ERROR)
+        .filter_map(|s| s.item.get_str("msg"))
+        .collect();
+    if let Some(st) = log.last(kind::POWEROFF).and_then(|e| e.get_u64("status")) {
+        let why = if errors.is_empty() { "the guest powered off without running the payload".to_owned() } else { errors.join("; ") };
+        return (i32::try_from(st).unwrap_or(EXIT_HARNESS), Some(why));
+    }
+    let tail: Vec<&str> = log.console.iter().rev().take(15).map(|s| s.item.as_str()).collect::<Vec<_>>().into_iter().rev().collect();
+    let mut why = format!("the guest stopped without powering off ({last})");
+    if !errors.is_empty() {
+        why.push_str(&format!("; errors: {}", errors.join("; ")));
+    }
+    if !tail.is_empty() {
+        why.push_str(&format!("\nlast console lines:\n{}", tail.join("\n")));
+    }
+    if !log.qemu_stderr.trim().is_empty() {
+        why.push_str(&format!("\nqemu said: {}", log.qemu_stderr.trim()));
+    }
+    (EXIT_HARNESS, Some(why))
+}

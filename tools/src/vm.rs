@@ -1,0 +1,234 @@
+//! One boot: qemu started, the events port and the serial console read on
+//! their own threads, every line stamped with host monotonic time on
+//! arrival, the host's ACK written after `poweroff`, a hard timeout.
+
+use crate::qemu::{Vm, VmConfig};
+use anyhow::{Context, Result};
+use kestrel_init::event::{self, kind, Event};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Something that arrived from the guest, with host time since qemu start.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamped<T> {
+    pub host_ns: u64,
+    pub item: T,
+}
+
+/// Which stream a line came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    Console,
+}
+
+/// Everything a boot produced.
+#[derive(Debug, Default)]
+pub struct BootLog {
+    pub events: Vec<Stamped<Event>>,
+    pub console: Vec<Stamped<String>>,
+    /// Lines on the events port that were not records.
+    pub bad_lines: Vec<String>,
+    pub qemu_stderr: String,
+    pub qemu_exit_ns: Option<u64>,
+    pub qemu_status: Option<std::process::ExitStatus>,
+    pub timed_out: bool,
+}
+
+impl BootLog {
+    /// The last event of a kind.
+    pub fn last(&self, kind: &str) -> Option<&Event> {
+        self.events.iter().rev().map(|s| &s.item).find(|e| e.kind == kind)
+    }
+
+    /// The last event of any kind but forwarded kernel log and output.
+    pub fn last_phase(&self) -> Option<&Event> {
+        self.events
+            .iter()
+            .rev()
+            .map(|s| &s.item)
+            .find(|e| e.kind != kind::KMSG && e.kind != kind::OUTPUT)
+    }
+
+    /// Writes the log in the text form `kestrel analyze` reads: one line per
+    /// arrival, `E <host_ns> <record>` or `C <host_ns> <console line>`.
+    pub fn write_log(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut lines: Vec<(u64, String)> = self
+            .events
+            .iter()
+            .map(|s| (s.host_ns, format!("E {} {}", s.host_ns, s.item)))
+            .chain(self.console.iter().map(|s| (s.host_ns, format!("C {} {}", s.host_ns, s.item))))
+            .collect();
+        if let Some(t) = self.qemu_exit_ns {
+            lines.push((t, format!("Q {t} qemu_exit")));
+        }
+        lines.sort_by_key(|(t, _)| *t);
+        for (_, l) in lines {
+            writeln!(out, "{l}")?;
+        }
+        Ok(())
+    }
+
+    /// Reads a log written by [`BootLog::write_log`].
+    pub fn read_log(text: &str) -> Result<BootLog> {
+        let mut log = BootLog::default();
+        for (n, line) in text.lines().enumerate() {
+            let mut parts = line.splitn(3, ' ');
+            let (tag, t, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let host_ns: u64 = t.parse().with_context(|| format!("line {}: bad host time {t:?}", n + 1))?;
+            match tag {
+                "E" => {
+                    let item = event::parse_line(rest.as_bytes()).with_context(|| format!("line {}: {rest:?}", n + 1))?;
+                    log.events.push(Stamped { host_ns, item });
+                }
+                "C" => log.console.push(Stamped { host_ns, item: rest.to_owned() }),
+                "Q" => log.qemu_exit_ns = Some(host_ns),
+                _ => anyhow::bail!("line {}: unknown tag {tag:?}", n + 1),
+            }
+        }
+        Ok(log)
+    }
+}
+
+enum Msg {
+    Line(Stream, u64, Vec<u8>),
+    EventsConnected(UnixStream),
+    Stderr(String),
+}
+
+fn since(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn read_lines(stream: impl Read, which: Stream, t0: Instant, tx: mpsc::Sender<Msg>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if tx.send(Msg::Line(which, since(t0), line.clone())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Boots `config` and collects what arrives until qemu exits or `timeout`
+/// passes (then qemu is killed). `on_event` sees each record as it
+/// arrives (for streaming output); it runs on this thread.
+pub fn boot(config: &VmConfig, timeout: Duration, on_event: &mut dyn FnMut(&Stamped<Event>)) -> Result<BootLog> {
+    let _ = std::fs::remove_file(&config.events_socket);
+    let listener = UnixListener::bind(&config.events_socket)
+        .with_context(|| format!("failed to listen on {}", config.events_socket.display()))?;
+    listener.set_nonblocking(true)?;
+    let t0 = Instant::now();
+    let mut vm = Vm::spawn(config)?;
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut threads = Vec::new();
+    if let Some(stdout) = vm.child.stdout.take() {
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || read_lines(stdout, Stream::Console, t0, tx)));
+    }
+    if let Some(mut stderr) = vm.child.stderr.take() {
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            let _ = tx.send(Msg::Stderr(s));
+        }));
+    }
+    {
+        let tx = tx.clone();
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(false);
+                    if let Ok(writer) = stream.try_clone() {
+                        let _ = tx.send(Msg::EventsConnected(writer));
+                    }
+                    read_lines(stream, Stream::Events, t0, tx);
+                    return;
+                }
+                Err(_) if stop.load(Ordering::Relaxed) => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }));
+    }
+    drop(tx);
+
+    let mut log = BootLog::default();
+    let mut events_writer: Option<UnixStream> = None;
+    let deadline = t0 + timeout;
+    let mut exited = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(Msg::Line(Stream::Events, host_ns, line)) => match event::parse_line(&line) {
+                Ok(item) => {
+                    let stamped = Stamped { host_ns, item };
+                    if stamped.item.kind == kind::POWEROFF {
+                        if let Some(w) = events_writer.as_mut() {
+                            let _ = w.write_all(event::ACK);
+                        }
+                    }
+                    on_event(&stamped);
+                    log.events.push(stamped);
+                }
+                Err(e) => log.bad_lines.push(format!("{e}: {}", String::from_utf8_lossy(&line).trim_end())),
+            },
+            Ok(Msg::Line(Stream::Console, host_ns, line)) => {
+                // The init's records reach the console when the events port
+                // is missing: parse them there too.
+                match event::parse_line(&line) {
+                    Ok(item) => {
+                        let stamped = Stamped { host_ns, item };
+                        on_event(&stamped);
+                        log.events.push(stamped);
+                    }
+                    Err(_) => log.console.push(Stamped {
+                        host_ns,
+                        item: String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned(),
+                    }),
+                }
+            }
+            Ok(Msg::EventsConnected(w)) => events_writer = Some(w),
+            Ok(Msg::Stderr(s)) => log.qemu_stderr = s,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !exited {
+            if let Ok(Some(status)) = vm.child.try_wait() {
+                exited = true;
+                log.qemu_exit_ns = Some(since(t0));
+                log.qemu_status = Some(status);
+                stop.store(true, Ordering::Relaxed);
+            } else if Instant::now() >= deadline {
+                log.timed_out = true;
+                vm.kill();
+                exited = true;
+                log.qemu_exit_ns = Some(since(t0));
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    if !exited {
+        // Every stream ended first: qemu is exiting; reap it.
+        log.qemu_status = vm.child.wait().ok();
+        log.qemu_exit_ns = Some(since(t0));
+        stop.store(true, Ordering::Relaxed);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_file(&config.events_socket);
+    Ok(log)
+}
