@@ -5,6 +5,14 @@
 //! The expected values are computed here independently of the crate: a plain
 //! recursive listing of the tree and a `split_once('=')` per line.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +27,10 @@ fn fixtures() -> PathBuf {
 
 /// Every directory below `dir` (not through symlinks) with a `uevent` file,
 /// as (devpath, expected fields).
-fn expected_devices(sys: &Path) -> BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> {
+/// A device's fields, in file order.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn expected_devices(sys: &Path) -> BTreeMap<String, Fields> {
     let mut out = BTreeMap::new();
     let mut stack = vec![sys.join("devices")];
     while let Some(dir) = stack.pop() {

@@ -9,6 +9,14 @@
 //! kernel event (a `change` written to /dev/null's `uevent` file, tagged with
 //! our SYNTH_UUID) gets through.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;

@@ -1,5 +1,13 @@
 //! Property tests of both parsers: total on any input, exact on valid input.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use bytes::Bytes;
 use kestrel_uevent::{parse_netlink, parse_sysfs, Action, Uevent, UeventError, UEVENT_MAX};
 use proptest::prelude::*;

@@ -1,0 +1,104 @@
+//! Datagrams parsed per second, and the coldplug walk of the fixture tree.
+//!
+//! cargo bench -p kestrel-uevent --bench uevent
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fs;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kestrel_uevent::walk::walk_devices;
+use kestrel_uevent::{parse_netlink, parse_sysfs};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The captured kernel datagrams, as received.
+fn datagrams() -> Vec<Bytes> {
+    let mut files: Vec<_> = fs::read_dir(fixtures().join("host-netlink"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| Bytes::from(fs::read(p).unwrap()))
+        .collect()
+}
+
+fn parse(c: &mut Criterion) {
+    let dgrams = datagrams();
+    let bytes: usize = dgrams.iter().map(Bytes::len).sum();
+    let mut g = c.benchmark_group("parse_netlink");
+    g.throughput(Throughput::Elements(dgrams.len() as u64));
+    g.bench_function("captured_datagrams", |b| {
+        b.iter(|| {
+            for d in &dgrams {
+                // Bytes::clone is a reference count, as when the socket hands
+                // over a received datagram.
+                let ev = parse_netlink(black_box(d.clone())).unwrap();
+                black_box(ev.modalias());
+            }
+        })
+    });
+    g.finish();
+    eprintln!("({} datagrams, {bytes} bytes per iteration)", dgrams.len());
+
+    // The walk's content of every device, parsed again (no I/O).
+    let walk = walk_devices(&fixtures().join("host-sys")).unwrap();
+    let files: Vec<(Vec<u8>, Bytes)> = walk
+        .devices
+        .iter()
+        .map(|e| {
+            let content = fs::read(
+                fixtures()
+                    .join("host-sys")
+                    .join(std::str::from_utf8(&e.devpath()[1..]).unwrap())
+                    .join("uevent"),
+            )
+            .unwrap();
+            (e.devpath().to_vec(), Bytes::from(content))
+        })
+        .collect();
+    let mut g = c.benchmark_group("parse_sysfs");
+    g.throughput(Throughput::Elements(files.len() as u64));
+    g.bench_function("fixture_uevent_files", |b| {
+        b.iter(|| {
+            for (devpath, content) in &files {
+                black_box(parse_sysfs(devpath, content.clone()).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
+fn walk(c: &mut Criterion) {
+    let tree = fixtures().join("host-sys");
+    let n = walk_devices(&tree).unwrap().devices.len();
+    let mut g = c.benchmark_group("walk_devices");
+    g.throughput(Throughput::Elements(n as u64));
+    g.sample_size(30);
+    g.bench_function("fixture_tree", |b| {
+        b.iter(|| black_box(walk_devices(&tree).unwrap()))
+    });
+    if Path::new("/sys/devices").is_dir() {
+        g.bench_function("live_sys", |b| {
+            b.iter(|| black_box(walk_devices(Path::new("/sys")).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, walk);
+criterion_main!(benches);
