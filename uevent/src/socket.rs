@@ -46,6 +46,13 @@ impl UeventSocket {
     /// Opens the socket: close-on-exec, non-blocking, `SO_PASSCRED`, a large
     /// receive buffer, bound to [`KERNEL_GROUP`] with a kernel-chosen port id.
     pub fn open() -> Result<Self, UeventError> {
+        Self::open_with_buffer(RECV_BUFFER_BYTES)
+    }
+
+    /// [`UeventSocket::open`] with a receive buffer of `bytes` (the kernel
+    /// doubles it and enforces a minimum); a small one is how tests provoke
+    /// an overflow.
+    pub fn open_with_buffer(bytes: usize) -> Result<Self, UeventError> {
         let fd = socket_with(
             AddressFamily::NETLINK,
             SocketType::RAW,
@@ -55,10 +62,9 @@ impl UeventSocket {
         .map_err(|e| sock_err("create", e))?;
         // SO_RCVBUFFORCE needs CAP_NET_ADMIN (PID 1 has it); fall back so that
         // unprivileged use (tests, tools) still works with a smaller buffer.
-        let forced_buffer =
-            sockopt::set_socket_recv_buffer_size_force(&fd, RECV_BUFFER_BYTES).is_ok();
+        let forced_buffer = sockopt::set_socket_recv_buffer_size_force(&fd, bytes).is_ok();
         if !forced_buffer {
-            sockopt::set_socket_recv_buffer_size(&fd, RECV_BUFFER_BYTES)
+            sockopt::set_socket_recv_buffer_size(&fd, bytes)
                 .map_err(|e| sock_err("set SO_RCVBUF on", e))?;
         }
         sockopt::set_socket_passcred(&fd, true).map_err(|e| sock_err("set SO_PASSCRED on", e))?;
