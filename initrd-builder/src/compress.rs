@@ -90,23 +90,66 @@ fn codec(action: &'static str, c: Compression) -> impl FnOnce(std::io::Error) ->
     move |source| InitrdError::Codec { action, format: c.name(), source }
 }
 
+/// Highest zstd level accepted: above 19 ("ultra") the frame window grows to
+/// 64-128 MiB, which the kernel's unzstd must allocate at boot.
+pub const MAX_ZSTD_LEVEL: u32 = 19;
+
+impl Compression {
+    /// The level [`compress`] uses: the smallest output the kernel handles
+    /// comfortably (decompression speed hardly depends on the level; the
+    /// cost is build time, paid once per cache key).
+    pub fn default_level(self) -> u32 {
+        match self {
+            Self::None => 0,
+            Self::Gzip => GZIP_LEVEL,
+            Self::Zstd => ZSTD_LEVEL.unsigned_abs(),
+            Self::Xz => XZ_PRESET,
+        }
+    }
+
+    /// The accepted levels (gzip 0-9, zstd 1-19, xz presets 0-9).
+    pub fn levels(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            Self::None => 0..=0,
+            Self::Gzip | Self::Xz => 0..=9,
+            Self::Zstd => 1..=MAX_ZSTD_LEVEL,
+        }
+    }
+}
+
 /// Compress a whole archive. Output is deterministic: gzip has mtime 0 and no
 /// name; xz uses a CRC32 check (the kernel's xz decoder does not do CRC64 for
 /// the initramfs) and a 1 MiB dictionary; zstd is single-threaded.
 pub fn compress(data: &[u8], c: Compression) -> Result<Vec<u8>, InitrdError> {
+    compress_level(data, c, c.default_level())
+}
+
+/// [`compress`] at a chosen level (see [`Compression::levels`]); e.g. zstd 3
+/// builds ~100x faster than 19 for a ~30% larger archive.
+pub fn compress_level(data: &[u8], c: Compression, level: u32) -> Result<Vec<u8>, InitrdError> {
+    if !c.levels().contains(&level) {
+        let r = c.levels();
+        return Err(codec("compress", c)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("level {level} is outside {}..={}", r.start(), r.end()),
+        )));
+    }
     match c {
         Compression::None => Ok(data.to_vec()),
         Compression::Gzip => {
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(3) // Unix, independent of the build host
-                .write(Vec::with_capacity(data.len() / 3), flate2::Compression::new(GZIP_LEVEL));
+                .write(Vec::with_capacity(data.len() / 3), flate2::Compression::new(level));
             enc.write_all(data).map_err(codec("compress", c))?;
             enc.finish().map_err(codec("compress", c))
         }
-        Compression::Zstd => zstd::bulk::compress(data, ZSTD_LEVEL).map_err(codec("compress", c)),
+        Compression::Zstd => {
+            let level = i32::try_from(level).unwrap_or(ZSTD_LEVEL);
+            zstd::bulk::compress(data, level).map_err(codec("compress", c))
+        }
         Compression::Xz => {
-            let mut opts = xz2::stream::LzmaOptions::new_preset(XZ_PRESET)
+            let mut opts = xz2::stream::LzmaOptions::new_preset(level)
                 .map_err(|e| codec("compress", c)(std::io::Error::other(e)))?;
             opts.dict_size(XZ_DICT_SIZE);
             let mut filters = xz2::stream::Filters::new();
@@ -251,6 +294,20 @@ mod tests {
             assert_eq!(a, b, "{c} is not deterministic");
             assert_eq!(Compression::detect(&a), if c == Compression::None { None } else { Some(c) });
             assert_eq!(decompress(&a, c).unwrap(), data, "{c}");
+        }
+    }
+
+    #[test]
+    fn levels_are_checked_and_change_the_output() {
+        let data = sample();
+        assert!(compress_level(&data, Compression::Zstd, 20).is_err());
+        assert!(compress_level(&data, Compression::Gzip, 10).is_err());
+        assert!(compress_level(&data, Compression::Zstd, 0).is_err());
+        let fast = compress_level(&data, Compression::Zstd, 1).unwrap();
+        assert_eq!(decompress(&fast, Compression::Zstd).unwrap(), data);
+        assert_eq!(compress(&data, Compression::Zstd).unwrap(), compress_level(&data, Compression::Zstd, 19).unwrap());
+        for c in Compression::ALL {
+            assert!(c.levels().contains(&c.default_level()));
         }
     }
 

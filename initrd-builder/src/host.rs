@@ -185,12 +185,14 @@ impl Collector<'_> {
             let mut host_p = host.clone();
             host_p.push(c.clone());
             let host_file = in_root(&self.sysroot, &host_p);
+            // The archive's own symlink decides, whatever the host has there.
+            if let Some(Node::Symlink { target }) = self.archive.nodes.get(&arch_key) {
+                let target = target.clone();
+                follow(&mut queue, &mut arch, &mut host, &target)?;
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&host_file).map_err(|e| InitrdError::io("stat", &host_file, e))?;
             match self.archive.nodes.get(&arch_key) {
-                Some(Node::Symlink { target }) => {
-                    let target = target.clone();
-                    follow(&mut queue, &mut arch, &mut host, &target)?;
-                }
                 Some(Node::Dir { .. }) => {
                     if leaf {
                         return Err(InitrdError::UnsupportedFileType { path: host_file, kind: "directory" });
