@@ -69,7 +69,7 @@ MAJOR=8\0MINOR=0\0DEVNAME=sda\0SEQNUM=1\0"
     );
     match expect {
         "sent" => assert_eq!(sent.unwrap(), msg.len()),
-        // Since Linux 3.x, sending on a uevent socket to any group or port
+        // Sending on a uevent socket to any group or port
         // needs CAP_NET_ADMIN (uevent sockets are NL_CFG_F_NONROOT_RECV
         // only): the kernel refuses an unprivileged forger outright.
         "refused" => assert_eq!(sent, Err(rustix::io::Errno::PERM)),
