@@ -33,7 +33,6 @@ const ARENA_BYTES: usize = 16 * UEVENT_MAX;
 ///
 /// Poll its fd for readability, then call [`UeventSocket::recv`] until it
 /// returns `Ok(None)`.
-#[derive(Debug)]
 pub struct UeventSocket {
     fd: OwnedFd,
     arena: BytesMut,
@@ -150,6 +149,18 @@ impl UeventSocket {
     /// True when `SO_RCVBUFFORCE` succeeded (the full [`RECV_BUFFER_BYTES`]).
     pub fn has_forced_buffer(&self) -> bool {
         self.forced_buffer
+    }
+}
+
+impl std::fmt::Debug for UeventSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the arena: it holds up to 128 KiB of old datagrams.
+        f.debug_struct("UeventSocket")
+            .field("fd", &self.fd)
+            .field("dropped", &self.dropped)
+            .field("overflows", &self.overflows)
+            .field("forced_buffer", &self.forced_buffer)
+            .finish()
     }
 }
 

@@ -140,6 +140,13 @@ mod tests {
         [pid.to_ne_bytes(), uid.to_ne_bytes(), gid.to_ne_bytes()].concat()
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_control_bytes_are_safe(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96)) {
+            let _ = parse_credentials(&bytes);
+        }
+    }
+
     #[test]
     fn finds_kernel_credentials_with_pid_zero() {
         let c = cmsg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &ucred(0, 0, 0));
