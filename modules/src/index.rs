@@ -23,6 +23,41 @@ use crate::ModulesError;
 /// 1.3 MiB, modules.dep 0.5 MiB).
 pub const MAX_INDEX_FILE: u64 = 64 * 1024 * 1024;
 
+/// FxHash (the rustc hasher): much cheaper than SipHash for the thousands
+/// of short module names hashed at every boot; the keys are not
+/// attacker-controlled (they come from the module tree).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
+
+/// No alias in the bucket chain (end marker of `alias_table` chains).
+const NO_ALIAS: u32 = u32::MAX;
+
 /// A module with a line in modules.dep (or named as a dependency there).
 #[derive(Debug, Clone)]
 pub(crate) struct Module {
@@ -49,6 +84,9 @@ struct AliasEntry {
     name: (u32, u32),
     /// The whole line in `alias_text`.
     line: (u32, u32),
+    /// Hash of the literal head, and the next alias in the same bucket.
+    hash: u64,
+    next: u32,
     /// depmod's priority: the module's position in modules.dep (or after all
     /// of them when it has no line there).
     priority: u32,
@@ -67,12 +105,13 @@ pub struct ModuleIndex {
     dir: PathBuf,
     dep_text: Vec<u8>,
     pub(crate) modules: Vec<Module>,
-    by_name: HashMap<String, u32>,
+    by_name: FxMap<String, u32>,
     alias_text: Vec<u8>,
     alias_norm: Vec<u8>,
     aliases: Vec<AliasEntry>,
-    /// (hash of literal head, index into `aliases`), sorted.
-    alias_heads: Vec<(u64, u32)>,
+    /// Hash table of literal heads: bucket -> first alias (chained through
+    /// `AliasEntry::next`); the length is a power of two.
+    alias_table: Vec<u32>,
     softdep_text: Option<Vec<u8>>,
     softdep_file: Config,
     builtin_text: Option<Vec<u8>>,
@@ -106,6 +145,11 @@ fn fnv1a_step(h: u64, b: u8) -> u64 {
 
 fn hash_bytes(bytes: &[u8]) -> u64 {
     bytes.iter().fold(fnv1a_start(), |h, &b| fnv1a_step(h, b))
+}
+
+fn bucket(hash: u64, buckets: usize) -> usize {
+    // buckets is a power of two; fold the high bits in.
+    ((hash ^ (hash >> 32)) as usize) & (buckets.wrapping_sub(1))
 }
 
 fn slice(text: &[u8], (a, b): (u32, u32)) -> &[u8] {
@@ -188,7 +232,7 @@ impl ModuleIndex {
             alias_text,
             alias_norm: Vec::new(),
             aliases: Vec::new(),
-            alias_heads: Vec::new(),
+            alias_table: Vec::new(),
             softdep_text: None,
             softdep_file: Config::new(),
             builtin_text: None,
@@ -271,6 +315,9 @@ impl ModuleIndex {
     fn parse_aliases(&mut self) {
         let text = std::mem::take(&mut self.alias_text);
         let fallback_priority = u32::try_from(self.modules.len()).unwrap_or(u32::MAX);
+        // modules.alias lists each module's aliases together: remember the
+        // last name looked up.
+        let mut last: (&[u8], u32) = (&[], fallback_priority);
         for (a, b) in lines(&text) {
             let line = text.get(a..b).unwrap_or_default();
             let Some(rest) = line.strip_prefix(b"alias ") else {
@@ -303,9 +350,12 @@ impl ModuleIndex {
                 ((pat_start, pat_end), false, wild_head(pattern))
             };
             let name = slice_usize(&text, name_start, name_start + name_len);
-            let priority = match self.by_name.get(normalize_name_bytes(name).as_str()) {
-                Some(&id) => id,
-                None => fallback_priority,
+            let priority = if name == last.0 {
+                last.1
+            } else {
+                let p = self.priority_of(name).unwrap_or(fallback_priority);
+                last = (name, p);
+                p
             };
             let (Ok(p0), Ok(p1), Ok(n0), Ok(n1), Ok(l0), Ok(l1), Ok(h)) = (
                 u32::try_from(pat.0),
@@ -318,26 +368,43 @@ impl ModuleIndex {
             ) else {
                 continue;
             };
+            let head_bytes = if normalized_copy {
+                self.alias_norm.get(pat.0..pat.0 + head)
+            } else {
+                text.get(pat.0..pat.0 + head)
+            };
             self.aliases.push(AliasEntry {
                 pat: (p0, p1),
                 normalized_copy,
                 head: h,
                 name: (n0, n1),
                 line: (l0, l1),
+                hash: hash_bytes(head_bytes.unwrap_or_default()),
+                next: NO_ALIAS,
                 priority,
             });
         }
         self.alias_text = text;
-        let mut heads = Vec::with_capacity(self.aliases.len());
-        for (i, a) in self.aliases.iter().enumerate() {
-            let pattern = self.pattern(a);
-            let head = pattern.get(..a.head as usize).unwrap_or_default();
-            if let Ok(i) = u32::try_from(i) {
-                heads.push((hash_bytes(head), i));
+        // Chain every alias into the bucket of its head's hash.
+        let buckets = (self.aliases.len() * 2).next_power_of_two().max(16);
+        let mut table = vec![NO_ALIAS; buckets];
+        for (i, a) in self.aliases.iter_mut().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            if let Some(slot) = table.get_mut(bucket(a.hash, buckets)) {
+                a.next = *slot;
+                *slot = i;
             }
         }
-        heads.sort_unstable();
-        self.alias_heads = heads;
+        self.alias_table = table;
+    }
+
+    /// depmod's priority of a module named in modules.alias: its position
+    /// in modules.dep. No allocation for an already normalised name.
+    fn priority_of(&self, name: &[u8]) -> Option<u32> {
+        match std::str::from_utf8(name) {
+            Ok(s) if !s.contains(['-', '.']) => self.by_name.get(s).copied(),
+            _ => self.by_name.get(normalize_name_bytes(name).as_str()).copied(),
+        }
     }
 
     fn pattern(&self, a: &AliasEntry) -> &[u8] {
@@ -390,22 +457,18 @@ impl ModuleIndex {
         // 4. install/remove commands: rejected by the config parser.
         // 5. modules.alias.
         let mut hits: Vec<(u32, u32)> = Vec::new();
+        let buckets = self.alias_table.len();
         let mut h = fnv1a_start();
         for k in 0..=q.len() {
             if k > 0 {
                 h = fnv1a_step(h, q.get(k - 1).copied().unwrap_or(0));
             }
-            let start = self.alias_heads.partition_point(|&(x, _)| x < h);
-            for &(x, i) in self.alias_heads.get(start..).unwrap_or_default() {
-                if x != h {
-                    break;
-                }
-                let Some(a) = self.aliases.get(i as usize) else {
-                    continue;
-                };
-                if a.head as usize == k && wild_match(self.pattern(a), k, q) {
+            let mut i = self.alias_table.get(bucket(h, buckets)).copied().unwrap_or(NO_ALIAS);
+            while let Some(a) = self.aliases.get(i as usize) {
+                if a.hash == h && a.head as usize == k && wild_match(self.pattern(a), k, q) {
                     hits.push((a.priority, i));
                 }
+                i = a.next;
             }
         }
         if !hits.is_empty() {
@@ -536,9 +599,11 @@ fn read_bounded_index(path: &Path) -> Result<Vec<u8>, ModulesError> {
 }
 
 /// Parses modules.dep: `path: dep dep ...` per line.
-fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, HashMap<String, u32>), ModulesError> {
+fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, FxMap<String, u32>), ModulesError> {
     let mut modules: Vec<Module> = Vec::new();
-    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut by_name: FxMap<String, u32> = FxMap::default();
+    // Dependencies are written as the same paths as the line heads.
+    let mut by_path: FxMap<&[u8], u32> = FxMap::default();
     let mut pending: Vec<(u32, Vec<&[u8]>)> = Vec::new();
     for (lineno, (a, b)) in lines(text).enumerate() {
         let line = text.get(a..b).unwrap_or_default();
@@ -573,6 +638,7 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, HashMap<String, u
             .collect();
         pending.push((id, deps));
         by_name.insert(name.clone(), id);
+        by_path.insert(rel, id);
         modules.push(Module {
             name,
             rel: String::from_utf8_lossy(rel).into_owned(),
@@ -583,6 +649,10 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, HashMap<String, u
     for (id, deps) in pending {
         let mut ids = Vec::with_capacity(deps.len());
         for dep in deps {
+            if let Some(&d) = by_path.get(dep) {
+                ids.push(d);
+                continue;
+            }
             let name = name_from_path(dep);
             let dep_id = match by_name.get(&name) {
                 Some(&d) => d,
