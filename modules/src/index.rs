@@ -62,13 +62,58 @@ const NO_ALIAS: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub(crate) struct Module {
     pub(crate) name: String,
-    /// Path as written in modules.dep (relative to the index dir, or absolute).
-    pub(crate) rel: String,
-    /// Its dependencies, as module ids, in modules.dep order.
-    pub(crate) deps: Vec<u32>,
+    /// Path as written in modules.dep (relative to the index dir, or
+    /// absolute): a range of `dep_text`.
+    rel: (u32, u32),
+    /// Its dependencies, as module ids in modules.dep order: a range of
+    /// `dep_ids`.
+    deps: (u32, u32),
     /// The whole line in modules.dep, for subsets; `None` when the module
     /// only appears as someone's dependency.
-    line: Option<(usize, usize)>,
+    line: Option<(u32, u32)>,
+    /// Next module in the same bucket of the name table.
+    next: u32,
+}
+
+/// The parsed modules.dep: modules, their dependency lists, a name table.
+struct DepIndex {
+    modules: Vec<Module>,
+    dep_ids: Vec<u32>,
+    /// bucket -> first module id (chained through `Module::next`).
+    table: Vec<u32>,
+}
+
+/// End marker of name table chains.
+const NO_MODULE: u32 = u32::MAX;
+
+fn fx_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+impl DepIndex {
+    fn find(&self, name: &[u8]) -> Option<u32> {
+        let mut i = self.table.get(bucket(fx_hash(name), self.table.len())).copied().unwrap_or(NO_MODULE);
+        while let Some(m) = self.modules.get(i as usize) {
+            if m.name.as_bytes() == name {
+                return Some(i);
+            }
+            i = m.next;
+        }
+        None
+    }
+
+    fn push(&mut self, mut m: Module) -> Option<u32> {
+        let id = u32::try_from(self.modules.len()).ok().filter(|&id| id != NO_MODULE)?;
+        let b = bucket(fx_hash(m.name.as_bytes()), self.table.len());
+        let slot = self.table.get_mut(b)?;
+        m.next = *slot;
+        *slot = id;
+        self.modules.push(m);
+        Some(id)
+    }
 }
 
 /// One `alias PATTERN MODULE` line of modules.alias.
@@ -105,7 +150,8 @@ pub struct ModuleIndex {
     dir: PathBuf,
     dep_text: Vec<u8>,
     pub(crate) modules: Vec<Module>,
-    by_name: FxMap<String, u32>,
+    dep_ids: Vec<u32>,
+    name_table: Vec<u32>,
     alias_text: Vec<u8>,
     alias_norm: Vec<u8>,
     aliases: Vec<AliasEntry>,
@@ -223,12 +269,13 @@ impl ModuleIndex {
         builtin_text: Option<Vec<u8>>,
         modinfo_text: Option<Vec<u8>>,
     ) -> Result<Self, ModulesError> {
-        let (modules, by_name) = parse_dep(&dir.join("modules.dep"), &dep_text)?;
+        let DepIndex { modules, dep_ids, table } = parse_dep(&dir.join("modules.dep"), &dep_text)?;
         let mut index = ModuleIndex {
             dir: dir.to_path_buf(),
             dep_text,
             modules,
-            by_name,
+            dep_ids,
+            name_table: table,
             alias_text,
             alias_norm: Vec::new(),
             aliases: Vec::new(),
@@ -318,6 +365,7 @@ impl ModuleIndex {
         // modules.alias lists each module's aliases together: remember the
         // last name looked up.
         let mut last: (&[u8], u32) = (&[], fallback_priority);
+        self.aliases.reserve(memchr::memchr_iter(b'\n', &text).count() + 1);
         for (a, b) in lines(&text) {
             let line = text.get(a..b).unwrap_or_default();
             let Some(rest) = line.strip_prefix(b"alias ") else {
@@ -402,8 +450,8 @@ impl ModuleIndex {
     /// in modules.dep. No allocation for an already normalised name.
     fn priority_of(&self, name: &[u8]) -> Option<u32> {
         match std::str::from_utf8(name) {
-            Ok(s) if !s.contains(['-', '.']) => self.by_name.get(s).copied(),
-            _ => self.by_name.get(normalize_name_bytes(name).as_str()).copied(),
+            Ok(s) if !s.contains(['-', '.']) => self.id_of(s),
+            _ => self.id_of(&normalize_name_bytes(name)),
         }
     }
 
@@ -449,7 +497,7 @@ impl ModuleIndex {
         }
         // 2. A module name (names never contain ':').
         if !query.contains(':') {
-            if let Some(&id) = self.by_name.get(query.as_str()) {
+            if let Some(id) = self.id_of(&query) {
                 return vec![Resolved { name: query.clone(), id: Some(id), builtin: false, alias: None }];
             }
         }
@@ -495,7 +543,7 @@ impl ModuleIndex {
     }
 
     fn resolve(&self, name: &str, alias: Option<String>, force_builtin: bool) -> Resolved {
-        let id = self.by_name.get(name).copied();
+        let id = self.id_of(name);
         let builtin = force_builtin || (id.is_none() && self.builtin.contains(name));
         Resolved { name: name.to_owned(), id, builtin, alias }
     }
@@ -513,8 +561,35 @@ impl ModuleIndex {
     /// Path of module relative to the index dir, as written in modules.dep
     /// (e.g. "kernel/fs/ext4/ext4.ko").
     pub fn module_relpath(&self, name: &str) -> Option<&str> {
-        let id = *self.by_name.get(normalize_name(name).as_str())?;
-        self.modules.get(id as usize).map(|m| m.rel.as_str())
+        let id = self.id_of(&normalize_name(name))?;
+        self.rel_of(id)
+    }
+
+    /// The module id of a normalised name.
+    pub(crate) fn id_of(&self, name: &str) -> Option<u32> {
+        let name = name.as_bytes();
+        let mut i = self.name_table.get(bucket(fx_hash(name), self.name_table.len())).copied().unwrap_or(NO_MODULE);
+        while let Some(m) = self.modules.get(i as usize) {
+            if m.name.as_bytes() == name {
+                return Some(i);
+            }
+            i = m.next;
+        }
+        None
+    }
+
+    /// The dependencies of a module (ids, modules.dep order).
+    pub(crate) fn deps_of(&self, id: u32) -> &[u32] {
+        match self.modules.get(id as usize) {
+            Some(m) => self.dep_ids.get(m.deps.0 as usize..m.deps.1 as usize).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// The path of a module as written in modules.dep.
+    pub(crate) fn rel_of(&self, id: u32) -> Option<&str> {
+        let m = self.modules.get(id as usize)?;
+        std::str::from_utf8(slice(&self.dep_text, m.rel)).ok()
     }
 
     /// For the initrd builder: the text of modules.dep, modules.alias,
@@ -531,8 +606,8 @@ impl ModuleIndex {
 
         let mut dep = Vec::new();
         for m in &self.modules {
-            if let (true, Some((a, b))) = (wanted.contains(&m.name), m.line) {
-                dep.extend_from_slice(self.dep_text.get(a..b).unwrap_or_default());
+            if let (true, Some(range)) = (wanted.contains(&m.name), m.line) {
+                dep.extend_from_slice(slice(&self.dep_text, range));
                 dep.push(b'\n');
             }
         }
@@ -598,13 +673,25 @@ fn read_bounded_index(path: &Path) -> Result<Vec<u8>, ModulesError> {
     }
 }
 
-/// Parses modules.dep: `path: dep dep ...` per line.
-fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, FxMap<String, u32>), ModulesError> {
-    let mut modules: Vec<Module> = Vec::new();
-    let mut by_name: FxMap<String, u32> = FxMap::default();
+/// Parses modules.dep: `path: dep dep ...` per line. One allocation per
+/// module (its name); everything else is ranges of `text`.
+fn parse_dep(path: &Path, text: &[u8]) -> Result<DepIndex, ModulesError> {
+    let parse_err = |line: usize, message: &str| ModulesError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message: message.to_owned(),
+    };
+    let to_u32 = |x: usize, line: usize| u32::try_from(x).map_err(|_| parse_err(line, "file too large"));
+    let line_count = memchr::memchr_iter(b'\n', text).count() + 1;
+    let mut index = DepIndex {
+        modules: Vec::with_capacity(line_count),
+        dep_ids: Vec::new(),
+        table: vec![NO_MODULE; (line_count * 2).next_power_of_two().max(16)],
+    };
     // Dependencies are written as the same paths as the line heads.
-    let mut by_path: FxMap<&[u8], u32> = FxMap::default();
-    let mut pending: Vec<(u32, Vec<&[u8]>)> = Vec::new();
+    let mut by_path: FxMap<&[u8], u32> = FxMap::with_capacity_and_hasher(line_count, FxBuild::default());
+    // (module id, where its dependency list starts and ends, line number)
+    let mut dep_lists: Vec<(u32, usize, usize, usize)> = Vec::with_capacity(line_count);
     for (lineno, (a, b)) in lines(text).enumerate() {
         let line = text.get(a..b).unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -612,72 +699,64 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<(Vec<Module>, FxMap<String, u32
             continue;
         }
         let Some(colon) = memchr::memchr(b':', line) else {
-            return Err(ModulesError::Parse {
-                path: path.to_path_buf(),
-                line: lineno + 1,
-                message: "expected 'path: deps'".to_owned(),
-            });
+            return Err(parse_err(lineno + 1, "expected 'path: deps'"));
         };
         let rel = line.get(..colon).unwrap_or_default();
         let name = name_from_path(rel);
-        if by_name.contains_key(&name) {
+        if index.find(name.as_bytes()).is_some() {
             // depmod never writes two lines for one name; kmod's index keeps
             // the first.
             continue;
         }
-        let id = u32::try_from(modules.len()).map_err(|_| ModulesError::Parse {
-            path: path.to_path_buf(),
-            line: lineno + 1,
-            message: "too many modules".to_owned(),
-        })?;
-        let deps: Vec<&[u8]> = line
-            .get(colon + 1..)
-            .unwrap_or_default()
-            .split(|&c| c == b' ' || c == b'\t')
-            .filter(|w| !w.is_empty())
-            .collect();
-        pending.push((id, deps));
-        by_name.insert(name.clone(), id);
-        by_path.insert(rel, id);
-        modules.push(Module {
+        let module = Module {
             name,
-            rel: String::from_utf8_lossy(rel).into_owned(),
-            deps: Vec::new(),
-            line: Some((a, a + line.len())),
-        });
+            rel: (to_u32(a, lineno + 1)?, to_u32(a + colon, lineno + 1)?),
+            deps: (0, 0),
+            line: Some((to_u32(a, lineno + 1)?, to_u32(a + line.len(), lineno + 1)?)),
+            next: NO_MODULE,
+        };
+        let id = index.push(module).ok_or_else(|| parse_err(lineno + 1, "too many modules"))?;
+        by_path.insert(rel, id);
+        dep_lists.push((id, a + colon + 1, a + line.len(), lineno + 1));
     }
-    for (id, deps) in pending {
-        let mut ids = Vec::with_capacity(deps.len());
-        for dep in deps {
-            if let Some(&d) = by_path.get(dep) {
-                ids.push(d);
+    for (id, start, end, lineno) in dep_lists {
+        let first = index.dep_ids.len();
+        let list = text.get(start..end).unwrap_or_default();
+        let mut offset = start;
+        for word in list.split(|&c| c == b' ' || c == b'\t') {
+            let word_start = offset;
+            offset += word.len() + 1;
+            if word.is_empty() {
                 continue;
             }
-            let name = name_from_path(dep);
-            let dep_id = match by_name.get(&name) {
+            let dep_id = match by_path.get(word) {
                 Some(&d) => d,
                 None => {
-                    // Named only as a dependency: known by its path.
-                    let Ok(d) = u32::try_from(modules.len()) else {
-                        continue;
-                    };
-                    by_name.insert(name.clone(), d);
-                    modules.push(Module {
-                        name,
-                        rel: String::from_utf8_lossy(dep).into_owned(),
-                        deps: Vec::new(),
-                        line: None,
-                    });
-                    d
+                    let name = name_from_path(word);
+                    match index.find(name.as_bytes()) {
+                        Some(d) => d,
+                        None => {
+                            // Named only as a dependency: known by its path.
+                            let module = Module {
+                                name,
+                                rel: (to_u32(word_start, lineno)?, to_u32(word_start + word.len(), lineno)?),
+                                deps: (0, 0),
+                                line: None,
+                                next: NO_MODULE,
+                            };
+                            index.push(module).ok_or_else(|| parse_err(lineno, "too many modules"))?
+                        }
+                    }
                 }
             };
-            ids.push(dep_id);
+            index.dep_ids.push(dep_id);
         }
-        if let Some(m) = modules.get_mut(id as usize) {
-            m.deps = ids;
+        let range = (to_u32(first, lineno)?, to_u32(index.dep_ids.len(), lineno)?);
+        if let Some(m) = index.modules.get_mut(id as usize) {
+            m.deps = range;
         }
     }
-    Ok((modules, by_name))
+    Ok(index)
 }
 
 /// Aliases of builtin modules: `NAME.alias=PATTERN` records, NUL-separated.

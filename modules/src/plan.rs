@@ -155,11 +155,7 @@ impl<'a> Walk<'a> {
         if !self.visited.insert(r.name.clone()) || depth > MAX_SOFTDEP_DEPTH {
             return;
         }
-        let deps: Vec<u32> = r
-            .id
-            .and_then(|id| self.index.modules.get(id as usize))
-            .map(|m| m.deps.clone())
-            .unwrap_or_default();
+        let deps: Vec<u32> = r.id.map(|id| self.index.deps_of(id).to_vec()).unwrap_or_default();
         // libkmod prepends while parsing the dep line: the list is walked in
         // reverse, which depmod's sort makes dependencies-first.
         for &d in deps.iter().rev() {
@@ -282,8 +278,8 @@ impl ModuleIndex {
         for (k, &i) in order.iter().enumerate() {
             let Some(item) = walk.items.get(i) else { continue };
             let mut edges: Vec<usize> = Vec::new();
-            if let Some(m) = item.id.and_then(|id| self.modules.get(id as usize)) {
-                for &d in &m.deps {
+            if let Some(id) = item.id {
+                for &d in self.deps_of(id) {
                     if let Some(&p) = self.modules.get(d as usize).and_then(|dm| pos.get(&dm.name)) {
                         edges.push(p);
                     }
@@ -360,7 +356,7 @@ impl ModuleIndex {
         let mut modules = Vec::with_capacity(n);
         for &k in &sorted {
             let Some(item) = order.get(k).and_then(|&i| walk.items.get(i)) else { continue };
-            let Some(m) = item.id.and_then(|id| self.modules.get(id as usize)) else { continue };
+            let Some(rel) = item.id.and_then(|id| self.rel_of(id)) else { continue };
             let mut d: Vec<usize> = deps
                 .get(k)
                 .map(|ds| ds.iter().filter_map(|&x| new_index.get(x).copied()).collect())
@@ -368,7 +364,7 @@ impl ModuleIndex {
             d.sort_unstable();
             modules.push(PlanEntry {
                 name: item.name.clone(),
-                path: self.dir().join(&m.rel),
+                path: self.dir().join(rel),
                 deps: d,
                 options: self.options_for(&item.name, item.alias.as_deref()),
                 reason: item.reason.clone(),
