@@ -109,6 +109,32 @@ struct Boot {
     unpack_ms: Option<f64>,
 }
 
+/// Kills the VM's process group on drop unless already reaped (then its pid,
+/// and so its group id, may belong to someone else).
+struct Vm {
+    child: std::process::Child,
+    reaped: bool,
+}
+
+impl Vm {
+    fn exited(&mut self) -> bool {
+        if !self.reaped {
+            self.reaped = matches!(self.child.try_wait(), Ok(Some(_)));
+        }
+        self.reaped
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let pid = rustix::process::Pid::from_child(&self.child);
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// One boot: time from spawning qemu to the init's first line, and what the guest says.
 fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
     let start = Instant::now();
@@ -125,21 +151,26 @@ fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()?;
-    let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(BOOT_TIMEOUT);
-        let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut vm = Vm { child, reaped: false };
+    // Lines with the host time they arrived.
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).map(|l| (start.elapsed(), l)).collect::<Vec<_>>()
     });
+    while !vm.exited() && start.elapsed() < BOOT_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(vm);
+    let lines = reader.join().map_err(|_| "reader panicked")?;
     let mut wall = None;
     let mut init_start = None;
     let (mut trying, mut freeing) = (None, None);
     let mut console = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line?;
-        console.push_str(&line);
+    for (at, line) in &lines {
+        console.push_str(line);
         console.push('\n');
         if let Some(t) = line.strip_prefix("KESTREL_INIT_START ") {
-            wall = Some(start.elapsed().as_secs_f64() * 1e3);
+            wall = Some(at.as_secs_f64() * 1e3);
             init_start = Some(t.trim().parse::<f64>()? * 1e3);
         }
         let stamp = || line.split('[').nth(1).and_then(|r| r.split(']').next()).and_then(|t| t.trim().parse::<f64>().ok());
@@ -150,8 +181,6 @@ fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
             freeing = stamp();
         }
     }
-    let _ = child.wait();
-    drop(killer); // the thread ends on its own after the timeout; the group is gone by then
     match (wall, init_start) {
         (Some(w), Some(i)) => Ok(Boot {
             wall_ms: w,
