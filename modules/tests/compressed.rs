@@ -1,0 +1,131 @@
+//! Compressed modules, made from the real Debian ones: a module tree with
+//! .ko.xz and .ko.zst files indexed by the real depmod must resolve exactly
+//! as modprobe resolves it, and the loader must refuse (clearly, before any
+//! syscall) what the kernel cannot decompress. .ko.gz is checked on our side
+//! only: Debian's kmod is built without zlib, so its depmod skips them.
+//!
+//! Nothing is ever loaded into the host kernel: the only paths handed to
+//! the real inserter are ones it refuses or that do not exist.
+
+// Test code: a failed expectation must stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kestrel_modules::loader::{Inserter, KernelInserter, LoadError};
+use kestrel_modules::{decompress_needed, Compression, ModuleIndex, Request};
+
+const KERNEL: &str = "6.1.0-56-amd64";
+
+fn kernel_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(format!("/lib/modules/{KERNEL}"));
+    if dir.join("modules.dep").exists() {
+        Some(dir)
+    } else {
+        eprintln!("!!! SKIPPING compressed-module tests: {} is not installed", dir.display());
+        None
+    }
+}
+
+/// Copies `rel` from the real tree into `root`'s tree, compressed with `tool`.
+fn add_module(real: &Path, tree: &Path, rel: &str, tool: &str, ext: &str) -> String {
+    let src = real.join(rel);
+    let dst_rel = format!("{rel}.{ext}");
+    let dst = tree.join(&dst_rel);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    let out = Command::new(tool).arg("-c").arg(&src).output().expect("compressor runs");
+    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&dst, out.stdout).unwrap();
+    dst_rel
+}
+
+#[test]
+fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
+    let Some(real) = kernel_dir() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("lib/modules").join(KERNEL);
+    std::fs::create_dir_all(&tree).unwrap();
+    for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+        std::fs::copy(real.join(f), tree.join(f)).unwrap();
+    }
+    // virtio_blk needs virtio and virtio_ring: one xz, two zstd.
+    let ring = add_module(&real, &tree, "kernel/drivers/virtio/virtio_ring.ko", "xz", "xz");
+    let virtio = add_module(&real, &tree, "kernel/drivers/virtio/virtio.ko", "zstd", "zst");
+    let blk = add_module(&real, &tree, "kernel/drivers/block/virtio_blk.ko", "zstd", "zst");
+    let out = Command::new("depmod").arg("-b").arg(root.path()).arg(KERNEL).output().expect("depmod runs");
+    assert!(out.status.success(), "depmod failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let index = ModuleIndex::load(&tree).unwrap();
+    let plan = index.plan(&[Request::Name("virtio-blk".to_owned())]).unwrap();
+    let ours: Vec<String> = plan.modules.iter().map(|m| m.path.display().to_string()).collect();
+    assert_eq!(
+        ours,
+        vec![tree.join(&ring), tree.join(&virtio), tree.join(&blk)]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+    );
+    // The same answer from modprobe on the same tree.
+    let out = Command::new("modprobe")
+        .arg("-d")
+        .arg(root.path())
+        .args(["-S", KERNEL, "-C", "/dev/null", "--show-depends", "virtio-blk"])
+        .output()
+        .expect("modprobe runs");
+    let theirs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("insmod "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(ours, theirs, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // Aliases of compressed modules resolve too.
+    assert_eq!(index.lookup_alias("virtio:d00000002v00001AF4"), vec!["virtio_blk"]);
+    assert_eq!(index.module_relpath("virtio_ring"), Some(ring.as_str()));
+
+    // The Debian 6.1 kernel has no in-kernel decompression
+    // (CONFIG_MODULE_COMPRESS_NONE): every file needs userspace
+    // decompression, and the loader says so without touching the kernel.
+    let no_support = KernelInserter { kernel_compression: None };
+    for (entry, kind) in plan.modules.iter().zip([Compression::Xz, Compression::Zstd, Compression::Zstd]) {
+        assert_eq!(decompress_needed(&entry.path, None), Some(kind));
+        match no_support.insert(entry) {
+            Err(LoadError::CompressionUnsupported { module, compression, kernel: None, .. }) => {
+                assert_eq!(module, entry.name);
+                assert_eq!(compression, kind);
+            }
+            other => panic!("expected CompressionUnsupported for {}, got {other:?}", entry.name),
+        }
+    }
+    // A kernel that decompresses xz takes the .ko.xz as it is (no
+    // decompression needed) but still refuses zstd.
+    assert_eq!(decompress_needed(&plan.modules[0].path, Some(Compression::Xz)), None);
+    let xz_kernel = KernelInserter { kernel_compression: Some(Compression::Xz) };
+    let err = xz_kernel.insert(&plan.modules[1]).unwrap_err().to_string();
+    assert!(err.ends_with("it is zstd-compressed and the kernel only decompresses xz"), "{err}");
+    // The supported kind goes on to open + finit_module(MODULE_INIT_COMPRESSED_FILE):
+    // shown with a path that does not exist, so nothing reaches the kernel.
+    let mut ghost = plan.modules[0].clone();
+    ghost.path = tree.join("kernel/does-not-exist.ko.xz");
+    match xz_kernel.insert(&ghost) {
+        Err(e @ LoadError::Open { .. }) => assert_eq!(e.raw_os_error(), Some(2)),
+        other => panic!("expected an open error, got {other:?}"),
+    }
+}
+
+#[test]
+fn gzip_modules_index_and_are_refused_without_kernel_support() {
+    let dir = Path::new("/lib/modules/test-gz");
+    let dep = b"kernel/a.ko.gz: kernel/b.ko.gz\nkernel/b.ko.gz:\n".to_vec();
+    let alias = b"alias fs-a a\n".to_vec();
+    let index = ModuleIndex::from_bytes(dir, dep, alias, None, None, None).unwrap();
+    let plan = index.plan(&[Request::Alias("fs-a".to_owned())]).unwrap();
+    let names: Vec<&str> = plan.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["b", "a"]);
+    assert_eq!(plan.modules[1].path, dir.join("kernel/a.ko.gz"));
+    assert_eq!(decompress_needed(&plan.modules[1].path, None), Some(Compression::Gzip));
+    assert_eq!(decompress_needed(&plan.modules[1].path, Some(Compression::Gzip)), None);
+    let err = KernelInserter { kernel_compression: Some(Compression::Zstd) }.insert(&plan.modules[1]).unwrap_err();
+    assert!(matches!(err, LoadError::CompressionUnsupported { compression: Compression::Gzip, .. }), "{err:?}");
+}
