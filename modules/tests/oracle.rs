@@ -380,6 +380,60 @@ fn config_semantics_equal_modprobe() {
     report(&diffs, requests.len());
 }
 
+/// The MODALIAS lists captured from real guests (tests/fixtures/capture.sh).
+fn guest_fixtures() -> Vec<(String, Vec<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    for profile in ["q35", "pc", "microvm"] {
+        let text = std::fs::read_to_string(dir.join(format!("guest-modaliases-{profile}.txt"))).unwrap();
+        let aliases: Vec<String> =
+            text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+        assert!(!aliases.is_empty(), "empty fixture for {profile}");
+        out.push((profile.to_owned(), aliases));
+    }
+    out
+}
+
+/// Every MODALIAS of the captured guests, one by one, and all of a guest's
+/// MODALIAS at once (what the init asks for): the plan equals modprobe's
+/// answer to `modprobe -a` of the same list, each module at its first
+/// appearance.
+#[test]
+fn guest_fixture_modaliases_equal_modprobe() {
+    let Some(dir) = kernel_dir() else { return };
+    let mut config = Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
+    config.apply_kernel_cmdline(&read_cmdline());
+    let index = ModuleIndex::load(&dir).expect("index loads").with_config(config);
+    let sentinel = pick_sentinel(&dir, "");
+    for (profile, aliases) in guest_fixtures() {
+        let requests: Vec<(Request, String)> = aliases.iter().map(|a| (Request::Alias(a.clone()), a.clone())).collect();
+        let kmod = kmod_answers(&aliases, &sentinel, None);
+        let diffs = compare(&index, &requests, &kmod);
+        report(&diffs, requests.len());
+
+        // All at once.
+        let all: Vec<Request> = aliases.iter().map(|a| Request::Alias(a.clone())).collect();
+        let plan = index.plan(&all).expect("guest plan");
+        let ours: Vec<(String, String)> =
+            plan.modules.iter().map(|m| (m.path.display().to_string(), m.options.clone())).collect();
+        let out = Command::new("modprobe").args(["-S", KERNEL, "-a", "--show-depends"]).args(&aliases).output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = stdout.lines().collect();
+        let theirs = parse_show_depends(&lines).insmod;
+        assert_eq!(ours, theirs, "{profile}: whole-guest plan differs from modprobe -a");
+        assert!(!ours.is_empty(), "{profile}: the guest needs some module");
+        for (k, m) in plan.modules.iter().enumerate() {
+            assert!(m.deps.iter().all(|&d| d < k), "{profile}: {} is before a dependency", m.name);
+        }
+        eprintln!(
+            "guest {profile}: {} MODALIAS, {} modules planned: {}",
+            aliases.len(),
+            plan.modules.len(),
+            plan.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")
+        );
+    }
+}
+
 #[test]
 fn concretize_makes_matching_strings() {
     for (p, want) in [
