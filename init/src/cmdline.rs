@@ -57,7 +57,80 @@ pub const KESTREL_OPTIONS: &[&str] = &[
     "kestrel.debug",
     "kestrel.threads",
     "kestrel.hang",
+    "kestrel.modules",
+    "kestrel.plan",
 ];
+
+/// How `root=` names the root device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootSpec {
+    /// `root=/dev/vda1`
+    Path(String),
+    /// `root=UUID=...` (compared case-insensitively, as blkid prints lowercase)
+    Uuid(String),
+    /// `root=LABEL=...`
+    Label(String),
+    /// `root=PARTUUID=...`
+    PartUuid(String),
+    /// `root=PARTLABEL=...`
+    PartLabel(String),
+}
+
+impl RootSpec {
+    pub fn parse(value: &str) -> Result<RootSpec, CmdlineError> {
+        let bad = || CmdlineError::BadValue {
+            key: "root".into(),
+            what: "/dev/PATH, UUID=, LABEL=, PARTUUID= or PARTLABEL=",
+            value: value.to_owned(),
+        };
+        let spec = if let Some(v) = value.strip_prefix("UUID=") {
+            RootSpec::Uuid(v.to_ascii_lowercase())
+        } else if let Some(v) = value.strip_prefix("LABEL=") {
+            RootSpec::Label(v.to_owned())
+        } else if let Some(v) = value.strip_prefix("PARTUUID=") {
+            RootSpec::PartUuid(v.to_ascii_lowercase())
+        } else if let Some(v) = value.strip_prefix("PARTLABEL=") {
+            RootSpec::PartLabel(v.to_owned())
+        } else if value.starts_with("/dev/") && !value.split('/').any(|c| c == "..") {
+            RootSpec::Path(value.to_owned())
+        } else {
+            return Err(bad());
+        };
+        match &spec {
+            RootSpec::Path(_) => Ok(spec),
+            RootSpec::Uuid(v) | RootSpec::Label(v) | RootSpec::PartUuid(v) | RootSpec::PartLabel(v) if !v.is_empty() => Ok(spec),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for RootSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootSpec::Path(p) => write!(f, "{p}"),
+            RootSpec::Uuid(v) => write!(f, "UUID={v}"),
+            RootSpec::Label(v) => write!(f, "LABEL={v}"),
+            RootSpec::PartUuid(v) => write!(f, "PARTUUID={v}"),
+            RootSpec::PartLabel(v) => write!(f, "PARTLABEL={v}"),
+        }
+    }
+}
+
+/// The standard root options of the kernel command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootOptions {
+    pub device: Option<RootSpec>,
+    pub fstype: Option<String>,
+    pub flags: Option<String>,
+    /// `rw` given (the kernel's default, and ours, is read-only).
+    pub read_write: bool,
+    /// `rootwait`: wait without the deadline.
+    pub wait_forever: bool,
+    /// `rootdelay=SECONDS`: a fixed pause before looking.
+    pub delay: Option<Duration>,
+    /// `init=`: the real init (default /sbin/init).
+    pub init: Option<String>,
+}
 
 /// What the init takes from the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +147,12 @@ pub struct BootOptions {
     /// (`kestrel.hang=modules|ready|payload`), so the host's timeout
     /// handling can be tested against a real hung guest.
     pub hang: Option<String>,
+    /// Extra modules to load (`kestrel.modules=a,b`).
+    pub modules: Vec<String>,
+    /// A frozen plan: load exactly these modules in this order and skip
+    /// discovery (`kestrel.plan=a,b,c`, or the builder's /kestrel/plan).
+    pub plan: Option<Vec<String>>,
+    pub root: RootOptions,
     /// All parameters, for modules (`NAME.param=value`, `modprobe.blacklist=`).
     pub params: Vec<Param>,
 }
@@ -86,6 +165,9 @@ impl Default for BootOptions {
             debug: false,
             threads: 0,
             hang: None,
+            modules: Vec::new(),
+            plan: None,
+            root: RootOptions::default(),
             params: Vec::new(),
         }
     }
@@ -131,11 +213,27 @@ pub fn parse_boot_options(cmdline: &str) -> Result<BootOptions, CmdlineError> {
         params: tokenize(cmdline),
         ..BootOptions::default()
     };
+    let list = |v: &Option<String>| -> Vec<String> {
+        v.as_deref().unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
     for Param { key, value } in opts.params.clone() {
+        match key.as_str() {
+            "root" => opts.root.device = Some(RootSpec::parse(value.as_deref().unwrap_or_default())?),
+            "rootfstype" => opts.root.fstype = value.clone(),
+            "rootflags" => opts.root.flags = value.clone(),
+            "ro" => opts.root.read_write = false,
+            "rw" => opts.root.read_write = true,
+            "rootwait" => opts.root.wait_forever = true,
+            "rootdelay" => opts.root.delay = Some(Duration::from_secs_f64(number(&value, &key)?)),
+            "init" => opts.root.init = value.clone(),
+            _ => {}
+        }
         if !key.starts_with("kestrel.") {
             continue;
         }
         match key.as_str() {
+            "kestrel.modules" => opts.modules = list(&value),
+            "kestrel.plan" => opts.plan = Some(list(&value)),
             "kestrel.timeout" => opts.timeout = Duration::from_secs_f64(number(&value, &key)?),
             "kestrel.shell" => opts.shell_on_failure = flag(&value, &key)?,
             "kestrel.debug" => opts.debug = flag(&value, &key)?,
@@ -184,6 +282,23 @@ mod tests {
         assert!(o.shell_on_failure);
         assert!(!o.debug);
         assert_eq!(o.threads, 3);
+    }
+
+    #[test]
+    fn reads_root_options() {
+        let o = parse_boot_options("root=UUID=ABCD-12 rootfstype=ext4 rootflags=noatime rw rootdelay=1 init=/bin/sh kestrel.modules=a,b kestrel.plan=x,y").unwrap();
+        assert_eq!(o.root.device, Some(RootSpec::Uuid("abcd-12".into())));
+        assert_eq!(o.root.fstype.as_deref(), Some("ext4"));
+        assert!(o.root.read_write);
+        assert_eq!(o.root.delay, Some(Duration::from_secs(1)));
+        assert_eq!(o.root.init.as_deref(), Some("/bin/sh"));
+        assert_eq!(o.modules, vec!["a", "b"]);
+        assert_eq!(o.plan, Some(vec!["x".to_owned(), "y".to_owned()]));
+        assert_eq!(parse_boot_options("\"root=LABEL=my root\"").unwrap().root.device, Some(RootSpec::Label("my root".into())));
+        assert!(parse_boot_options("root=/dev/../etc/passwd").is_err());
+        assert!(parse_boot_options("root=UUID=").is_err());
+        assert!(parse_boot_options("root=sda1").is_err());
+        assert!(!parse_boot_options("root=/dev/vda").unwrap().root.read_write);
     }
 
     #[test]

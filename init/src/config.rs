@@ -12,6 +12,12 @@ pub const ARGV_FILE: &str = "/kestrel/argv";
 pub const ENV_FILE: &str = "/kestrel/env";
 /// The payload's working directory (bytes, no terminator).
 pub const CWD_FILE: &str = "/kestrel/cwd";
+/// Present: the payload is interactive and gets the console as its
+/// stdin/stdout/stderr and controlling terminal (`kestrel boot`).
+pub const CONSOLE_FILE: &str = "/kestrel/console";
+/// A frozen module plan: names, one per line, loaded in that order
+/// instead of discovering devices (`kestrel build --frozen-plan`).
+pub const PLAN_FILE: &str = "/kestrel/plan";
 /// Largest config file the init reads (the kernel's own argv limit is smaller).
 pub const MAX_CONFIG: usize = 1 << 20;
 

@@ -143,9 +143,34 @@ impl Devices {
     }
 
     fn load_aliases(&mut self, aliases: &[String]) {
-        let Some(index) = self.index.as_ref() else { return };
         let requests: Vec<Request> = aliases.iter().cloned().map(Request::Alias).collect();
-        let plan = match index.plan(&requests) {
+        self.load_requests(&requests, self.threads);
+    }
+
+    /// Loads the modules for aliases not seen before (e.g. `fs-ext4`).
+    pub fn request_aliases(&mut self, aliases: &[String]) {
+        let new: Vec<String> = aliases.iter().filter(|a| self.seen_aliases.insert(a.as_bytes().to_vec())).cloned().collect();
+        if !new.is_empty() {
+            self.load_aliases(&new);
+        }
+    }
+
+    /// Loads modules by name (`kestrel.modules=`).
+    pub fn request_modules(&mut self, names: &[String]) {
+        let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
+        self.load_requests(&requests, self.threads);
+    }
+
+    /// A frozen plan: exactly these modules (with their dependencies),
+    /// one at a time in the order given, and no discovery.
+    pub fn load_frozen(&mut self, names: &[String]) {
+        let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
+        self.load_requests(&requests, 1);
+    }
+
+    fn load_requests(&mut self, requests: &[Request], threads: usize) {
+        let Some(index) = self.index.as_ref() else { return };
+        let plan = match index.plan(requests) {
             Ok(plan) => without_live(plan, &self.live),
             Err(e) => {
                 log::error(&format!("failed to plan modules: {e}"), false);
@@ -159,11 +184,11 @@ impl Devices {
             kind::MODULES_PLAN,
             &[
                 ("modules", plan.modules.len().to_string().as_bytes()),
-                ("threads", self.threads.to_string().as_bytes()),
+                ("threads", threads.to_string().as_bytes()),
             ],
         );
         let live = Mutex::new(Vec::new());
-        let report = loader::load_plan(&plan, self.threads, &|ev: &LoadEvent| {
+        let report = loader::load_plan(&plan, threads, &|ev: &LoadEvent| {
             emit_load_event(ev);
             if ev.outcome.is_ok() {
                 live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(ev.entry.name.clone());

@@ -52,6 +52,11 @@ pub mod kind {
     pub const PORT_OPEN: &str = "port_open";
     /// Everything the hand-over needs is there; no fields.
     pub const READY: &str = "ready";
+    /// The root filesystem was mounted; fields: `dev`, `fstype`, `mode`
+    /// (`ro`/`rw`), `spec` (as given by `root=`).
+    pub const ROOT: &str = "root";
+    /// The init is about to exec the real init in the new root; fields: `init`.
+    pub const SWITCH_ROOT: &str = "switch_root";
     /// The payload was started; fields: `pid`, `argv` (each arg its own `arg` field).
     pub const PAYLOAD_START: &str = "payload_start";
     /// Payload output; fields: `fd` (1 or 2), `data`.

@@ -33,6 +33,8 @@ pub struct RunSpec {
     pub argv: Vec<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
     pub cwd: Option<Vec<u8>>,
+    /// Interactive: the console is the payload's terminal.
+    pub console: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +81,8 @@ pub fn load_spec() -> Result<Option<RunSpec>, PayloadError> {
     }
     let env = read_config(config::ENV_FILE)?.map(|e| decode_list(&e)).unwrap_or_default();
     let cwd = read_config(config::CWD_FILE)?;
-    Ok(Some(RunSpec { argv, env, cwd }))
+    let console = std::path::Path::new(config::CONSOLE_FILE).exists();
+    Ok(Some(RunSpec { argv, env, cwd, console }))
 }
 
 /// Default environment when the host passes none.
@@ -128,11 +131,13 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
 pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: &mut Devices) -> Result<i32, PayloadError> {
     let (program, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
     let mut cmd = Command::new(OsStr::from_bytes(program));
-    cmd.args(args.iter().map(|a| OsStr::from_bytes(a)))
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args.iter().map(|a| OsStr::from_bytes(a))).env_clear();
+    if spec.console {
+        sys::console_session(&mut cmd);
+    } else {
+        // Its own process group, so signals to the group spare PID 1.
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    }
     let env: Vec<&[u8]> = if spec.env.is_empty() {
         DEFAULT_ENV.iter().map(|e| e.as_bytes()).collect()
     } else {
@@ -147,9 +152,6 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(OsStr::from_bytes(cwd));
     }
-    // The payload gets its own session, so a shell payload owns job control
-    // of nothing the init needs, and signals to its group spare PID 1.
-    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|source| PayloadError::Spawn {
         program: String::from_utf8_lossy(program).into_owned(),
         source,

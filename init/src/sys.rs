@@ -78,3 +78,20 @@ pub fn dup_onto(src: &OwnedFd, target: libc::c_int) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// The child starts a new session and takes the console (its inherited
+/// stdin) as controlling terminal, so a shell there has job control and
+/// Ctrl-C reaches it.
+pub fn console_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and touch
+    // no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -24,13 +24,43 @@ impl Phase {
     }
 }
 
+/// An instant of the boot on the host timeline.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Milestone {
+    pub name: &'static str,
+    pub at_ms: f64,
+}
+
+/// One initcall from `initcall_debug` output.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Initcall {
+    pub name: String,
+    pub duration_ms: f64,
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Analysis {
     /// Host ns minus guest ns; None without guest records.
     pub clock_offset_ms: Option<f64>,
+    /// The boot's instants in boot order (only those reached).
+    pub milestones: Vec<Milestone>,
     pub phases: Vec<Phase>,
     pub modules: Vec<Phase>,
+    /// Slowest initcalls first (needs `initcall_debug` on the command line).
+    pub initcalls: Vec<Initcall>,
     pub total_ms: f64,
+}
+
+/// How many initcalls the analysis keeps.
+const TOP_INITCALLS: usize = 10;
+
+/// `initcall virtio_init+0x0/0x20 returned 0 after 12 usecs`
+fn parse_initcall(msg: &str) -> Option<Initcall> {
+    let rest = msg.strip_prefix("initcall ")?;
+    let (name, rest) = rest.split_once(' ')?;
+    let usecs = rest.split_once(" after ")?.1.strip_suffix(" usecs")?;
+    let name = name.split('+').next().unwrap_or(name).to_owned();
+    Some(Initcall { name, duration_ms: usecs.trim().parse::<f64>().ok()? / 1e3 })
 }
 
 fn ms(ns: u64) -> f64 {
@@ -74,6 +104,30 @@ pub fn analyze(log: &BootLog) -> Analysis {
     let poweroff = last(kind::POWEROFF);
     let qemu_exit = log.qemu_exit_ns.map(ms);
 
+    let milestones: Vec<Milestone> = [
+        ("qemu_start", Some(0.0)),
+        ("kernel_start", kernel_start),
+        ("init_start", init_start),
+        ("modules_start", modules_start),
+        ("modules_end", modules_end),
+        ("ready", ready),
+        ("payload_start", payload_start),
+        ("payload_exit", payload_exit),
+        ("poweroff", poweroff),
+        ("qemu_exit", qemu_exit),
+    ]
+    .into_iter()
+    .filter_map(|(name, at)| Some(Milestone { name, at_ms: at? }))
+    .collect();
+    let mut initcalls: Vec<Initcall> = log
+        .events
+        .iter()
+        .filter(|s| s.item.kind == kind::KMSG)
+        .filter_map(|s| parse_initcall(&s.item.get_str("msg")?))
+        .collect();
+    initcalls.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+    initcalls.truncate(TOP_INITCALLS);
+
     push("qemu start → kernel start (firmware, kernel load)", Some(0.0), kernel_start);
     push("qemu start → first console output", Some(0.0), first_console);
     push("kernel start → /init (kernel init, initcalls)", kernel_start, init_start);
@@ -87,6 +141,8 @@ pub fn analyze(log: &BootLog) -> Analysis {
     push("total: qemu start → qemu exit", Some(0.0), qemu_exit);
     Analysis {
         clock_offset_ms: offset_ns.map(|o| o as f64 / 1e6),
+        milestones,
+        initcalls,
         phases,
         modules,
         total_ms: qemu_exit.unwrap_or(0.0),
@@ -99,6 +155,12 @@ pub fn render_table(a: &Analysis) -> String {
     let _ = writeln!(s, "{:<52} {:>10} {:>10} {:>10}", "phase", "start ms", "end ms", "took ms");
     for p in &a.phases {
         let _ = writeln!(s, "{:<52} {:>10.1} {:>10.1} {:>10.1}", p.name, p.start_ms, p.end_ms, p.duration_ms());
+    }
+    if !a.initcalls.is_empty() {
+        let _ = writeln!(s, "slowest initcalls:");
+        for c in &a.initcalls {
+            let _ = writeln!(s, "  {:<50} {:>32.1}", c.name, c.duration_ms);
+        }
     }
     if !a.modules.is_empty() {
         let _ = writeln!(s, "modules ({}), slowest first:", a.modules.len());
@@ -123,6 +185,14 @@ pub fn render_table(a: &Analysis) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn parses_initcall_debug_lines() {
+        let c = parse_initcall("initcall virtio_pci_driver_init+0x0/0x1000 [virtio_pci] returned 0 after 1234 usecs").unwrap();
+        assert_eq!(c.name, "virtio_pci_driver_init");
+        assert!((c.duration_ms - 1.234).abs() < 1e-9);
+        assert_eq!(parse_initcall("calling  foo+0x0/0x10 @ 1"), None);
+    }
+
     /// A log captured from a real boot (q35, TCG, Debian 6.1): every phase
     /// is there and the phases are in order.
     #[test]
@@ -137,6 +207,9 @@ mod tests {
         for p in &a.phases {
             assert!(p.start_ms <= p.end_ms + 0.001, "{p:?}");
         }
+        let names: Vec<&str> = a.milestones.iter().map(|m| m.name).collect();
+        assert_eq!(names, ["qemu_start", "kernel_start", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit"]);
+        assert!(a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{:?}", a.milestones);
         assert!(!a.modules.is_empty());
         assert!(a.modules.iter().any(|m| m.name == "virtio_pci"));
         assert!(render_table(&a).contains("modules (11)"));

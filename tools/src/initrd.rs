@@ -85,6 +85,8 @@ pub struct BuildSpec<'a> {
     pub kernel: &'a Kernel,
     pub modules: Vec<String>,
     pub compression: Compression,
+    /// Write the plan's order to /kestrel/plan (see `kestrel_init::config::PLAN_FILE`).
+    pub frozen_plan: bool,
 }
 
 fn archive_path(p: &Path) -> String {
@@ -142,6 +144,11 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
         a.set_reason(&path, &entry.reason);
         names.insert(entry.name.clone());
     }
+    if spec.frozen_plan {
+        let order: String = plan.modules.iter().map(|m| format!("{}\n", m.name)).collect();
+        a.add_file(config::PLAN_FILE, 0o644, order.into_bytes())?;
+        a.set_reason(config::PLAN_FILE, "frozen module plan: loaded in this order, no discovery");
+    }
     for (file, data) in index.subset_files(&names) {
         let data = if file == "modules.dep" { strip_compression_suffixes(&data) } else { data };
         let path = format!("{dest}/{file}");
@@ -157,7 +164,7 @@ fn strip_compression_suffixes(dep: &[u8]) -> Vec<u8> {
 }
 
 /// The run archive: the payload and its configuration.
-pub fn run_archive(payload: &Payload) -> Result<Archive> {
+pub fn run_archive(payload: &Payload, interactive: bool) -> Result<Archive> {
     let mut a = Archive::new();
     a.add_program(&payload.program)
         .with_context(|| format!("failed to add {} and its libraries", payload.program.display()))?;
@@ -169,6 +176,9 @@ pub fn run_archive(payload: &Payload) -> Result<Archive> {
     }
     if let Some(cwd) = &payload.cwd {
         a.add_file(config::CWD_FILE, 0o644, cwd.as_bytes().to_vec())?;
+    }
+    if interactive {
+        a.add_file(config::CONSOLE_FILE, 0o644, Vec::new())?;
     }
     Ok(a)
 }
@@ -190,9 +200,7 @@ pub fn cached_base(archive: &Archive, compression: Compression, cache: &Path) ->
     }
     std::fs::create_dir_all(cache).with_context(|| format!("failed to create {}", cache.display()))?;
     let data = kestrel_initrd::compress(&newc, compression)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)?;
+    crate::run::write_atomically(&path, &data)?;
     Ok(path)
 }
 

@@ -114,9 +114,7 @@ fn cached_pvh_vmlinux(image: &[u8], cache: &Path) -> Result<Option<PathBuf>> {
             return Ok(None);
         }
     };
-    let tmp = cache.join(format!(".vmlinux-{}.{}", &hash[..16], std::process::id()));
-    std::fs::write(&tmp, &vmlinux).with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out)?;
+    crate::run::write_atomically(&out, &vmlinux)?;
     Ok(Some(out))
 }
 

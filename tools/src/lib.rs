@@ -4,9 +4,11 @@
 //! directly. Host only: never linked into the guest.
 
 pub mod analyze;
+pub mod bench;
 pub mod initrd;
 pub mod kernel;
 pub mod qemu;
 pub mod run;
+pub mod svg;
 mod sys;
 pub mod vm;

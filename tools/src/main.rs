@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use kestrel::initrd::{self, BuildSpec};
 use kestrel::qemu::{Accel, Profile};
 use kestrel::run::{self, RunOptions, EXIT_HARNESS};
-use kestrel::{analyze, vm};
+use kestrel::{analyze, bench, vm};
 use kestrel_initrd::Compression;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -32,6 +32,71 @@ struct MachineArgs {
     /// Initrd compression of the cached base archive.
     #[arg(long, default_value = "none")]
     compression: Compression,
+    /// Bake the module plan: the init loads it in order, no discovery.
+    #[arg(long)]
+    frozen_plan: bool,
+}
+
+/// How to boot: shared by run, boot and bench.
+#[derive(Args, Clone)]
+struct VmArgs {
+    #[command(flatten)]
+    machine: MachineArgs,
+    /// auto uses KVM only where the CPU has vmx/svm and /dev/kvm opens.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: Accel,
+    /// Seconds before a hung guest is killed.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Show the kernel's console messages (drops `quiet`).
+    #[arg(long)]
+    verbose_console: bool,
+    /// Boot the bzImage even when a PVH vmlinux could be used.
+    #[arg(long)]
+    no_pvh: bool,
+    /// Extra disk image, FILE or FILE,ro (repeatable).
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// Environment of the payload, KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    env: Vec<OsString>,
+    /// Working directory of the payload in the guest.
+    #[arg(long)]
+    cwd: Option<OsString>,
+    /// Extra qemu arguments (repeatable).
+    #[arg(long = "qemu-arg", allow_hyphen_values = true)]
+    qemu_args: Vec<OsString>,
+}
+
+impl VmArgs {
+    fn options(self) -> RunOptions {
+        RunOptions {
+            kernel: self.machine.kernel,
+            accel: self.accel,
+            profile: self.machine.machine,
+            timeout: Duration::from_secs_f64(self.timeout),
+            memory_mb: self.memory,
+            cpus: self.cpus,
+            append: self.append,
+            quiet: !self.verbose_console,
+            pvh: !self.no_pvh,
+            compression: self.machine.compression,
+            frozen_plan: self.machine.frozen_plan,
+            modules: self.machine.modules,
+            disks: self.disks.iter().map(|d| parse_disk(d)).collect(),
+            qemu_args: self.qemu_args,
+            env: self.env,
+            cwd: self.cwd,
+            ..RunOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -39,46 +104,43 @@ enum Command {
     /// Boot a VM, run CMD in it, stream its output, exit with its status.
     Run {
         #[command(flatten)]
-        machine: MachineArgs,
-        /// auto uses KVM only where the CPU has vmx/svm and /dev/kvm opens.
-        #[arg(long, value_enum, default_value = "auto")]
-        accel: Accel,
-        /// Seconds before a hung guest is killed.
-        #[arg(long, default_value_t = 120.0)]
-        timeout: f64,
-        #[arg(long, default_value_t = 512)]
-        memory: u32,
-        #[arg(long, default_value_t = 2)]
-        cpus: u32,
-        /// Extra kernel command line.
-        #[arg(long, default_value = "")]
-        append: String,
-        /// Show the kernel's console messages (drops `quiet`).
-        #[arg(long)]
-        verbose_console: bool,
-        /// Boot the bzImage even when a PVH vmlinux could be used.
-        #[arg(long)]
-        no_pvh: bool,
-        /// Extra disk image, FILE or FILE,ro (repeatable).
-        #[arg(long = "disk")]
-        disks: Vec<String>,
-        /// Environment of the payload, KEY=VALUE (repeatable).
-        #[arg(long = "env")]
-        env: Vec<OsString>,
-        /// Working directory of the payload in the guest.
-        #[arg(long)]
-        cwd: Option<OsString>,
+        vm: VmArgs,
         /// Print the phase table on stderr after the run.
         #[arg(long)]
         report: bool,
         /// Save the boot log (for `kestrel analyze`).
         #[arg(long)]
         log: Option<PathBuf>,
-        /// Extra qemu arguments (repeatable).
-        #[arg(long = "qemu-arg", allow_hyphen_values = true)]
-        qemu_args: Vec<OsString>,
-        /// The command and its arguments, passed unchanged.
-        #[arg(last = true, required = true)]
+        /// The command and its arguments, passed unchanged. Without one,
+        /// the guest boots in root mode (give --append root=...).
+        #[arg(last = true)]
+        cmd: Vec<OsString>,
+    },
+    /// Boot a VM with CMD (default /bin/sh) on an interactive serial console.
+    Boot {
+        #[command(flatten)]
+        vm: VmArgs,
+        #[arg(last = true)]
+        cmd: Vec<OsString>,
+    },
+    /// N boots of CMD (default /bin/true): each phase's median, min, max, spread.
+    Bench {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Boots (per configuration).
+        #[arg(short, default_value_t = 5)]
+        n: usize,
+        /// Boots at a time.
+        #[arg(short, default_value_t = 1)]
+        j: usize,
+        /// Compare with a second configuration, interleaved A B A B:
+        /// KEY=VALUE overrides of A (machine=, append=, quiet=, pvh=, compression=, cpus=, memory=).
+        #[arg(long)]
+        versus: Vec<String>,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(last = true)]
         cmd: Vec<OsString>,
     },
     /// Write an initrd (base archive: init and modules; plus CMD when given).
@@ -94,12 +156,15 @@ enum Command {
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
-    /// The phase table of a saved boot log.
+    /// The phase table of a saved boot log (`kestrel run --log`).
     Analyze {
         log: PathBuf,
         /// JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write the SVG timeline.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -124,26 +189,9 @@ fn parse_disk(s: &str) -> (PathBuf, bool) {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Run { machine, accel, timeout, memory, cpus, append, verbose_console, no_pvh, disks, env, cwd, report, log, qemu_args, cmd } => {
-            let opts = RunOptions {
-                kernel: machine.kernel,
-                accel,
-                profile: machine.machine,
-                timeout: Duration::from_secs_f64(timeout),
-                memory_mb: memory,
-                cpus,
-                append,
-                quiet: !verbose_console,
-                pvh: !no_pvh,
-                compression: machine.compression,
-                modules: machine.modules,
-                disks: disks.iter().map(|d| parse_disk(d)).collect(),
-                qemu_args,
-                env,
-                cwd,
-                stream_output: true,
-            };
-            let outcome = run::run(&cmd, &opts)?;
+        Command::Run { vm, report, log, cmd } => {
+            let verbose_console = vm.verbose_console;
+            let outcome = run::run(&cmd, &vm.options())?;
             if verbose_console {
                 for line in &outcome.log.console {
                     eprintln!("console: {}", line.item);
@@ -161,18 +209,45 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(outcome.exit_code)
         }
+        Command::Boot { vm, cmd } => {
+            let cmd = if cmd.is_empty() { vec![OsString::from("/bin/sh")] } else { cmd };
+            let opts = RunOptions { interactive: true, timeout: Duration::from_secs(365 * 24 * 3600), ..vm.options() };
+            Ok(run::run(&cmd, &opts)?.exit_code)
+        }
+        Command::Bench { vm, n, j, versus, json, cmd } => {
+            let cmd = if cmd.is_empty() { vec![OsString::from("/bin/true")] } else { cmd };
+            let a = RunOptions { stream_output: false, ..vm.options() };
+            let json_text = if versus.is_empty() {
+                let r = bench::bench(&cmd, &a, n, j);
+                print!("{}", bench::render(&r));
+                serde_json::to_string_pretty(&r)?
+            } else {
+                let mut b = a.clone();
+                for o in &versus {
+                    bench::apply_override(&mut b, o)?;
+                }
+                let c = bench::compare(&cmd, &a, &b, n, j);
+                println!("A: the options given; B: A with {}", versus.join(" "));
+                print!("{}", bench::render_comparison(&c));
+                serde_json::to_string_pretty(&c)?
+            };
+            if let Some(path) = json {
+                std::fs::write(&path, json_text).with_context(|| format!("failed to write {}", path.display()))?;
+            }
+            Ok(0)
+        }
         Command::Build { machine, output, list, cmd } => {
             let opts = RunOptions { kernel: machine.kernel.clone(), ..RunOptions::default() };
             let kernel = run::load_kernel(&RunOptions { pvh: false, ..opts })?;
             let init = initrd::find_init()?;
             let mut modules: Vec<String> = machine.machine.spec().modules.iter().map(|s| s.to_string()).collect();
             modules.extend(machine.modules);
-            let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: machine.compression };
+            let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: machine.compression, frozen_plan: machine.frozen_plan };
             let base = initrd::base_archive(&spec)?;
             let run_archive = if cmd.is_empty() {
                 None
             } else {
-                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?)?)
+                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?, false)?)
             };
             if list {
                 for archive in std::iter::once(&base).chain(run_archive.as_ref()) {
@@ -186,9 +261,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
             eprintln!("kestrel: wrote {} for kernel {}", output.display(), kernel.release);
             Ok(0)
         }
-        Command::Analyze { log, json } => {
+        Command::Analyze { log, json, svg } => {
             let text = std::fs::read_to_string(&log).with_context(|| format!("failed to read {}", log.display()))?;
             let a = analyze::analyze(&vm::BootLog::read_log(&text)?);
+            if let Some(path) = svg {
+                std::fs::write(&path, kestrel::svg::render_svg(&a)).with_context(|| format!("failed to write {}", path.display()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {

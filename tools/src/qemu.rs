@@ -103,6 +103,8 @@ pub struct VmConfig {
     pub events_socket: PathBuf,
     pub disks: Vec<(PathBuf, bool)>,
     pub extra_args: Vec<OsString>,
+    /// qemu's stdin/stdout (the serial console) stay on our terminal.
+    pub interactive: bool,
 }
 
 impl VmConfig {
@@ -212,11 +214,12 @@ impl Vm {
             bail!("kernel {} does not exist", config.kernel.display());
         }
         let mut cmd = Command::new(qemu);
-        cmd.args(config.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        cmd.args(config.args()).stderr(Stdio::piped()).process_group(0);
+        if config.interactive {
+            cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        } else {
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        }
         crate::sys::die_with_parent(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("failed to start {QEMU}"))?;
         Ok(Vm { child })
@@ -272,6 +275,7 @@ mod tests {
             events_socket: "/tmp/ev".into(),
             disks: vec![],
             extra_args: vec![],
+            interactive: false,
         };
         let args: Vec<String> = cfg.args().iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(args.iter().any(|a| a.starts_with("virtio-serial-device")));

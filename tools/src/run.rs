@@ -37,6 +37,11 @@ pub struct RunOptions {
     pub cwd: Option<OsString>,
     /// Write the payload's output to our stdout/stderr as it arrives.
     pub stream_output: bool,
+    /// The payload gets the serial console, wired to our terminal.
+    pub interactive: bool,
+    /// Bake the module plan into the initrd: the init loads it in order
+    /// and skips device discovery.
+    pub frozen_plan: bool,
 }
 
 impl Default for RunOptions {
@@ -58,6 +63,8 @@ impl Default for RunOptions {
             env: Vec::new(),
             cwd: None,
             stream_output: true,
+            interactive: false,
+            frozen_plan: false,
         }
     }
 }
@@ -86,6 +93,17 @@ pub fn cache_dir() -> PathBuf {
     base.join("kestrel")
 }
 
+/// Writes a cache file so that concurrent writers (parallel boots, tests)
+/// never see a partial file: a unique temporary file, then rename.
+pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().context("cache file without a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("failed to create a file in {}", dir.display()))?;
+    tmp.write_all(data).with_context(|| format!("failed to write {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("failed to rename into {}", path.display()))?;
+    Ok(())
+}
+
 /// Says once why TCG is used when `auto` was asked for.
 pub fn pick_accel(accel: Accel) -> Accel {
     let (accel, why) = qemu::resolve_accel(accel);
@@ -103,21 +121,27 @@ pub fn load_kernel(opts: &RunOptions) -> Result<Kernel> {
     kernel::read_kernel(&path, &cache_dir(), opts.pvh)
 }
 
+/// Boots and runs `argv`; with an empty argv, boots in root mode (the
+/// kernel command line must then say `root=`).
 pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     // Everything that can fail on the host fails before qemu starts.
-    let payload: Payload = initrd::resolve_payload(argv, opts.env.clone(), opts.cwd.clone())?;
+    let payload: Option<Payload> = if argv.is_empty() {
+        None
+    } else {
+        Some(initrd::resolve_payload(argv, opts.env.clone(), opts.cwd.clone())?)
+    };
     let kernel = load_kernel(opts)?;
     let init = initrd::find_init()?;
     let accel = pick_accel(opts.accel);
     let mut modules: Vec<String> = opts.profile.spec().modules.iter().map(|s| s.to_string()).collect();
     modules.extend(opts.modules.iter().cloned());
-    let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: opts.compression };
+    let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: opts.compression, frozen_plan: opts.frozen_plan };
     let cache = cache_dir();
     let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
-    let run_archive = initrd::run_archive(&payload)?;
+    let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, opts.interactive)).transpose()?;
     let work = tempfile::Builder::new().prefix("kestrel-run-").tempdir().context("failed to make a temporary directory")?;
     let initrd_path = work.path().join("initrd");
-    initrd::write_initrd(&base, Some(&run_archive), &initrd_path)?;
+    initrd::write_initrd(&base, run_archive.as_ref(), &initrd_path)?;
 
     let config = VmConfig {
         kernel: kernel.boot_image.clone(),
@@ -130,6 +154,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
         events_socket: work.path().join("events.sock"),
         disks: opts.disks.clone(),
         extra_args: opts.qemu_args.clone(),
+        interactive: opts.interactive,
     };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let stream = opts.stream_output;
@@ -159,11 +184,16 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
 /// The exit status of a boot: the payload's, else the init's failure
 /// status, else a harness failure naming the last thing seen.
 pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
-    let last = log
-        .last_phase()
-        .map_or_else(|| "no event from the guest".to_owned(), |e| format!("last event: {e}"));
+    let last = log.last_phase().map_or_else(
+        || "no event from the guest".to_owned(),
+        |e| format!("last phase reached: {} at {:.3} s guest time ({e})", e.kind, e.t_ns as f64 / 1e9),
+    );
     if let Some(st) = log.last(kind::PAYLOAD_EXIT).and_then(|e| e.get_u64("status")) {
         return (i32::try_from(st).unwrap_or(EXIT_HARNESS), None);
+    }
+    if log.last(kind::SWITCH_ROOT).is_some() && !log.timed_out {
+        // Root mode: the real init ran; what it does next is its own business.
+        return (0, None);
     }
     if log.timed_out {
         return (EXIT_TIMEOUT, Some(format!("the guest did not finish within {timeout:?}; {last}")));

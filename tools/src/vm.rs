@@ -19,6 +19,23 @@ pub struct Stamped<T> {
     pub item: T,
 }
 
+/// The records that mark boot phases, in boot order.
+pub const PHASE_KINDS: &[&str] = &[
+    kind::INIT_START,
+    kind::MOUNT,
+    kind::COLDPLUG,
+    kind::MODULES_PLAN,
+    kind::MODULE,
+    kind::MODULES_DONE,
+    kind::PORT_OPEN,
+    kind::READY,
+    kind::ROOT,
+    kind::SWITCH_ROOT,
+    kind::PAYLOAD_START,
+    kind::PAYLOAD_EXIT,
+    kind::POWEROFF,
+];
+
 /// Which stream a line came on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -45,13 +62,9 @@ impl BootLog {
         self.events.iter().rev().map(|s| &s.item).find(|e| e.kind == kind)
     }
 
-    /// The last event of any kind but forwarded kernel log and output.
+    /// The last boot phase the guest reported reaching.
     pub fn last_phase(&self) -> Option<&Event> {
-        self.events
-            .iter()
-            .rev()
-            .map(|s| &s.item)
-            .find(|e| e.kind != kind::KMSG && e.kind != kind::OUTPUT)
+        self.events.iter().rev().map(|s| &s.item).find(|e| PHASE_KINDS.contains(&e.kind.as_str()))
     }
 
     /// Writes the log in the text form `kestrel analyze` reads: one line per
