@@ -105,10 +105,61 @@ impl Archive {
     }
 }
 
+/// What [`Archive::add_module_firmware`] did for one module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirmwareReport {
+    /// Firmware names added (archive paths under lib/firmware).
+    pub added: Vec<String>,
+    /// Declared but not on the host (many drivers list optional firmware).
+    pub missing: Vec<String>,
+}
+
+impl Archive {
+    /// Every firmware file the module `module_name` declares in its
+    /// `.modinfo` (`module_elf` is the decompressed module) that exists
+    /// under `fw_root`, added with the reason "firmware declared by NAME".
+    pub fn add_module_firmware(
+        &mut self,
+        module_name: &str,
+        module_elf: &[u8],
+        fw_root: &Path,
+        kernel_version: &str,
+    ) -> Result<FirmwareReport, InitrdError> {
+        let mut report = FirmwareReport::default();
+        for name in modinfo_firmware(module_elf)? {
+            match find_firmware(fw_root, kernel_version, &name)? {
+                Some(fw) => {
+                    self.add_firmware(&fw, &format!("firmware declared by {module_name}"))?;
+                    report.added.push(fw.archive_path);
+                }
+                None => report.missing.push(name),
+            }
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// A relocatable ELF with just a .modinfo section, built with the real
+    /// toolchain's assembler.
+    fn fake_module(firmware: &[&str]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut asm = String::from(".section .modinfo,\"a\"\n");
+        for f in firmware {
+            asm.push_str(&format!(".asciz \"firmware={f}\"\n"));
+        }
+        asm.push_str(".asciz \"license=GPL\"\n");
+        let src = dir.path().join("m.s");
+        let obj = dir.path().join("m.o");
+        std::fs::write(&src, asm).unwrap();
+        let ok = std::process::Command::new("as").arg("-o").arg(&obj).arg(&src).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "the assembler (binutils) is needed for this test");
+        std::fs::read(obj).unwrap()
+    }
 
     #[test]
     fn modinfo_records() {
@@ -156,6 +207,16 @@ mod tests {
         assert!(find_firmware(&fw, "6.1", "alias.bin").unwrap().is_some());
         assert!(matches!(find_firmware(&fw, "6.1", "evil.bin"), Err(InitrdError::PathEscape { .. })));
         assert!(matches!(find_firmware(&fw, "6.1", "../secret"), Err(InitrdError::PathEscape { .. })));
+
+        // A module declaring two of them and one that is absent.
+        let module = fake_module(&["vendor/a.bin", "missing.bin", "b.bin"]);
+        let mut ar = Archive::new();
+        let report = ar.add_module_firmware("m", &module, &fw, "6.1").unwrap();
+        assert_eq!(report.added, ["lib/firmware/vendor/a.bin", "lib/firmware/b.bin"]);
+        assert_eq!(report.missing, ["missing.bin"]);
+        let m = ar.manifest();
+        let b_entry = m.iter().find(|e| e.path == "lib/firmware/b.bin").unwrap();
+        assert_eq!((b_entry.size, b_entry.reason.as_str()), (3, "firmware declared by m"));
 
         let mut ar = Archive::new();
         ar.add_firmware(&c, "declared by m").unwrap();

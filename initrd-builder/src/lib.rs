@@ -59,7 +59,7 @@ pub use compress::{compress, compress_level, decompress, decompress_limited, dec
 pub use elf::{parse_elf, parse_shebang, ElfInfo};
 pub use host::{ProgramFile, PROGRAM_SEARCH_PATH};
 pub use error::InitrdError;
-pub use firmware::{find_firmware, modinfo_firmware, parse_modinfo, FirmwareFile, FIRMWARE_DIR};
+pub use firmware::{find_firmware, modinfo_firmware, parse_modinfo, FirmwareFile, FirmwareReport, FIRMWARE_DIR};
 pub use kconfig::{check_compression, kernel_config_path, RdSupport};
 pub use ldconf::{ld_so_conf_dirs, parse_ld_so_conf, LdConfLine};
 pub use newc::{concat_archives, mtime_from_source_date_epoch, parse_initramfs, parse_newc, NewcEntry, NEWC_MAGIC, TRAILER_NAME};
