@@ -118,6 +118,11 @@ pub(crate) fn normalize(path: &str) -> Result<Vec<&str>, InitrdError> {
     if path.contains('\0') {
         return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: "contains a NUL byte".into() });
     }
+    // Legal for the kernel, but a newline or escape in a name forges lines in
+    // `cpio -t`, the manifest and logs.
+    if path.contains(|c: char| c.is_control()) {
+        return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: "contains a control character".into() });
+    }
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     if comps.contains(&"..") {
         return Err(InitrdError::PathEscape { path: path.to_owned(), reason: "'..' component".into() });
@@ -135,7 +140,7 @@ pub(crate) fn normalize(path: &str) -> Result<Vec<&str>, InitrdError> {
 /// when empty, with NUL, or when relative and climbing above the archive root.
 /// Absolute targets are resolved inside the guest's root and are fine.
 pub(crate) fn check_symlink_target(link: &str, parent: &[String], target: &str) -> Result<(), InitrdError> {
-    if target.is_empty() || target.contains('\0') || target.len() > MAX_NAME_LEN {
+    if target.is_empty() || target.contains(|c: char| c.is_control()) || target.len() > MAX_NAME_LEN {
         return Err(InitrdError::InvalidPath { path: link.to_owned(), reason: format!("bad symlink target {target:?}") });
     }
     if target.starts_with('/') {
@@ -658,6 +663,8 @@ mod tests {
         assert!(matches!(a.add_file("", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
         assert!(matches!(a.add_file("/", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
         assert!(matches!(a.add_file("a\0b", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
+        assert!(matches!(a.add_file("a\nb", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
+        assert!(matches!(a.add_symlink("l", "x\ny"), Err(InitrdError::InvalidPath { .. })));
         assert!(a.is_empty());
     }
 
