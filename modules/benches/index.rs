@@ -40,6 +40,19 @@ fn bench(c: &mut Criterion) {
     });
     let requests: Vec<Request> = fixture.iter().map(|m| Request::Alias((*m).to_owned())).collect();
     c.bench_function("plan_q35_fixture", |b| b.iter(|| index.plan(black_box(&requests)).unwrap()));
+    // What the init really reads: the subset the initrd builder writes for
+    // the q35 guest's modules.
+    let plan = index.plan(&requests).unwrap();
+    let names: std::collections::BTreeSet<String> = plan.modules.iter().map(|m| m.name.clone()).collect();
+    let subset_dir = tempfile::tempdir().unwrap();
+    for (file, bytes) in index.subset_files(&names) {
+        std::fs::write(subset_dir.path().join(file), bytes).unwrap();
+    }
+    let sub = subset_dir.path();
+    c.bench_function("index_load_q35_subset", |b| b.iter(|| ModuleIndex::load(black_box(sub)).unwrap()));
+    c.bench_function("load_and_plan_q35_subset", |b| {
+        b.iter(|| ModuleIndex::load(sub).unwrap().plan(black_box(&requests)).unwrap())
+    });
     c.bench_function("load_and_plan_q35_fixture", |b| {
         b.iter(|| ModuleIndex::load(dir).unwrap().plan(black_box(&requests)).unwrap())
     });
