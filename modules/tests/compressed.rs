@@ -61,7 +61,7 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let ours: Vec<String> = plan.modules.iter().map(|m| m.path.display().to_string()).collect();
     assert_eq!(
         ours,
-        vec![tree.join(&ring), tree.join(&virtio), tree.join(&blk)]
+        [tree.join(&ring), tree.join(&virtio), tree.join(&blk)]
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
