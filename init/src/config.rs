@@ -18,6 +18,9 @@ pub const CONSOLE_FILE: &str = "/kestrel/console";
 /// A frozen module plan: names, one per line, loaded in that order
 /// instead of discovering devices (`kestrel build --frozen-plan`).
 pub const PLAN_FILE: &str = "/kestrel/plan";
+/// Present: the host streams the payload's stdin over the events port
+/// (`in` records, then `in_eof`); absent: stdin is /dev/null.
+pub const STDIN_FILE: &str = "/kestrel/stdin";
 /// Largest config file the init reads (the kernel's own argv limit is smaller).
 pub const MAX_CONFIG: usize = 1 << 20;
 

@@ -4,11 +4,14 @@
 //! and the console, then the machine powers off with a failure status.
 
 mod devices;
+mod disks;
+mod hostin;
 mod kmsg;
 mod log;
 mod mounts;
 mod payload;
 mod ports;
+mod root;
 mod shutdown;
 mod stdio;
 mod sys;
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 const STATUS_BOOT_FAILED: i32 = 1;
 const KERNEL_CMDLINE: &str = "/proc/cmdline";
 const EMERGENCY_SHELL: &str = "/bin/sh";
+/// The frozen plan baked by the builder: module names, one per line.
+const PLAN_FILE: &str = kestrel_init::config::PLAN_FILE;
 
 #[derive(Debug, thiserror::Error)]
 enum InitError {
@@ -36,7 +41,11 @@ enum InitError {
     Signals(std::io::Error),
     #[error(transparent)]
     Payload(#[from] payload::PayloadError),
-    #[error("nothing to do: the initrd has no payload (/kestrel/argv) and root mode is not configured")]
+    #[error(transparent)]
+    Root(#[from] root::RootError),
+    #[error("failed to read {PLAN_FILE}: {0}")]
+    ReadPlan(std::io::Error),
+    #[error("nothing to do: the initrd has no payload (/kestrel/argv) and no root= was given")]
     NothingToDo,
 }
 
@@ -81,15 +90,29 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
 
     hang_if_asked(&opts, "modules");
     let mut devices = devices::Devices::start(opts.threads);
-    devices.coldplug();
+    match frozen_plan(&opts)? {
+        Some(plan) => devices.load_frozen(&plan),
+        None => devices.coldplug(),
+    }
+    if !opts.modules.is_empty() {
+        devices.request_modules(&opts.modules);
+    }
     wait_for_events_port(&opts, &mut devices, &mut kmsg);
     forward_kmsg(&mut kmsg);
     log::emit(kind::READY, &[]);
 
     hang_if_asked(&opts, "payload");
-    let result = match payload::load_spec()? {
-        Some(spec) => payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from),
-        None => Err(InitError::NothingToDo),
+    let result = match (payload::load_spec()?, &opts.root.device) {
+        (Some(spec), _) => payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from),
+        (None, Some(spec)) => root::mount_root(&opts.root, spec, &mut devices, opts.timeout)
+            .map_err(InitError::from)
+            .and_then(|_| {
+                forward_kmsg(&mut kmsg);
+                // The kernel hands init the words after `--`; they are the real init's.
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                Err(root::switch_root(&opts.root, &args).into())
+            }),
+        (None, None) => Err(InitError::NothingToDo),
     };
     forward_kmsg(&mut kmsg);
     match result {
@@ -99,6 +122,18 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
             Ok(e.status())
         }
         other => other,
+    }
+}
+
+/// `kestrel.plan=` wins over the baked /kestrel/plan.
+fn frozen_plan(opts: &BootOptions) -> Result<Option<Vec<String>>, InitError> {
+    if let Some(plan) = &opts.plan {
+        return Ok(Some(plan.clone()));
+    }
+    match std::fs::read_to_string(PLAN_FILE) {
+        Ok(text) => Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitError::ReadPlan(e)),
     }
 }
 

@@ -6,6 +6,7 @@
 //! forwards SIGTERM/SIGINT to it.
 
 use crate::devices::Devices;
+use crate::hostin::{self, HostInput, HostLine};
 use crate::kmsg::Kmsg;
 use crate::{log, sys};
 use kestrel_init::config::{self, decode_list};
@@ -35,6 +36,8 @@ pub struct RunSpec {
     pub cwd: Option<Vec<u8>>,
     /// Interactive: the console is the payload's terminal.
     pub console: bool,
+    /// The host sends the payload's stdin over the events port.
+    pub stdin: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +85,8 @@ pub fn load_spec() -> Result<Option<RunSpec>, PayloadError> {
     let env = read_config(config::ENV_FILE)?.map(|e| decode_list(&e)).unwrap_or_default();
     let cwd = read_config(config::CWD_FILE)?;
     let console = std::path::Path::new(config::CONSOLE_FILE).exists();
-    Ok(Some(RunSpec { argv, env, cwd, console }))
+    let stdin = std::path::Path::new(config::STDIN_FILE).exists();
+    Ok(Some(RunSpec { argv, env, cwd, console, stdin }))
 }
 
 /// Default environment when the host passes none.
@@ -115,6 +119,46 @@ impl Pipe {
     }
 }
 
+/// Bound of stdin bytes held for a payload that is not reading.
+const STDIN_PENDING_MAX: usize = 1 << 20;
+
+/// The payload's stdin pipe, fed from the host without ever blocking PID 1.
+struct StdinFeeder {
+    pipe: File,
+    pending: Vec<u8>,
+    eof: bool,
+}
+
+impl StdinFeeder {
+    fn new(fd: OwnedFd) -> StdinFeeder {
+        let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+        StdinFeeder { pipe: File::from(fd), pending: Vec::new(), eof: false }
+    }
+
+    /// Writes what the pipe takes; true when done (EOF reached and all
+    /// written, or the payload closed its stdin).
+    fn flush(&mut self) -> bool {
+        use std::io::Write;
+        while !self.pending.is_empty() {
+            match self.pipe.write(&self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EPIPE: the payload closed stdin; drop the rest.
+                Err(_) => return true,
+            }
+        }
+        self.eof
+    }
+}
+
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    poll(&mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)], Some(&zero)).unwrap_or(0) > 0
+}
+
 /// The status the host reports for a wait status: the exit code, or
 /// 128+N for a payload killed by signal N.
 pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
@@ -136,7 +180,8 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
         sys::console_session(&mut cmd);
     } else {
         // Its own process group, so signals to the group spare PID 1.
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let stdin = if spec.stdin { Stdio::piped() } else { Stdio::null() };
+        cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     }
     let env: Vec<&[u8]> = if spec.env.is_empty() {
         DEFAULT_ENV.iter().map(|e| e.as_bytes()).collect()
@@ -169,6 +214,8 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
     if let Some(err) = child.stderr.take() {
         pipes.push(Pipe::new(err.into(), b"2"));
     }
+    let mut feeder = child.stdin.take().map(|s| StdinFeeder::new(OwnedFd::from(s)));
+    let mut host = if feeder.is_some() { HostInput::open() } else { None };
     let payload = i32::try_from(pid).ok().and_then(Pid::from_raw);
     let mut status: Option<WaitStatus> = None;
     let mut exited_at: Option<Instant> = None;
@@ -187,11 +234,41 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
             if let Some(fd) = devices.socket_fd() {
                 fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             }
+            // Backpressure: read more stdin from the host only when the
+            // pending bytes fit; wait for the pipe to drain otherwise.
+            if let (Some(h), Some(f)) = (host.as_ref(), feeder.as_ref()) {
+                if f.pending.len() < STDIN_PENDING_MAX && !h.eof {
+                    fds.push(PollFd::from_borrowed_fd(h.fd(), PollFlags::IN));
+                }
+                if !f.pending.is_empty() {
+                    fds.push(PollFd::new(&f.pipe, PollFlags::OUT));
+                }
+            }
             let timeout = linger_left.and_then(|d| rustix::time::Timespec::try_from(d).ok());
             let _ = poll(&mut fds, timeout.as_ref());
         }
         for pipe in pipes.iter_mut() {
             pipe.forward();
+        }
+        if let (Some(h), Some(f)) = (host.as_mut(), feeder.as_mut()) {
+            if f.pending.len() < STDIN_PENDING_MAX && !h.eof && readable(h.fd()) {
+                for line in h.read_lines() {
+                    match line {
+                        HostLine::Record(ev) if ev.kind == hostin::IN => f.pending.extend_from_slice(ev.get("data").unwrap_or_default()),
+                        HostLine::Record(ev) if ev.kind == hostin::IN_EOF => f.eof = true,
+                        _ => {}
+                    }
+                }
+            }
+            if h.eof {
+                f.eof = true;
+            }
+        }
+        if let Some(f) = feeder.as_mut() {
+            if f.flush() {
+                // All of stdin delivered (or the payload closed it): EOF.
+                feeder = None;
+            }
         }
         while let Some(sig) = sys::read_signal(signals) {
             if sig == libc::SIGTERM || sig == libc::SIGINT {

@@ -3,10 +3,10 @@
 //! never returns.
 
 use crate::{log, mounts, sys};
-use kestrel_init::event::{self, kind};
+use crate::hostin::{HostInput, HostLine};
+use kestrel_init::event::kind;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{wait, WaitOptions};
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// Time leftover processes get between SIGTERM and SIGKILL.
@@ -33,26 +33,19 @@ fn reap_until(deadline: Instant) -> bool {
 /// Waits until the host has read everything up to `poweroff` (it answers
 /// with the ACK line), so no output is lost in flight.
 fn wait_for_ack() {
-    let Some(mut port) = log::port_reader() else {
+    let Some(mut input) = HostInput::open() else {
         log::flush_pending_to_console();
         return;
     };
     let deadline = Instant::now() + ACK_DEADLINE;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while !got.windows(event::ACK.len()).any(|w| w == event::ACK) {
+    while !input.eof {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Ok(timeout) = rustix::time::Timespec::try_from(left) else { return };
+        if left.is_zero() || poll(&mut [PollFd::from_borrowed_fd(input.fd(), PollFlags::IN)], Some(&timeout)).unwrap_or(0) == 0 {
             return;
         }
-        let Ok(timeout) = rustix::time::Timespec::try_from(left) else { return };
-        let mut fds = [PollFd::new(&port, PollFlags::IN)];
-        if poll(&mut fds, Some(&timeout)).unwrap_or(0) == 0 {
-            continue;
-        }
-        match port.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
+        if input.read_lines().iter().any(|l| matches!(l, HostLine::Ack)) {
+            return;
         }
     }
 }

@@ -38,3 +38,11 @@ pub fn dump(outcome: &RunOutcome) {
     eprintln!("{}", String::from_utf8_lossy(&text));
     eprintln!("--- qemu stderr: {}", outcome.log.qemu_stderr);
 }
+
+/// Boots in root mode (no payload; `root=` in `opts.append`).
+pub fn run_root(opts: &RunOptions) -> RunOutcome {
+    match kestrel::run::run(&[], opts) {
+        Ok(o) => o,
+        Err(e) => panic!("kestrel run failed before booting: {e:#}"),
+    }
+}

@@ -164,7 +164,7 @@ fn strip_compression_suffixes(dep: &[u8]) -> Vec<u8> {
 }
 
 /// The run archive: the payload and its configuration.
-pub fn run_archive(payload: &Payload, interactive: bool) -> Result<Archive> {
+pub fn run_archive(payload: &Payload, interactive: bool, stdin: bool) -> Result<Archive> {
     let mut a = Archive::new();
     a.add_program(&payload.program)
         .with_context(|| format!("failed to add {} and its libraries", payload.program.display()))?;
@@ -179,6 +179,9 @@ pub fn run_archive(payload: &Payload, interactive: bool) -> Result<Archive> {
     }
     if interactive {
         a.add_file(config::CONSOLE_FILE, 0o644, Vec::new())?;
+    }
+    if stdin {
+        a.add_file(config::STDIN_FILE, 0o644, Vec::new())?;
     }
     Ok(a)
 }

@@ -111,6 +111,9 @@ enum Command {
         /// Save the boot log (for `kestrel analyze`).
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Forward this process's stdin to the payload (default: /dev/null).
+        #[arg(short = 'i', long)]
+        stdin: bool,
         /// The command and its arguments, passed unchanged. Without one,
         /// the guest boots in root mode (give --append root=...).
         #[arg(last = true)]
@@ -189,9 +192,10 @@ fn parse_disk(s: &str) -> (PathBuf, bool) {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Run { vm, report, log, cmd } => {
+        Command::Run { vm, report, log, stdin, cmd } => {
             let verbose_console = vm.verbose_console;
-            let outcome = run::run(&cmd, &vm.options())?;
+            let opts = RunOptions { stdin: stdin.then_some(kestrel::vm::StdinSource::Inherit), ..vm.options() };
+            let outcome = run::run(&cmd, &opts)?;
             if verbose_console {
                 for line in &outcome.log.console {
                     eprintln!("console: {}", line.item);
@@ -247,7 +251,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let run_archive = if cmd.is_empty() {
                 None
             } else {
-                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?, false)?)
+                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?, false, false)?)
             };
             if list {
                 for archive in std::iter::once(&base).chain(run_archive.as_ref()) {

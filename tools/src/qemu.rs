@@ -124,10 +124,10 @@ impl VmConfig {
         });
         push("-M");
         push(spec.machine);
-        if self.accel == Accel::Kvm {
-            push("-cpu");
-            push("host");
-        }
+        // TCG's default CPU (qemu64) lacks SSE4.2 and more, so drivers such
+        // as crc32c_intel fail with ENODEV where real hardware has them.
+        push("-cpu");
+        push(if self.accel == Accel::Kvm { "host" } else { "max" });
         push("-m");
         push(&self.memory_mb.to_string());
         push("-smp");

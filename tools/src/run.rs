@@ -42,6 +42,8 @@ pub struct RunOptions {
     /// Bake the module plan into the initrd: the init loads it in order
     /// and skips device discovery.
     pub frozen_plan: bool,
+    /// The payload's stdin (default /dev/null).
+    pub stdin: Option<vm::StdinSource>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +67,7 @@ impl Default for RunOptions {
             stream_output: true,
             interactive: false,
             frozen_plan: false,
+            stdin: None,
         }
     }
 }
@@ -138,7 +141,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: opts.compression, frozen_plan: opts.frozen_plan };
     let cache = cache_dir();
     let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
-    let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, opts.interactive)).transpose()?;
+    let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, opts.interactive, opts.stdin.is_some())).transpose()?;
     let work = tempfile::Builder::new().prefix("kestrel-run-").tempdir().context("failed to make a temporary directory")?;
     let initrd_path = work.path().join("initrd");
     initrd::write_initrd(&base, run_archive.as_ref(), &initrd_path)?;
@@ -158,7 +161,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let stream = opts.stream_output;
-    let log = vm::boot(&config, opts.timeout, &mut |ev| {
+    let log = vm::boot(&config, opts.timeout, opts.stdin.clone(), &mut |ev| {
         if ev.item.kind != kind::OUTPUT {
             return;
         }

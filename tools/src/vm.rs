@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Something that arrived from the guest, with host time since qemu start.
@@ -133,10 +133,52 @@ fn read_lines(stream: impl Read, which: Stream, t0: Instant, tx: mpsc::Sender<Ms
     }
 }
 
+/// Where the payload's stdin comes from.
+#[derive(Clone, Debug)]
+pub enum StdinSource {
+    Data(Vec<u8>),
+    /// This process's own stdin, streamed as it arrives.
+    Inherit,
+}
+
+/// Kinds the host sends to the guest (see the init's `hostin`).
+const IN: &str = "in";
+const IN_EOF: &str = "in_eof";
+/// Largest stdin chunk in one record.
+const IN_CHUNK: usize = 16 * 1024;
+
+fn send_record(writer: &Mutex<UnixStream>, kind: &str, fields: &[(&str, &[u8])]) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    event::format_into(&mut line, 0, kind, fields);
+    writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(&line)
+}
+
+/// Streams stdin to the guest as `in` records, then `in_eof`.
+fn feed_stdin(source: StdinSource, writer: Arc<Mutex<UnixStream>>) {
+    let mut reader: Box<dyn Read> = match source {
+        StdinSource::Data(d) => Box::new(std::io::Cursor::new(d)),
+        StdinSource::Inherit => Box::new(std::io::stdin()),
+    };
+    let mut buf = vec![0u8; IN_CHUNK];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if send_record(&writer, IN, &[("data", buf.get(..n).unwrap_or_default())]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = send_record(&writer, IN_EOF, &[]);
+}
+
 /// Boots `config` and collects what arrives until qemu exits or `timeout`
 /// passes (then qemu is killed). `on_event` sees each record as it
 /// arrives (for streaming output); it runs on this thread.
-pub fn boot(config: &VmConfig, timeout: Duration, on_event: &mut dyn FnMut(&Stamped<Event>)) -> Result<BootLog> {
+pub fn boot(config: &VmConfig, timeout: Duration, stdin: Option<StdinSource>, on_event: &mut dyn FnMut(&Stamped<Event>)) -> Result<BootLog> {
     let _ = std::fs::remove_file(&config.events_socket);
     let listener = UnixListener::bind(&config.events_socket)
         .with_context(|| format!("failed to listen on {}", config.events_socket.display()))?;
@@ -180,7 +222,8 @@ pub fn boot(config: &VmConfig, timeout: Duration, on_event: &mut dyn FnMut(&Stam
     drop(tx);
 
     let mut log = BootLog::default();
-    let mut events_writer: Option<UnixStream> = None;
+    let mut events_writer: Option<Arc<Mutex<UnixStream>>> = None;
+    let mut stdin = stdin;
     let deadline = t0 + timeout;
     let mut exited = false;
     loop {
@@ -189,8 +232,8 @@ pub fn boot(config: &VmConfig, timeout: Duration, on_event: &mut dyn FnMut(&Stam
                 Ok(item) => {
                     let stamped = Stamped { host_ns, item };
                     if stamped.item.kind == kind::POWEROFF {
-                        if let Some(w) = events_writer.as_mut() {
-                            let _ = w.write_all(event::ACK);
+                        if let Some(w) = events_writer.as_ref() {
+                            let _ = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(event::ACK);
                         }
                     }
                     on_event(&stamped);
@@ -213,7 +256,15 @@ pub fn boot(config: &VmConfig, timeout: Duration, on_event: &mut dyn FnMut(&Stam
                     }),
                 }
             }
-            Ok(Msg::EventsConnected(w)) => events_writer = Some(w),
+            Ok(Msg::EventsConnected(w)) => {
+                let w = Arc::new(Mutex::new(w));
+                if let Some(source) = stdin.take() {
+                    let w = w.clone();
+                    // Detached: a blocked read of our stdin must not hold up the end of the boot.
+                    std::thread::spawn(move || feed_stdin(source, w));
+                }
+                events_writer = Some(w);
+            }
             Ok(Msg::Stderr(s)) => log.qemu_stderr = s,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -1,0 +1,108 @@
+//! Root mode against real boots: an ext4 root made here (mkfs.ext4 -d, no
+//! root privileges or loop devices needed) whose /sbin/init is a busybox
+//! script that reports back over the events port, then powers off.
+
+use kestrel::run::RunOptions;
+use kestrel_init::event::Event;
+use kestrel_tests::{dump, run_root, test_options};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The real init of the test root. /proc/uptime has two decimals; the
+/// record needs nine.
+const ROOT_INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+exec 3<>/dev/virtio-ports/org.kestrel.events
+now() { read up rest < /proc/uptime; echo "${up%.*}.${up#*.}0000000"; }
+mode=$($B awk '$2 == "/" { split($4, o, ","); m = o[1] } END { print m }' /proc/mounts)
+fstype=$($B awk '$2 == "/" { t = $3 } END { print t }' /proc/mounts)
+byuuid=$($B ls /dev/disk/by-uuid | $B tr '\n' ',')
+left=$($B ls /kestrel 2>/dev/null | $B wc -l)
+echo "@kestrel $(now) root_init pid=$$ mode=$mode fstype=$fstype arg1=$1 byuuid=$byuuid initramfs_files=$left" >&3
+echo "@kestrel $(now) poweroff status=0 dropped=0" >&3
+read -t 5 ack <&3
+$B poweroff -f
+"#;
+
+const UUID: &str = "6b1c3c4e-2f4a-4d35-9c51-0a7f2b8e5d11";
+const LABEL: &str = "kestrel-root";
+
+fn make_root(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    for d in ["bin", "sbin", "dev", "proc", "sys", "run", "etc"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} missing: make setup installs busybox-static");
+    std::fs::copy(BUSYBOX, tree.join("bin/busybox")).unwrap();
+    std::fs::write(tree.join("sbin/init"), ROOT_INIT).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tree.join("sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = dir.join("root.ext4");
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", LABEL, "-U", UUID, "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("32M")
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs.ext4 failed");
+    image
+}
+
+fn boot_root(append: &str) -> (kestrel::run::RunOutcome, Option<Event>) {
+    let dir = tempfile::tempdir().unwrap();
+    let image = make_root(dir.path());
+    let opts = RunOptions { append: append.into(), disks: vec![(image, false)], ..test_options() };
+    let out = run_root(&opts);
+    let reported = out.log.last("root_init").cloned();
+    if reported.is_none() {
+        dump(&out);
+    }
+    (out, reported)
+}
+
+/// root=UUID=, read-only by default, init arguments after `--`, the
+/// initramfs freed, /dev/disk/by-uuid made and moved along with /dev.
+#[test]
+fn switches_to_a_root_found_by_uuid_read_only() {
+    let (out, r) = boot_root(&format!("root=UUID={UUID} -- hello"));
+    let r = r.expect("the root's init reported back");
+    assert_eq!(out.exit_code, 0, "{:?}", out.failure);
+    assert_eq!(r.get_str("pid").as_deref(), Some("1"));
+    assert_eq!(r.get_str("mode").as_deref(), Some("ro"));
+    assert_eq!(r.get_str("fstype").as_deref(), Some("ext4"));
+    assert_eq!(r.get_str("arg1").as_deref(), Some("hello"));
+    assert!(r.get_str("byuuid").unwrap_or_default().contains(UUID), "{r}");
+    let root = out.log.last("root").expect("root event");
+    assert_eq!(root.get_str("dev").as_deref(), Some("/dev/vdb"));
+}
+
+/// root=LABEL= with rw.
+#[test]
+fn switches_to_a_root_found_by_label_read_write() {
+    let (out, r) = boot_root(&format!("root=LABEL={LABEL} rw"));
+    let r = r.expect("the root's init reported back");
+    assert_eq!(out.exit_code, 0, "{:?}", out.failure);
+    assert_eq!(r.get_str("mode").as_deref(), Some("rw"));
+}
+
+/// root=/dev/PATH.
+#[test]
+fn switches_to_a_root_given_by_device_path() {
+    let (out, r) = boot_root("root=/dev/vdb");
+    assert!(r.is_some(), "{:?}", out.failure);
+}
+
+/// A root that never appears: the error names it and lists what appeared,
+/// within the deadline, and the guest powers off with a failure status.
+#[test]
+fn a_missing_root_is_named_with_what_appeared() {
+    let (out, r) = boot_root("root=UUID=00000000-0000-0000-0000-000000000000 kestrel.timeout=3");
+    assert!(r.is_none());
+    assert_eq!(out.exit_code, 1);
+    let why = out.failure.unwrap_or_default();
+    assert!(why.contains("UUID=00000000-0000-0000-0000-000000000000 did not appear within"), "{why}");
+    assert!(why.contains(&format!("vdb (ext4, UUID={UUID}, LABEL={LABEL})")), "{why}");
+}
