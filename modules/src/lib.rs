@@ -14,6 +14,45 @@
 //! never runs commands (`install` lines are rejected) and never decompresses
 //! modules (the initrd builder does that at build time when the kernel
 //! cannot).
+//!
+//! # Use
+//!
+//! In the init (PID 1):
+//!
+//! ```no_run
+//! use kestrel_modules::{config::Config, loader, ModuleIndex, Request};
+//! # fn demo(modaliases: Vec<String>, cmdline_tokens: &[&str]) -> Result<(), kestrel_modules::ModulesError> {
+//! let mut config = Config::load_paths(&["/etc/modprobe.d", "/lib/modprobe.d"])?;
+//! config.apply_kernel_cmdline(cmdline_tokens); // modprobe.blacklist=, NAME.param=...
+//! let index = ModuleIndex::load("/lib/modules/6.1.0-56-amd64".as_ref())?.with_config(config);
+//! let requests: Vec<Request> = modaliases.into_iter().map(Request::Alias).collect();
+//! // plan_lenient: one unknown name or a softdep cycle must not stop the rest.
+//! let plan = index.plan_lenient(&requests);
+//! let report = loader::load_plan(&plan, 4, &|event| eprintln!("{} {:?}", event.entry.name, event.duration));
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! In the initrd builder: [`ModuleIndex::plan`] with [`Request::Name`] gives
+//! the closure, [`ModuleIndex::module_relpath`] where each file goes,
+//! [`ModuleIndex::subset_files`] the index files to write next to them, and
+//! [`decompress_needed`] which files to decompress for the target kernel.
+//!
+//! # Agreement with kmod
+//!
+//! `tests/oracle.rs` compares plans with `modprobe --show-depends` of the
+//! real kmod for every alias pattern of Debian's modules.alias, every module
+//! and builtin name, the captured guest MODALIAS lists and a crafted
+//! modprobe.d. Known, deliberate differences:
+//! - `modprobe.blacklist=snd-pcsp` is normalised (kmod compares it raw, so
+//!   a `-` there never matches);
+//! - `module_blacklist=` (the kernel's own) is honoured: such modules are
+//!   never requested;
+//! - modules.symbols is not read (`symbol:` lookups, used only by
+//!   `symbol_request()`, find nothing);
+//! - builtin aliases (modules.builtin.modinfo) come in file order;
+//! - `install` lines are an error, `remove` lines are ignored;
+//! - each module appears once, at its first place in kmod's order (kmod
+//!   prints some twice); kmod's trailing space after options is not added.
 
 pub mod compression;
 pub mod config;
