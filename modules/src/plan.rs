@@ -155,10 +155,8 @@ impl<'a> Walk<'a> {
         if !self.visited.insert(r.name.clone()) || depth > MAX_SOFTDEP_DEPTH {
             return;
         }
-        let deps: Vec<u32> = r.id.map(|id| self.index.deps_of(id).to_vec()).unwrap_or_default();
-        // libkmod prepends while parsing the dep line: the list is walked in
-        // reverse, which depmod's sort makes dependencies-first.
-        for &d in deps.iter().rev() {
+        let deps = r.id.map(|id| hard_dep_order(self.index, id)).unwrap_or_default();
+        for d in deps {
             let Some(m) = self.index.modules.get(d as usize) else {
                 continue;
             };
@@ -185,6 +183,40 @@ impl<'a> Walk<'a> {
             self.probe(p, format!("softdep post of {}", r.name), depth + 1);
         }
     }
+}
+
+/// The hard dependencies of `id` in load order. libkmod prepends while
+/// parsing the dep line, so it walks the list in reverse, which depmod's
+/// sort makes dependencies-first; it does not look at the dependencies'
+/// own lines, because depmod lists the whole closure. A depth-first walk
+/// over that reversed list gives exactly kmod's order for a depmod-written
+/// file, and stays correct for a hand-written one that lists only direct
+/// dependencies or lists them out of order.
+fn hard_dep_order(index: &ModuleIndex, id: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<u32> = HashSet::from([id]);
+    // (module, next dependency to look at): an explicit stack, no recursion.
+    let mut stack: Vec<(u32, usize)> = Vec::new();
+    for &top in index.deps_of(id).iter().rev() {
+        if !seen.insert(top) {
+            continue;
+        }
+        stack.push((top, 0));
+        while let Some((m, i)) = stack.pop() {
+            let deps = index.deps_of(m);
+            // Walk this module's list in reverse too.
+            match deps.len().checked_sub(i + 1).and_then(|j| deps.get(j)) {
+                Some(&d) => {
+                    stack.push((m, i + 1));
+                    if seen.insert(d) {
+                        stack.push((d, 0));
+                    }
+                }
+                None => out.push(m),
+            }
+        }
+    }
+    out
 }
 
 impl ModuleIndex {
