@@ -94,6 +94,17 @@ pub enum LoadError {
         /// Module name.
         module: String,
     },
+    /// The file is not a module in the format its name says (checked by
+    /// [`CheckOnlyInserter`]; the real loader leaves this to the kernel).
+    #[error("failed to check module {module} at {path}: {reason}")]
+    BadFile {
+        /// Module name.
+        module: String,
+        /// Its file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Skipped because a module it needs failed.
     #[error("skipped module {module}: its dependency {dependency} failed to load")]
     DependencyFailed {
@@ -119,6 +130,7 @@ impl LoadError {
             | LoadError::Insert { module, .. }
             | LoadError::CompressionUnsupported { module, .. }
             | LoadError::BadOptions { module }
+            | LoadError::BadFile { module, .. }
             | LoadError::DependencyFailed { module, .. }
             | LoadError::InvalidPlan { module } => module,
         }
@@ -202,6 +214,52 @@ impl Inserter for KernelInserter {
             Ok(()) => Ok(Loaded::Inserted),
             Err(rustix::io::Errno::EXIST) => Ok(Loaded::AlreadyLoaded),
             Err(e) => Err(LoadError::Insert { module: entry.name.clone(), path: entry.path.clone(), source: e.into() }),
+        }
+    }
+}
+
+/// A dry run: opens each file and checks its magic number (ELF, or the
+/// compression its name says) without calling the kernel. For `--dry-run`
+/// boots, the initrd builder's self-check and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOnlyInserter;
+
+/// Leading bytes of each format.
+const ELF_MAGIC: &[u8] = b"\x7fELF";
+const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
+const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
+const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
+
+impl Inserter for CheckOnlyInserter {
+    fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
+        use std::io::Read;
+        let open_err = |e: std::io::Error| LoadError::Open { module: entry.name.clone(), path: entry.path.clone(), source: e };
+        let mut head = [0u8; 6];
+        let mut file = std::fs::File::open(&entry.path).map_err(open_err)?;
+        let mut got = 0;
+        while got < head.len() {
+            match file.read(head.get_mut(got..).unwrap_or_default()) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(open_err(e)),
+            }
+        }
+        let head = head.get(..got).unwrap_or_default();
+        let (magic, what) = match Compression::from_path(&entry.path) {
+            None => (ELF_MAGIC, "an ELF object"),
+            Some(Compression::Xz) => (XZ_MAGIC, "xz data"),
+            Some(Compression::Zstd) => (ZSTD_MAGIC, "zstd data"),
+            Some(Compression::Gzip) => (GZIP_MAGIC, "gzip data"),
+        };
+        if head.starts_with(magic) {
+            Ok(Loaded::Inserted)
+        } else {
+            Err(LoadError::BadFile {
+                module: entry.name.clone(),
+                path: entry.path.clone(),
+                reason: format!("it is not {what} (starts with {head:02x?})"),
+            })
         }
     }
 }
@@ -639,6 +697,31 @@ mod tests {
         let mut e = entry("nul", &[]);
         e.options = "a=\0".to_owned();
         assert!(matches!(k.insert(&e), Err(LoadError::BadOptions { .. })));
+    }
+
+    #[test]
+    fn check_only_inserter_checks_magic_without_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let mut e = entry(name.split('.').next().unwrap(), &[]);
+            e.path = dir.path().join(name);
+            std::fs::write(&e.path, bytes).unwrap();
+            e
+        };
+        let good = write("good.ko", b"\x7fELF\x02\x01\x01rest");
+        let bad = write("bad.ko", b"garbage!");
+        let short = write("short.ko", b"\x7f");
+        let xz = write("x.ko.xz", b"\xfd7zXZ\x00...");
+        let fake_zst = write("z.ko.zst", b"\x7fELF\x02\x01");
+        let c = CheckOnlyInserter;
+        assert_eq!(c.insert(&good).unwrap(), Loaded::Inserted);
+        assert_eq!(c.insert(&xz).unwrap(), Loaded::Inserted);
+        let err = c.insert(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("failed to check module bad at ") && err.contains("it is not an ELF object"), "{err}");
+        assert!(matches!(c.insert(&short), Err(LoadError::BadFile { .. })));
+        assert!(c.insert(&fake_zst).unwrap_err().to_string().contains("it is not zstd data"));
+        let missing = entry("missing_kestrel", &[]);
+        assert_eq!(c.insert(&missing).unwrap_err().raw_os_error(), Some(2));
     }
 
     #[test]

@@ -129,3 +129,47 @@ fn gzip_modules_index_and_are_refused_without_kernel_support() {
     let err = KernelInserter { kernel_compression: Some(Compression::Zstd) }.insert(&plan.modules[1]).unwrap_err();
     assert!(matches!(err, LoadError::CompressionUnsupported { compression: Compression::Gzip, .. }), "{err:?}");
 }
+
+/// The dry-run loader on real modules: the whole q35 guest plan passes; a
+/// corrupt copy (the real file with its ELF header overwritten) fails with a
+/// clear message and its users are skipped, the rest still "loads".
+#[test]
+fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
+    use kestrel_modules::loader::{load_plan_with, CheckOnlyInserter, LoadEvent};
+    let Some(real) = kernel_dir() else { return };
+    let index = ModuleIndex::load(&real).unwrap();
+    let fixture = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-modaliases-q35.txt")).unwrap();
+    let requests: Vec<Request> =
+        fixture.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(|l| Request::Alias(l.to_owned())).collect();
+    let mut plan = index.plan(&requests).unwrap();
+    let report = load_plan_with(&plan, 2, &CheckOnlyInserter, &|_ev: &LoadEvent| {});
+    assert_eq!(report.loaded, plan.modules.len());
+
+    // Corrupt virtio (virtio_pci and everything virtio depend on it).
+    let dir = tempfile::tempdir().unwrap();
+    let k = plan.modules.iter().position(|m| m.name == "virtio").unwrap();
+    let mut bytes = std::fs::read(&plan.modules[k].path).unwrap();
+    bytes[..4].copy_from_slice(b"JUNK");
+    let corrupt = dir.path().join("virtio.ko");
+    std::fs::write(&corrupt, bytes).unwrap();
+    plan.modules[k].path = corrupt;
+    let events = std::sync::Mutex::new(Vec::new());
+    let report = load_plan_with(&plan, 2, &CheckOnlyInserter, &|ev: &LoadEvent| {
+        events.lock().unwrap().push((ev.entry.name.clone(), ev.outcome.as_ref().err().map(|e| e.to_string())));
+    });
+    let events = events.into_inner().unwrap();
+    assert_eq!(report.failed, 1);
+    let skipped: Vec<&str> = events
+        .iter()
+        .filter(|(_, e)| e.as_deref().is_some_and(|e| e.contains("its dependency virtio failed")))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    for needed in ["virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng"] {
+        assert!(skipped.contains(&needed), "{needed} not skipped: {skipped:?}");
+    }
+    assert_eq!(report.skipped, skipped.len());
+    assert_eq!(report.loaded + report.failed + report.skipped, plan.modules.len());
+    assert!(events.iter().any(|(n, e)| n == "ahci" && e.is_none()), "unrelated modules still load");
+    let virtio = events.iter().find(|(n, _)| n == "virtio").unwrap().1.clone().unwrap();
+    assert!(virtio.contains("it is not an ELF object"), "{virtio}");
+}
