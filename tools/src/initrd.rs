@@ -164,8 +164,13 @@ fn strip_compression_suffixes(dep: &[u8]) -> Vec<u8> {
 }
 
 /// The run archive: the payload and its configuration.
-pub fn run_archive(payload: &Payload, interactive: bool, stdin: bool) -> Result<Archive> {
+pub fn run_archive(payload: &Payload, include: &[PathBuf], interactive: bool, stdin: bool) -> Result<Archive> {
     let mut a = Archive::new();
+    for path in include {
+        // ELF programs and scripts bring what they need; other files come as they are.
+        a.add_program(path).with_context(|| format!("failed to include {}", path.display()))?;
+        a.set_reason(&archive_path(path), "--include");
+    }
     a.add_program(&payload.program)
         .with_context(|| format!("failed to add {} and its libraries", payload.program.display()))?;
     a.set_reason(&archive_path(&payload.program), "the payload");

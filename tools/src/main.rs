@@ -35,6 +35,12 @@ struct MachineArgs {
     /// Bake the module plan: the init loads it in order, no discovery.
     #[arg(long)]
     frozen_plan: bool,
+    /// Another host program (with its libraries) or file for the guest (repeatable).
+    #[arg(long)]
+    include: Vec<PathBuf>,
+    /// Module tree to take modules from (default /lib/modules/RELEASE).
+    #[arg(long)]
+    modules_dir: Option<PathBuf>,
 }
 
 /// How to boot: shared by run, boot and bench.
@@ -89,6 +95,8 @@ impl VmArgs {
             pvh: !self.no_pvh,
             compression: self.machine.compression,
             frozen_plan: self.machine.frozen_plan,
+            include: self.machine.include,
+            modules_dir: self.machine.modules_dir,
             modules: self.machine.modules,
             disks: self.disks.iter().map(|d| parse_disk(d)).collect(),
             qemu_args: self.qemu_args,
@@ -241,7 +249,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Build { machine, output, list, cmd } => {
-            let opts = RunOptions { kernel: machine.kernel.clone(), ..RunOptions::default() };
+            let opts = RunOptions { kernel: machine.kernel.clone(), modules_dir: machine.modules_dir.clone(), ..RunOptions::default() };
             let kernel = run::load_kernel(&RunOptions { pvh: false, ..opts })?;
             let init = initrd::find_init()?;
             let mut modules: Vec<String> = machine.machine.spec().modules.iter().map(|s| s.to_string()).collect();
@@ -251,7 +259,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let run_archive = if cmd.is_empty() {
                 None
             } else {
-                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?, false, false)?)
+                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?, &machine.include, false, false)?)
             };
             if list {
                 for archive in std::iter::once(&base).chain(run_archive.as_ref()) {

@@ -44,6 +44,10 @@ pub struct RunOptions {
     pub frozen_plan: bool,
     /// The payload's stdin (default /dev/null).
     pub stdin: Option<vm::StdinSource>,
+    /// More host programs (with their libraries) or files for the guest.
+    pub include: Vec<PathBuf>,
+    /// Take modules from this tree instead of /lib/modules/RELEASE.
+    pub modules_dir: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +72,8 @@ impl Default for RunOptions {
             interactive: false,
             frozen_plan: false,
             stdin: None,
+            include: Vec::new(),
+            modules_dir: None,
         }
     }
 }
@@ -121,7 +127,11 @@ pub fn load_kernel(opts: &RunOptions) -> Result<Kernel> {
         Some(k) => k.clone(),
         None => kernel::default_kernel()?,
     };
-    kernel::read_kernel(&path, &cache_dir(), opts.pvh)
+    let mut kernel = kernel::read_kernel(&path, &cache_dir(), opts.pvh)?;
+    if let Some(dir) = &opts.modules_dir {
+        kernel.modules_dir = Some(dir.clone());
+    }
+    Ok(kernel)
 }
 
 /// Boots and runs `argv`; with an empty argv, boots in root mode (the
@@ -141,7 +151,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: opts.compression, frozen_plan: opts.frozen_plan };
     let cache = cache_dir();
     let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
-    let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, opts.interactive, opts.stdin.is_some())).transpose()?;
+    let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, &opts.include, opts.interactive, opts.stdin.is_some())).transpose()?;
     let work = tempfile::Builder::new().prefix("kestrel-run-").tempdir().context("failed to make a temporary directory")?;
     let initrd_path = work.path().join("initrd");
     initrd::write_initrd(&base, run_archive.as_ref(), &initrd_path)?;

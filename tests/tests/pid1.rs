@@ -1,0 +1,99 @@
+//! PID 1 duties and failures that must explain themselves, on real boots.
+
+use kestrel::qemu::PCI_MODULES;
+use kestrel::run::RunOptions;
+use kestrel::vm::StdinSource;
+use kestrel_init::event::kind;
+use kestrel_modules::{ModuleIndex, Request};
+use kestrel_tests::{run, run_root, test_options};
+use std::path::Path;
+
+/// Environment, working directory and stdin reach the payload; a zombie
+/// and a still-running grandchild do not stop a clean shutdown.
+#[test]
+fn env_cwd_stdin_and_leftover_processes() {
+    let opts = RunOptions {
+        env: vec!["FOO=x y".into(), "PATH=/usr/bin:/bin".into()],
+        cwd: Some("/tmp".into()),
+        stdin: Some(StdinSource::Data(b"hello\nworld\n".to_vec())),
+        include: vec!["/usr/bin/cat".into(), "/usr/bin/sleep".into()],
+        ..test_options()
+    };
+    let out = run(&["/bin/sh", "-c", "echo \"$FOO|$(pwd)\"; cat; sleep 0 & sleep 1000 & exit 3"], &opts);
+    assert_eq!(out.exit_code, 3, "{:?}", out.failure);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x y|/tmp\nhello\nworld\n");
+    assert!(!out.log.timed_out);
+    let poweroff = out.log.last(kind::POWEROFF).expect("an orderly power off");
+    assert_eq!(poweroff.get_u64("status"), Some(3));
+}
+
+/// An unknown `kestrel.` option is an error that names it; the kernel
+/// does not panic (the init powers off with status 1).
+#[test]
+fn a_bad_command_line_option_is_named() {
+    let opts = RunOptions { append: "kestrel.bogus=1".into(), ..test_options() };
+    let out = run(&["/bin/true"], &opts);
+    assert_eq!(out.exit_code, 1);
+    let why = out.failure.unwrap_or_default();
+    assert!(why.contains("unknown option kestrel.bogus"), "{why}");
+    assert!(!out.log.console.iter().any(|l| l.item.contains("Kernel panic")));
+}
+
+/// A root device with no filesystem on it (the zero-filled scratch disk).
+#[test]
+fn an_unknown_filesystem_is_named() {
+    let opts = RunOptions { append: "root=/dev/vda kestrel.timeout=5".into(), ..test_options() };
+    let out = run_root(&opts);
+    assert_eq!(out.exit_code, 1);
+    let why = out.failure.unwrap_or_default();
+    assert!(why.contains("/dev/vda has no filesystem the init recognises"), "{why}");
+}
+
+/// A corrupt module is reported with the kernel's error and the boot goes
+/// on; so does a module that does not exist.
+#[test]
+fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
+    let release = kestrel::run::load_kernel(&test_options()).unwrap().release;
+    let src = Path::new("/lib/modules").join(&release);
+    let index = ModuleIndex::load(&src).unwrap();
+    let requests: Vec<Request> = PCI_MODULES.iter().map(|m| Request::Name(m.to_string())).collect();
+    let plan = index.plan(&requests).unwrap();
+    // A module tree of our own: the index files and the machine's modules,
+    // with virtio_rng's module replaced by garbage.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("modules.") {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    for m in &plan.modules {
+        let rel = index.module_relpath(&m.name).unwrap();
+        let dest = dir.path().join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        if m.name == "virtio_rng" {
+            std::fs::write(&dest, b"\x7fELF but not a module at all").unwrap();
+        } else {
+            std::fs::copy(&m.path, &dest).unwrap();
+        }
+    }
+    let opts = RunOptions {
+        modules_dir: Some(dir.path().to_owned()),
+        append: "kestrel.modules=no_such_module".into(),
+        ..test_options()
+    };
+    let out = run(&["/bin/echo", "still here"], &opts);
+    assert_eq!(out.exit_code, 0, "{:?}", out.failure);
+    assert_eq!(out.stdout, b"still here\n");
+    let rng = out
+        .log
+        .events
+        .iter()
+        .map(|s| &s.item)
+        .find(|e| e.kind == kind::MODULE && e.get_str("name").as_deref() == Some("virtio_rng"))
+        .expect("a module record for virtio_rng");
+    assert_eq!(rng.get_str("result").as_deref(), Some("error"), "{rng}");
+    let err = rng.get_str("error").unwrap_or_default();
+    assert!(err.contains("virtio_rng") && err.contains("os error"), "{err}");
+    let errors: Vec<String> = out.log.events.iter().filter(|s| s.item.kind == kind::ERROR || s.item.kind == kind::WARN).filter_map(|s| s.item.get_str("msg")).collect();
+    assert!(errors.iter().any(|m| m.contains("no_such_module")), "{errors:?}");
+}
