@@ -1,6 +1,7 @@
 //! FAT12/16/32 ("vfat"): the boot sector's geometry checks, the volume
-//! label from the root directory (else the boot sector), the volume serial
-//! as `ABCD-1234`, as libblkid's `superblocks/vfat.c`. The same geometry
+//! label from the root directory (the boot sector's copy is blkid's
+//! LABEL_FATBOOT, which udev does not link), the volume serial as
+//! `ABCD-1234`, as libblkid's `superblocks/vfat.c` (util-linux 2.38). The same geometry
 //! check tells the MBR prober that sector 0 is a FAT boot sector, not a
 //! partition table. The arithmetic is u32 and wraps like the C code, so a
 //! hostile boot sector is judged as blkid judges it.
@@ -12,7 +13,6 @@ const SECTOR: usize = 512;
 const FAT12_MAX: u32 = 0xFF4;
 const FAT16_MAX: u32 = 0xFFF4;
 const FAT32_MAX: u32 = 0x0FFF_FFF6;
-const NO_NAME: &[u8; 11] = b"NO NAME    ";
 const DIR_ENTRY: usize = 32;
 const ATTR_VOLUME_ID: u8 = 0x08;
 const ATTR_DIR: u8 = 0x10;
@@ -44,12 +44,14 @@ const TOTAL_SECT_OFF: usize = 0x20;
 const FAT32_LENGTH_OFF: usize = 0x24;
 const ROOT_CLUSTER_OFF: usize = 0x2c;
 const FSINFO_SECTOR_OFF: usize = 0x30;
+const MS_EXT_BOOT_SIGN_OFF: usize = 0x26;
 const MS_SERNO_OFF: usize = 0x27;
-const MS_LABEL_OFF: usize = 0x2b;
 const MS_MAGIC_OFF: usize = 0x36;
 const VS_SERNO_OFF: usize = 0x43;
-const VS_LABEL_OFF: usize = 0x47;
 const VS_MAGIC_OFF: usize = 0x52;
+/// BitLocker volumes carry a FAT-like boot sector: jump, then this OEM id.
+const BITLOCKER_JUMPS: [[u8; 3]; 2] = [[0xEB, 0x52, 0x90], [0xEB, 0x58, 0x90]];
+const BITLOCKER_OEM: &[u8; 8] = b"-FVE-FS-";
 
 /// The first of blkid's vfat magics present, as its length (a length of
 /// at most 2 means "no FAT string", which asks for extra checks).
@@ -79,7 +81,6 @@ fn has_mbr_signature(b: &[u8]) -> bool {
 
 /// The geometry that passed blkid's `fat_valid_superblock`.
 struct Geometry {
-    cluster_count: u32,
     fat_size: u32,
     sector_size: u32,
     reserved: u32,
@@ -136,8 +137,10 @@ fn valid_superblock(b: &[u8]) -> Option<Geometry> {
     if cluster_count > max_count {
         return None;
     }
+    if BITLOCKER_JUMPS.iter().any(|j| field(b, 0, 3) == j) && field(b, 3, 8) == BITLOCKER_OEM {
+        return None;
+    }
     Some(Geometry {
-        cluster_count,
         fat_size,
         sector_size,
         reserved,
@@ -163,7 +166,7 @@ fn search_label(
     let tiny = dev.size() <= TINY_DEVICE_BYTES;
     // blkid reads a large disk's root directory in one piece: if it is
     // not all on the device, there is no label from it.
-    if !tiny && offset.checked_add(total).is_none_or(|end| end > dev.size()) {
+    if !tiny && offset.checked_add(total).map_or(true, |end| end > dev.size()) {
         return Ok(None);
     }
     let mut done = 0u64;
@@ -194,7 +197,12 @@ fn search_label(
                 continue;
             }
             if attr & (ATTR_VOLUME_ID | ATTR_DIR) == ATTR_VOLUME_ID {
-                return Ok(field(ent, 0, 11).try_into().ok());
+                let mut name: [u8; 11] = field(ent, 0, 11).try_into().unwrap_or([0; 11]);
+                // 0x05 stands for a leading 0xE5 (which marks free entries).
+                if name[0] == 0x05 {
+                    name[0] = 0xE5;
+                }
+                return Ok(Some(name));
             }
         }
         done += len;
@@ -223,15 +231,21 @@ pub(super) fn probe(dev: &Dev) -> Result<Option<Filesystem>, ProbeError> {
         return Ok(None);
     };
     let mut budget = MAX_LABEL_SCAN_BYTES;
-    let (dir_label, boot_label, serno) = if le16(&b, FAT_LENGTH_OFF) != 0 {
+    // LABEL comes from the root directory only; the boot sector's copy is
+    // blkid's LABEL_FATBOOT, which udev does not link.
+    let (label, serno) = if le16(&b, FAT_LENGTH_OFF) != 0 {
         let root_start = g.reserved.wrapping_add(g.fat_size).wrapping_mul(g.sector_size);
         let entries = u32::from(le16(&b, DIR_ENTRIES_OFF));
         let label = search_label(dev, u64::from(root_start), entries, &mut budget)?;
-        (label, field(&b, MS_LABEL_OFF, 11), field(&b, MS_SERNO_OFF, 4))
+        let serno = matches!(u8_at(&b, MS_EXT_BOOT_SIGN_OFF), 0x28 | 0x29)
+            .then(|| field(&b, MS_SERNO_OFF, 4));
+        (label, serno)
     } else if le32(&b, FAT32_LENGTH_OFF) != 0 {
         let buf_size = g.cluster_size * g.sector_size;
         let start_data_sect = g.reserved.wrapping_add(g.fat_size);
-        let entries = le32(&b, FAT32_LENGTH_OFF).wrapping_mul(g.sector_size) / 4;
+        // u64 product, truncated to u32 as in blkid.
+        let entries =
+            (u64::from(le32(&b, FAT32_LENGTH_OFF)) * u64::from(g.sector_size) / 4) as u32;
         let mut next = le32(&b, ROOT_CLUSTER_OFF);
         let mut label = None;
         let mut loops = MAX_ROOT_CLUSTERS;
@@ -260,38 +274,24 @@ pub(super) fn probe(dev: &Dev) -> Result<Option<Filesystem>, ProbeError> {
         if !fsinfo_ok(dev, &b, g.sector_size)? {
             return Ok(None);
         }
-        (label, field(&b, VS_LABEL_OFF, 11), field(&b, VS_SERNO_OFF, 4))
+        (label, Some(field(&b, VS_SERNO_OFF, 4)))
     } else {
         // Valid geometry but no FAT length at all: blkid says vfat and
         // nothing more.
-        return Ok(Some(Filesystem {
-            fstype: "vfat",
-            uuid: None,
-            label: None,
-        }));
+        (None, None)
     };
-    let _ = g.cluster_count;
-    let label: &[u8] = match &dir_label {
-        Some(l) if l != NO_NAME => l,
-        _ => boot_label,
-    };
-    let label = if label == NO_NAME {
-        None
-    } else {
-        label_from_bytes(label)
-    };
-    let uuid = (serno != [0; 4]).then(|| {
+    let uuid = serno.filter(|s| *s != [0; 4]).map(|s| {
         format!(
             "{:02X}{:02X}-{:02X}{:02X}",
-            u8_at(serno, 3),
-            u8_at(serno, 2),
-            u8_at(serno, 1),
-            u8_at(serno, 0)
+            u8_at(s, 3),
+            u8_at(s, 2),
+            u8_at(s, 1),
+            u8_at(s, 0)
         )
     });
     Ok(Some(Filesystem {
         fstype: "vfat",
         uuid,
-        label,
+        label: label.and_then(|l| label_from_bytes(&l)),
     }))
 }
