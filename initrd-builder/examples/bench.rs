@@ -8,7 +8,12 @@
 //! prints CLOCK_BOOTTIME and the kernel's initramfs log lines, then powers off.
 //!
 //! cargo run --release -p kestrel-initrd --example bench -- [--boots N] [--mkinitramfs]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel_initrd::{Archive, Cache, Compression, KeyHasher, RdSupport};
 use std::collections::BTreeMap;
@@ -22,7 +27,15 @@ use std::time::{Duration, Instant};
 type R<T> = Result<T, Box<dyn Error>>;
 
 /// The devices of the default machine (virtio disk, net, console, rng, scsi) and the root fs.
-const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "virtio_scsi", "ext4"];
+const MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "virtio-rng",
+    "virtio_scsi",
+    "ext4",
+];
 const MTIME: u32 = 0;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -59,7 +72,9 @@ fn kver() -> String {
 fn module_closure(kver: &str) -> R<Vec<PathBuf>> {
     let mut out = Vec::new();
     for m in MODULES {
-        let o = Command::new("modprobe").args(["--show-depends", "-S", kver, m]).output()?;
+        let o = Command::new("modprobe")
+            .args(["--show-depends", "-S", kver, m])
+            .output()?;
         for line in String::from_utf8(o.stdout)?.lines() {
             if let Some(p) = line.strip_prefix("insmod ") {
                 let p = PathBuf::from(p.trim());
@@ -76,7 +91,11 @@ fn build_init(dir: &Path) -> R<PathBuf> {
     let src = dir.join("init.c");
     std::fs::write(&src, INIT_C)?;
     let bin = dir.join("init");
-    let st = Command::new("gcc").args(["-static", "-Os", "-o"]).arg(&bin).arg(&src).status()?;
+    let st = Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()?;
     if !st.success() {
         return Err("gcc -static failed".into());
     }
@@ -91,8 +110,15 @@ fn build_archive(init: &Path, kver: &str, modules: &[PathBuf]) -> R<Archive> {
     let base = format!("/lib/modules/{kver}/");
     for m in modules {
         let rel = m.to_str().unwrap().strip_prefix(&base).unwrap();
-        let rel = rel.trim_end_matches(".xz").trim_end_matches(".zst").trim_end_matches(".gz");
-        a.add_file(&format!("lib/modules/{kver}/{rel}"), 0o644, kestrel_initrd::read_module(m)?)?;
+        let rel = rel
+            .trim_end_matches(".xz")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".gz");
+        a.add_file(
+            &format!("lib/modules/{kver}/{rel}"),
+            0o644,
+            kestrel_initrd::read_module(m)?,
+        )?;
     }
     a.add_program(Path::new("/bin/sh"))?;
     Ok(a)
@@ -139,7 +165,18 @@ impl Drop for Vm {
 fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-M", "pc", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
+        .args([
+            "-M",
+            "pc",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+        ])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(kernel)
@@ -152,10 +189,17 @@ fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
         .process_group(0)
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut vm = Vm { child, reaped: false };
+    let mut vm = Vm {
+        child,
+        reaped: false,
+    };
     // Lines with the host time they arrived.
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).map(|l| (start.elapsed(), l)).collect::<Vec<_>>()
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| (start.elapsed(), l))
+            .collect::<Vec<_>>()
     });
     while !vm.exited() && start.elapsed() < BOOT_TIMEOUT {
         std::thread::sleep(Duration::from_millis(50));
@@ -173,7 +217,12 @@ fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
             wall = Some(at.as_secs_f64() * 1e3);
             init_start = Some(t.trim().parse::<f64>()? * 1e3);
         }
-        let stamp = || line.split('[').nth(1).and_then(|r| r.split(']').next()).and_then(|t| t.trim().parse::<f64>().ok());
+        let stamp = || {
+            line.split('[')
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .and_then(|t| t.trim().parse::<f64>().ok())
+        };
         if line.contains("Trying to unpack rootfs image") {
             trying = stamp();
         }
@@ -194,11 +243,21 @@ fn boot(kernel: &Path, initrd: &Path) -> R<Boot> {
 fn mkinitramfs_size(kver: &str, modules: &str, compress: &str, dir: &Path) -> R<(u64, f64)> {
     let conf = dir.join(format!("conf-{modules}-{compress}"));
     std::fs::create_dir_all(&conf)?;
-    std::fs::write(conf.join("initramfs.conf"), format!("MODULES={modules}\nBUSYBOX=auto\nCOMPRESS={compress}\nRUNSIZE=10%\nFSTYPE=auto\n"))?;
+    std::fs::write(
+        conf.join("initramfs.conf"),
+        format!("MODULES={modules}\nBUSYBOX=auto\nCOMPRESS={compress}\nRUNSIZE=10%\nFSTYPE=auto\n"),
+    )?;
     std::fs::write(conf.join("modules"), "")?;
     let out = dir.join(format!("initrd-{modules}-{compress}"));
     let t = Instant::now();
-    let st = Command::new("mkinitramfs").arg("-d").arg(&conf).arg("-o").arg(&out).arg(kver).stderr(Stdio::null()).status()?;
+    let st = Command::new("mkinitramfs")
+        .arg("-d")
+        .arg(&conf)
+        .arg("-o")
+        .arg(&out)
+        .arg(kver)
+        .stderr(Stdio::null())
+        .status()?;
     let secs = t.elapsed().as_secs_f64();
     if !st.success() {
         return Err(format!("mkinitramfs MODULES={modules} failed").into());
@@ -208,19 +267,33 @@ fn mkinitramfs_size(kver: &str, modules: &str, compress: &str, dir: &Path) -> R<
 
 fn main() -> R<()> {
     let args: Vec<String> = std::env::args().collect();
-    let boots: usize = args.iter().position(|a| a == "--boots").map(|i| args[i + 1].parse().unwrap()).unwrap_or(0);
+    let boots: usize = args
+        .iter()
+        .position(|a| a == "--boots")
+        .map(|i| args[i + 1].parse().unwrap())
+        .unwrap_or(0);
     let kver = kver();
     let kernel = PathBuf::from(format!("/boot/vmlinuz-{kver}"));
     let work = tempfile::tempdir()?;
     let init = build_init(work.path())?;
     let modules = module_closure(&kver)?;
-    println!("kernel {kver}; {} modules in the closure of {:?}", modules.len(), MODULES);
-    if let Some(rd) = RdSupport::from_file(&kestrel_initrd::kernel_config_path(Path::new("/boot"), &kver))? {
+    println!(
+        "kernel {kver}; {} modules in the closure of {:?}",
+        modules.len(),
+        MODULES
+    );
+    if let Some(rd) = RdSupport::from_file(&kestrel_initrd::kernel_config_path(
+        Path::new("/boot"),
+        &kver,
+    ))? {
         println!("kernel unpacks: {:?}", rd.supported());
     }
 
     // Build: cold (assemble + serialise + compress), 3 runs each, median.
-    println!("\n{:<6} {:>10} {:>12} {:>12} {:>14} {:>14}", "comp", "bytes", "cold ms", "compress ms", "cached ms", "newc-hash ms");
+    println!(
+        "\n{:<6} {:>10} {:>12} {:>12} {:>14} {:>14}",
+        "comp", "bytes", "cold ms", "compress ms", "cached ms", "newc-hash ms"
+    );
     let cache = Cache::new(work.path().join("cache"));
     let mut sizes = BTreeMap::new();
     for c in Compression::ALL {
@@ -249,14 +322,21 @@ fn main() -> R<()> {
         let mut h = KeyHasher::new();
         key(&mut h)?;
         let k = h.finish();
-        cache.get_or_build(&k, c.extension(), |w| w.write_all(&out).map_err(kestrel_initrd::InitrdError::Write))?;
+        cache.get_or_build(&k, c.extension(), |w| {
+            w.write_all(&out)
+                .map_err(kestrel_initrd::InitrdError::Write)
+        })?;
         let mut cached = Vec::new();
         let mut newc_hash = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
             let mut h = KeyHasher::new();
             key(&mut h)?;
-            let hit = cache.get_or_build(&h.finish(), c.extension(), |_| Err(kestrel_initrd::InitrdError::UnknownCompression("miss".into())))?;
+            let hit = cache.get_or_build(&h.finish(), c.extension(), |_| {
+                Err(kestrel_initrd::InitrdError::UnknownCompression(
+                    "miss".into(),
+                ))
+            })?;
             assert!(hit.hit);
             cached.push(t.elapsed().as_secs_f64() * 1e3);
             // The alternative: build the archive and hash its bytes (what a cache keyed on output does).
@@ -286,7 +366,10 @@ fn main() -> R<()> {
         // decompression speed is what the guest kernel pays at boot.
         let newc = build_archive(&init, &kver, &modules)?.to_newc(MTIME)?;
         println!("\nlevels (host, in-process; the guest decompresses with the kernel's own code):");
-        println!("{:<10} {:>10} {:>12} {:>14}", "codec", "bytes", "compress ms", "decompress ms");
+        println!(
+            "{:<10} {:>10} {:>12} {:>14}",
+            "codec", "bytes", "compress ms", "decompress ms"
+        );
         let time = |f: &dyn Fn() -> Vec<u8>| {
             let t = Instant::now();
             let out = f();
@@ -295,28 +378,54 @@ fn main() -> R<()> {
         for level in [3, 9, 15, 19] {
             let (z, ct) = time(&|| zstd::bulk::compress(&newc, level).unwrap());
             let (_, dt) = time(&|| kestrel_initrd::decompress(&z, Compression::Zstd).unwrap());
-            println!("{:<10} {:>10} {:>12.1} {:>14.1}", format!("zstd-{level}"), z.len(), ct, dt);
+            println!(
+                "{:<10} {:>10} {:>12.1} {:>14.1}",
+                format!("zstd-{level}"),
+                z.len(),
+                ct,
+                dt
+            );
         }
         for level in [1u32, 6, 9] {
             let (z, ct) = time(&|| {
                 use std::io::Write;
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
                 e.write_all(&newc).unwrap();
                 e.finish().unwrap()
             });
             let (_, dt) = time(&|| kestrel_initrd::decompress(&z, Compression::Gzip).unwrap());
-            println!("{:<10} {:>10} {:>12.1} {:>14.1}", format!("gzip-{level}"), z.len(), ct, dt);
+            println!(
+                "{:<10} {:>10} {:>12.1} {:>14.1}",
+                format!("gzip-{level}"),
+                z.len(),
+                ct,
+                dt
+            );
         }
         let (z, ct) = time(&|| kestrel_initrd::compress(&newc, Compression::Xz).unwrap());
         let (_, dt) = time(&|| kestrel_initrd::decompress(&z, Compression::Xz).unwrap());
-        println!("{:<10} {:>10} {:>12.1} {:>14.1}", "xz-6-1MiB", z.len(), ct, dt);
+        println!(
+            "{:<10} {:>10} {:>12.1} {:>14.1}",
+            "xz-6-1MiB",
+            z.len(),
+            ct,
+            dt
+        );
     }
 
     if args.iter().any(|a| a == "--mkinitramfs") {
         println!("\nmkinitramfs for the same kernel:");
-        for (m, comp) in [("dep", "zstd"), ("most", "zstd"), ("dep", "gzip"), ("most", "gzip")] {
+        for (m, comp) in [
+            ("dep", "zstd"),
+            ("most", "zstd"),
+            ("dep", "gzip"),
+            ("most", "gzip"),
+        ] {
             match mkinitramfs_size(&kver, m, comp, work.path()) {
-                Ok((size, secs)) => println!("  MODULES={m:<4} COMPRESS={comp:<4} {size:>10} bytes  {secs:.1} s"),
+                Ok((size, secs)) => {
+                    println!("  MODULES={m:<4} COMPRESS={comp:<4} {size:>10} bytes  {secs:.1} s")
+                }
                 Err(e) => println!("  MODULES={m:<4} COMPRESS={comp:<4} failed: {e}"),
             }
         }
@@ -334,14 +443,31 @@ fn main() -> R<()> {
                 results.entry(c).or_default().push(b);
             }
         }
-        println!("{:<6} {:>14} {:>14} {:>14} {:>12}", "comp", "wall med", "init-start med", "min..max", "unpack med");
+        println!(
+            "{:<6} {:>14} {:>14} {:>14} {:>12}",
+            "comp", "wall med", "init-start med", "min..max", "unpack med"
+        );
         for (c, bs) in &results {
             let wall = median(bs.iter().map(|b| b.wall_ms).collect());
             let init: Vec<f64> = bs.iter().map(|b| b.init_start_ms).collect();
-            let (lo, hi) = init.iter().fold((f64::MAX, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
+            let (lo, hi) = init
+                .iter()
+                .fold((f64::MAX, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
             let unpack: Vec<f64> = bs.iter().filter_map(|b| b.unpack_ms).collect();
-            let unpack = if unpack.is_empty() { "-".to_string() } else { format!("{:.1}", median(unpack)) };
-            println!("{:<6} {:>14.0} {:>14.1} {:>7.0}..{:<6.0} {:>12}", c.name(), wall, median(init), lo, hi, unpack);
+            let unpack = if unpack.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", median(unpack))
+            };
+            println!(
+                "{:<6} {:>14.0} {:>14.1} {:>7.0}..{:<6.0} {:>12}",
+                c.name(),
+                wall,
+                median(init),
+                lo,
+                hi,
+                unpack
+            );
         }
     }
     Ok(())

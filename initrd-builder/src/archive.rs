@@ -7,7 +7,10 @@
 //! entry is always stored at its physical location and the archive never
 //! holds a record that would be written through a symlink.
 
-use crate::newc::{self, Header, MAX_FILE_SIZE, MAX_NAME_LEN, PERM_MASK, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::newc::{
+    self, Header, MAX_FILE_SIZE, MAX_NAME_LEN, PERM_MASK, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK,
+    S_IFREG,
+};
 use crate::InitrdError;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
@@ -63,7 +66,11 @@ pub struct ManifestEntry {
 impl std::fmt::Display for ManifestEntry {
     /// One line of `kestrel build --list`: kind, mode, size, path, target, reason.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:<8} {:04o} {:>10} {}", self.kind, self.mode, self.size, self.path)?;
+        write!(
+            f,
+            "{:<8} {:04o} {:>10} {}",
+            self.kind, self.mode, self.size, self.path
+        )?;
         if let Some(t) = &self.target {
             write!(f, " -> {t}")?;
         }
@@ -76,13 +83,30 @@ impl std::fmt::Display for ManifestEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Node {
-    Dir { mode: u32 },
-    File { mode: u32, data: Vec<u8> },
-    Symlink { target: String },
-    CharDev { mode: u32, major: u32, minor: u32 },
-    BlockDev { mode: u32, major: u32, minor: u32 },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        target: String,
+    },
+    CharDev {
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
     /// Archive path of the regular file this names.
-    HardLink { target: String },
+    HardLink {
+        target: String,
+    },
 }
 
 impl Node {
@@ -104,7 +128,7 @@ impl Node {
 /// Entries are kept in a `BTreeMap` keyed by path: byte order puts every
 /// directory before its children (a prefix sorts first), which is the order
 /// the kernel needs and makes the output independent of insertion order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Archive {
     pub(crate) nodes: BTreeMap<String, Node>,
     reasons: BTreeMap<String, String>,
@@ -113,25 +137,54 @@ pub struct Archive {
     pub(crate) inherited: BTreeSet<String>,
 }
 
+impl std::fmt::Debug for Archive {
+    /// A summary: file data would make a debug print megabytes long.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("entries", &self.len())
+            .field("inherited", &self.inherited.len())
+            .field("data_bytes", &self.data_size())
+            .finish()
+    }
+}
+
 /// Split an archive path into components, refusing `..`, NUL and empty paths.
 pub(crate) fn normalize(path: &str) -> Result<Vec<&str>, InitrdError> {
     if path.contains('\0') {
-        return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: "contains a NUL byte".into() });
+        return Err(InitrdError::InvalidPath {
+            path: path.to_owned(),
+            reason: "contains a NUL byte".into(),
+        });
     }
     // Legal for the kernel, but a newline or escape in a name forges lines in
     // `cpio -t`, the manifest and logs.
     if path.contains(|c: char| c.is_control()) {
-        return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: "contains a control character".into() });
+        return Err(InitrdError::InvalidPath {
+            path: path.to_owned(),
+            reason: "contains a control character".into(),
+        });
     }
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     if comps.contains(&"..") {
-        return Err(InitrdError::PathEscape { path: path.to_owned(), reason: "'..' component".into() });
+        return Err(InitrdError::PathEscape {
+            path: path.to_owned(),
+            reason: "'..' component".into(),
+        });
     }
     if comps.is_empty() {
-        return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: "names the archive root".into() });
+        return Err(InitrdError::InvalidPath {
+            path: path.to_owned(),
+            reason: "names the archive root".into(),
+        });
     }
     if comps.iter().map(|c| c.len() + 1).sum::<usize>() > MAX_NAME_LEN {
-        return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: format!("longer than {MAX_NAME_LEN} bytes") });
+        return Err(InitrdError::InvalidPath {
+            path: path.to_owned(),
+            reason: format!("longer than {MAX_NAME_LEN} bytes"),
+        });
     }
     Ok(comps)
 }
@@ -139,9 +192,17 @@ pub(crate) fn normalize(path: &str) -> Result<Vec<&str>, InitrdError> {
 /// Check a symlink target placed in directory `parent` (components): refused
 /// when empty, with NUL, or when relative and climbing above the archive root.
 /// Absolute targets are resolved inside the guest's root and are fine.
-pub(crate) fn check_symlink_target(link: &str, parent: &[String], target: &str) -> Result<(), InitrdError> {
-    if target.is_empty() || target.contains(|c: char| c.is_control()) || target.len() > MAX_NAME_LEN {
-        return Err(InitrdError::InvalidPath { path: link.to_owned(), reason: format!("bad symlink target {target:?}") });
+pub(crate) fn check_symlink_target(
+    link: &str,
+    parent: &[String],
+    target: &str,
+) -> Result<(), InitrdError> {
+    if target.is_empty() || target.contains(|c: char| c.is_control()) || target.len() > MAX_NAME_LEN
+    {
+        return Err(InitrdError::InvalidPath {
+            path: link.to_owned(),
+            reason: format!("bad symlink target {target:?}"),
+        });
     }
     if target.starts_with('/') {
         return Ok(());
@@ -151,10 +212,12 @@ pub(crate) fn check_symlink_target(link: &str, parent: &[String], target: &str) 
         match c {
             "" | "." => {}
             ".." => {
-                depth = depth.checked_sub(1).ok_or_else(|| InitrdError::PathEscape {
-                    path: link.to_owned(),
-                    reason: format!("symlink target {target:?} climbs above the archive root"),
-                })?;
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| InitrdError::PathEscape {
+                        path: link.to_owned(),
+                        reason: format!("symlink target {target:?} climbs above the archive root"),
+                    })?;
             }
             _ => depth += 1,
         }
@@ -164,7 +227,10 @@ pub(crate) fn check_symlink_target(link: &str, parent: &[String], target: &str) 
 
 /// Outcome of a read-only walk of a path's parents.
 enum Walk {
-    Found { parent: Vec<String>, full: String },
+    Found {
+        parent: Vec<String>,
+        full: String,
+    },
     /// This parent directory does not exist yet.
     Missing(String),
 }
@@ -218,7 +284,10 @@ impl Archive {
                 Some(Node::Symlink { target }) => {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
-                        return Err(InitrdError::SymlinkLoop { path: path.to_owned(), limit: MAX_SYMLINK_HOPS });
+                        return Err(InitrdError::SymlinkLoop {
+                            path: path.to_owned(),
+                            limit: MAX_SYMLINK_HOPS,
+                        });
                     }
                     cur.pop();
                     if target.starts_with('/') {
@@ -228,14 +297,22 @@ impl Archive {
                         queue.push_front(t.to_owned());
                     }
                 }
-                Some(_) => return Err(InitrdError::NotADirectory { path: path.to_owned(), parent: p }),
+                Some(_) => {
+                    return Err(InitrdError::NotADirectory {
+                        path: path.to_owned(),
+                        parent: p,
+                    })
+                }
             }
         }
         let mut full = cur.clone();
         full.push((*leaf).to_owned());
         let full = join(&full);
         if full.len() > MAX_NAME_LEN {
-            return Err(InitrdError::InvalidPath { path: path.to_owned(), reason: format!("resolves to more than {MAX_NAME_LEN} bytes") });
+            return Err(InitrdError::InvalidPath {
+                path: path.to_owned(),
+                reason: format!("resolves to more than {MAX_NAME_LEN} bytes"),
+            });
         }
         Ok(Walk::Found { parent: cur, full })
     }
@@ -249,12 +326,22 @@ impl Archive {
             match self.walk(path)? {
                 Walk::Found { parent, full } => return Ok((parent, full)),
                 Walk::Missing(dir) => {
-                    self.nodes.insert(dir.clone(), Node::Dir { mode: IMPLICIT_DIR_MODE });
-                    self.reasons.entry(dir).or_insert_with(|| REASON_PARENT.to_owned());
+                    self.nodes.insert(
+                        dir.clone(),
+                        Node::Dir {
+                            mode: IMPLICIT_DIR_MODE,
+                        },
+                    );
+                    self.reasons
+                        .entry(dir)
+                        .or_insert_with(|| REASON_PARENT.to_owned());
                 }
             }
         }
-        Err(InitrdError::InvalidPath { path: path.to_owned(), reason: "too many parent directories".into() })
+        Err(InitrdError::InvalidPath {
+            path: path.to_owned(),
+            reason: "too many parent directories".into(),
+        })
     }
 
     /// Where `path` is stored in the archive (parents resolved through archive
@@ -268,10 +355,15 @@ impl Archive {
 
     /// Insert `node` at the physical path `full`; an identical existing entry
     /// is accepted (adding the same library twice is not an error), anything
-    /// else already there is a conflict. A directory keeps its first mode
-    /// unless it was only implied as a parent. Over an inherited entry the
+    /// else already there is a conflict. An explicit directory sets the mode
+    /// (the last call wins over earlier ones and over an implicit parent). Over an inherited entry the
     /// kernel's rules for a later archive apply (see [`Archive::overlay`]).
-    pub(crate) fn insert(&mut self, path: &str, full: String, node: Node) -> Result<(), InitrdError> {
+    pub(crate) fn insert(
+        &mut self,
+        path: &str,
+        full: String,
+        node: Node,
+    ) -> Result<(), InitrdError> {
         if self.inherited.contains(&full) {
             return self.insert_over_inherited(path, full, node);
         }
@@ -298,12 +390,18 @@ impl Archive {
     /// rewritten, but an existing symlink is left as it is (symlink(2) fails
     /// with EEXIST, silently) and a kind change may fail half way. So: same
     /// directory or symlink is a no-op, a file is replaced, the rest refused.
-    fn insert_over_inherited(&mut self, path: &str, full: String, node: Node) -> Result<(), InitrdError> {
+    fn insert_over_inherited(
+        &mut self,
+        path: &str,
+        full: String,
+        node: Node,
+    ) -> Result<(), InitrdError> {
         let existing = self.nodes.get(&full);
         match (existing, &node) {
             (Some(Node::Dir { mode: a }), Node::Dir { mode: b }) if a == b => Ok(()),
             (Some(Node::Symlink { target: a }), Node::Symlink { target: b }) if a == b => Ok(()),
-            (Some(Node::Dir { .. }), Node::Dir { .. }) | (Some(Node::File { .. } | Node::HardLink { .. }), Node::File { .. }) => {
+            (Some(Node::Dir { .. }), Node::Dir { .. })
+            | (Some(Node::File { .. } | Node::HardLink { .. }), Node::File { .. }) => {
                 self.inherited.remove(&full);
                 self.nodes.insert(full, node);
                 Ok(())
@@ -331,14 +429,21 @@ impl Archive {
             .map(|(k, v)| {
                 let v = match v {
                     // Only the tree matters; the data stays in the base.
-                    Node::File { mode, .. } => Node::File { mode: *mode, data: Vec::new() },
+                    Node::File { mode, .. } => Node::File {
+                        mode: *mode,
+                        data: Vec::new(),
+                    },
                     other => other.clone(),
                 };
                 (k.clone(), v)
             })
             .collect();
         let inherited = nodes.keys().cloned().collect();
-        Archive { nodes, reasons: BTreeMap::new(), inherited }
+        Archive {
+            nodes,
+            reasons: BTreeMap::new(),
+            inherited,
+        }
     }
 
     /// [`Archive::overlay`] from the manifest of the base (when the base itself
@@ -349,7 +454,10 @@ impl Archive {
             let comps = normalize(&e.path)?;
             let node = match e.kind {
                 EntryKind::Dir => Node::Dir { mode: e.mode },
-                EntryKind::File => Node::File { mode: e.mode, data: Vec::new() },
+                EntryKind::File => Node::File {
+                    mode: e.mode,
+                    data: Vec::new(),
+                },
                 EntryKind::Symlink | EntryKind::HardLink => {
                     let target = e.target.clone().ok_or_else(|| InitrdError::InvalidPath {
                         path: e.path.clone(),
@@ -361,13 +469,25 @@ impl Archive {
                         Node::HardLink { target }
                     }
                 }
-                EntryKind::CharDev => Node::CharDev { mode: e.mode, major: 0, minor: 0 },
-                EntryKind::BlockDev => Node::BlockDev { mode: e.mode, major: 0, minor: 0 },
+                EntryKind::CharDev => Node::CharDev {
+                    mode: e.mode,
+                    major: 0,
+                    minor: 0,
+                },
+                EntryKind::BlockDev => Node::BlockDev {
+                    mode: e.mode,
+                    major: 0,
+                    minor: 0,
+                },
             };
             nodes.insert(comps.join("/"), node);
         }
         let inherited = nodes.keys().cloned().collect();
-        Ok(Archive { nodes, reasons: BTreeMap::new(), inherited })
+        Ok(Archive {
+            nodes,
+            reasons: BTreeMap::new(),
+            inherited,
+        })
     }
 
     /// Whether `full` (a physical archive path) comes from the base of an overlay.
@@ -387,15 +507,32 @@ impl Archive {
                 }
             }
         }
-        self.insert(path, full, Node::Dir { mode: mode & PERM_MASK })
+        self.insert(
+            path,
+            full,
+            Node::Dir {
+                mode: mode & PERM_MASK,
+            },
+        )
     }
 
     pub fn add_file(&mut self, path: &str, mode: u32, data: Vec<u8>) -> Result<(), InitrdError> {
         if data.len() as u64 > MAX_FILE_SIZE {
-            return Err(InitrdError::TooLarge { path: path.to_owned(), size: data.len() as u64, limit: MAX_FILE_SIZE });
+            return Err(InitrdError::TooLarge {
+                path: path.to_owned(),
+                size: data.len() as u64,
+                limit: MAX_FILE_SIZE,
+            });
         }
         let (_, full) = self.place(path)?;
-        self.insert(path, full, Node::File { mode: mode & PERM_MASK, data })
+        self.insert(
+            path,
+            full,
+            Node::File {
+                mode: mode & PERM_MASK,
+                data,
+            },
+        )
     }
 
     /// Reads `src` from the host (following the host path's symlinks is the caller's choice:
@@ -404,10 +541,17 @@ impl Archive {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(src).map_err(|e| InitrdError::io("stat", src, e))?;
         if !meta.is_file() {
-            return Err(InitrdError::UnsupportedFileType { path: src.to_owned(), kind: crate::host::kind_name(&meta) });
+            return Err(InitrdError::UnsupportedFileType {
+                path: src.to_owned(),
+                kind: crate::host::kind_name(&meta),
+            });
         }
         if meta.len() > MAX_FILE_SIZE {
-            return Err(InitrdError::TooLarge { path: path.to_owned(), size: meta.len(), limit: MAX_FILE_SIZE });
+            return Err(InitrdError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+                limit: MAX_FILE_SIZE,
+            });
         }
         let data = std::fs::read(src).map_err(|e| InitrdError::io("read", src, e))?;
         self.add_file(path, meta.permissions().mode(), data)
@@ -416,34 +560,75 @@ impl Archive {
     pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<(), InitrdError> {
         let (parent, full) = self.place(path)?;
         check_symlink_target(path, &parent, target)?;
-        self.insert(path, full, Node::Symlink { target: target.to_owned() })
+        self.insert(
+            path,
+            full,
+            Node::Symlink {
+                target: target.to_owned(),
+            },
+        )
     }
 
-    pub fn add_char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), InitrdError> {
+    pub fn add_char_dev(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), InitrdError> {
         let (_, full) = self.place(path)?;
-        self.insert(path, full, Node::CharDev { mode: mode & PERM_MASK, major, minor })
+        self.insert(
+            path,
+            full,
+            Node::CharDev {
+                mode: mode & PERM_MASK,
+                major,
+                minor,
+            },
+        )
     }
 
-    pub fn add_block_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), InitrdError> {
+    pub fn add_block_dev(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), InitrdError> {
         let (_, full) = self.place(path)?;
-        self.insert(path, full, Node::BlockDev { mode: mode & PERM_MASK, major, minor })
+        self.insert(
+            path,
+            full,
+            Node::BlockDev {
+                mode: mode & PERM_MASK,
+                major,
+                minor,
+            },
+        )
     }
 
     /// A second name for the regular file `existing` (an archive path). The
     /// data is written once, with the last name of the group, as GNU cpio does;
     /// the kernel links the names by inode number.
     pub fn add_hardlink(&mut self, path: &str, existing: &str) -> Result<(), InitrdError> {
-        let mut target = self.resolve(existing).ok_or_else(|| InitrdError::BadHardLink {
-            path: path.to_owned(),
-            target: existing.to_owned(),
-        })?;
+        let mut target = self
+            .resolve(existing)
+            .ok_or_else(|| InitrdError::BadHardLink {
+                path: path.to_owned(),
+                target: existing.to_owned(),
+            })?;
         if let Some(Node::HardLink { target: t }) = self.nodes.get(&target) {
             target = t.clone();
         }
         // A hard link can only join names within one archive: the kernel
         // forgets inode numbers at each TRAILER!!!.
-        if !matches!(self.nodes.get(&target), Some(Node::File { .. })) || self.inherited.contains(&target) {
-            return Err(InitrdError::BadHardLink { path: path.to_owned(), target: existing.to_owned() });
+        if !matches!(self.nodes.get(&target), Some(Node::File { .. }))
+            || self.inherited.contains(&target)
+        {
+            return Err(InitrdError::BadHardLink {
+                path: path.to_owned(),
+                target: existing.to_owned(),
+            });
         }
         let (_, full) = self.place(path)?;
         if full == target {
@@ -468,7 +653,9 @@ impl Archive {
 
     /// The entries this archive writes (not those inherited from a base).
     fn own(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter().filter(|(k, _)| !self.inherited.contains(*k))
+        self.nodes
+            .iter()
+            .filter(|(k, _)| !self.inherited.contains(*k))
     }
 
     /// Record why `path` is in the archive. May be called before or after the
@@ -487,7 +674,9 @@ impl Archive {
 
     /// Set the reason only when none was recorded yet.
     pub(crate) fn default_reason(&mut self, full: &str, reason: &str) {
-        self.reasons.entry(full.to_owned()).or_insert_with(|| reason.to_owned());
+        self.reasons
+            .entry(full.to_owned())
+            .or_insert_with(|| reason.to_owned());
     }
 
     /// Every entry: path, kind, size, and the `reason` recorded for it (see add_reason).
@@ -553,7 +742,10 @@ impl Archive {
         let mut group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (path, node) in self.own() {
             if let Node::HardLink { target } = node {
-                group.entry(target.as_str()).or_insert_with(|| vec![target.as_str()]).push(path);
+                group
+                    .entry(target.as_str())
+                    .or_insert_with(|| vec![target.as_str()])
+                    .push(path);
             }
         }
         for names in group.values_mut() {
@@ -568,7 +760,15 @@ impl Archive {
         }
 
         for (path, node) in self.own() {
-            let mut h = Header { ino: 0, mode: 0, nlink: 1, mtime, filesize: 0, rdev_major: 0, rdev_minor: 0 };
+            let mut h = Header {
+                ino: 0,
+                mode: 0,
+                nlink: 1,
+                mtime,
+                filesize: 0,
+                rdev_major: 0,
+                rdev_minor: 0,
+            };
             let mut data: &[u8] = &[];
             match node {
                 Node::Dir { mode } => {
@@ -581,7 +781,10 @@ impl Archive {
                         _ => path.as_str(),
                     };
                     let Some(Node::File { mode, data: d }) = self.nodes.get(file) else {
-                        return Err(InitrdError::BadHardLink { path: path.clone(), target: file.to_owned() });
+                        return Err(InitrdError::BadHardLink {
+                            path: path.clone(),
+                            target: file.to_owned(),
+                        });
                     };
                     h.mode = S_IFREG | mode;
                     match group.get(file) {
@@ -626,7 +829,9 @@ impl Archive {
 
     /// [`Archive::write_newc`] into a new buffer.
     pub fn to_newc(&self, mtime: u32) -> Result<Vec<u8>, InitrdError> {
-        let mut out = Vec::with_capacity(usize::try_from(self.data_size()).unwrap_or(0) + self.nodes.len() * 160);
+        let mut out = Vec::with_capacity(
+            usize::try_from(self.data_size()).unwrap_or(0) + self.nodes.len() * 160,
+        );
         self.write_newc(&mut out, mtime)?;
         Ok(out)
     }
@@ -645,7 +850,8 @@ mod tests {
     #[test]
     fn leading_slash_and_implicit_parents() {
         let mut a = Archive::new();
-        a.add_file("/lib/modules/x.ko", 0o644, b"m".to_vec()).unwrap();
+        a.add_file("/lib/modules/x.ko", 0o644, b"m".to_vec())
+            .unwrap();
         let m = a.manifest();
         let paths: Vec<_> = m.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["lib", "lib/modules", "lib/modules/x.ko"]);
@@ -658,21 +864,48 @@ mod tests {
     fn dotdot_is_refused() {
         let mut a = Archive::new();
         for p in ["../etc/passwd", "a/../../b", "/..", "x/.."] {
-            assert!(matches!(a.add_file(p, 0o644, vec![]), Err(InitrdError::PathEscape { .. })), "{p}");
+            assert!(
+                matches!(
+                    a.add_file(p, 0o644, vec![]),
+                    Err(InitrdError::PathEscape { .. })
+                ),
+                "{p}"
+            );
         }
-        assert!(matches!(a.add_file("", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
-        assert!(matches!(a.add_file("/", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
-        assert!(matches!(a.add_file("a\0b", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
-        assert!(matches!(a.add_file("a\nb", 0o644, vec![]), Err(InitrdError::InvalidPath { .. })));
-        assert!(matches!(a.add_symlink("l", "x\ny"), Err(InitrdError::InvalidPath { .. })));
+        assert!(matches!(
+            a.add_file("", 0o644, vec![]),
+            Err(InitrdError::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            a.add_file("/", 0o644, vec![]),
+            Err(InitrdError::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            a.add_file("a\0b", 0o644, vec![]),
+            Err(InitrdError::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            a.add_file("a\nb", 0o644, vec![]),
+            Err(InitrdError::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            a.add_symlink("l", "x\ny"),
+            Err(InitrdError::InvalidPath { .. })
+        ));
         assert!(a.is_empty());
     }
 
     #[test]
     fn relative_symlink_climbing_out_is_refused() {
         let mut a = Archive::new();
-        assert!(matches!(a.add_symlink("a/b", "../../etc"), Err(InitrdError::PathEscape { .. })));
-        assert!(matches!(a.add_symlink("top", ".."), Err(InitrdError::PathEscape { .. })));
+        assert!(matches!(
+            a.add_symlink("a/b", "../../etc"),
+            Err(InitrdError::PathEscape { .. })
+        ));
+        assert!(matches!(
+            a.add_symlink("top", ".."),
+            Err(InitrdError::PathEscape { .. })
+        ));
         a.add_symlink("a/c", "../etc").unwrap();
         a.add_symlink("a/d", "/etc/passwd").unwrap();
         a.add_symlink("a/e", "x/../../y").unwrap();
@@ -682,10 +915,14 @@ mod tests {
     fn parents_resolve_through_archive_symlinks() {
         let mut a = Archive::new();
         a.add_symlink("lib", "usr/lib").unwrap();
-        a.add_file("lib/modules/m.ko", 0o644, b"ko".to_vec()).unwrap();
+        a.add_file("lib/modules/m.ko", 0o644, b"ko".to_vec())
+            .unwrap();
         assert!(a.nodes.contains_key("usr/lib/modules/m.ko"));
         assert!(!a.nodes.contains_key("lib/modules/m.ko"));
-        assert_eq!(a.resolve("/lib/modules/m.ko").as_deref(), Some("usr/lib/modules/m.ko"));
+        assert_eq!(
+            a.resolve("/lib/modules/m.ko").as_deref(),
+            Some("usr/lib/modules/m.ko")
+        );
         // Absolute target: from the archive root.
         a.add_symlink("usr/lib64", "/usr/lib").unwrap();
         a.add_file("usr/lib64/x", 0o644, vec![]).unwrap();
@@ -701,14 +938,20 @@ mod tests {
         let mut a = Archive::new();
         a.add_symlink("a", "b").unwrap();
         a.add_symlink("b", "a").unwrap();
-        assert!(matches!(a.add_file("a/x", 0o644, vec![]), Err(InitrdError::SymlinkLoop { .. })));
+        assert!(matches!(
+            a.add_file("a/x", 0o644, vec![]),
+            Err(InitrdError::SymlinkLoop { .. })
+        ));
     }
 
     #[test]
     fn file_under_a_file_is_refused() {
         let mut a = Archive::new();
         a.add_file("f", 0o644, vec![]).unwrap();
-        assert!(matches!(a.add_file("f/x", 0o644, vec![]), Err(InitrdError::NotADirectory { .. })));
+        assert!(matches!(
+            a.add_file("f/x", 0o644, vec![]),
+            Err(InitrdError::NotADirectory { .. })
+        ));
     }
 
     #[test]
@@ -716,8 +959,14 @@ mod tests {
         let mut a = Archive::new();
         a.add_file("f", 0o644, b"1".to_vec()).unwrap();
         a.add_file("f", 0o644, b"1".to_vec()).unwrap();
-        assert!(matches!(a.add_file("f", 0o644, b"2".to_vec()), Err(InitrdError::Conflict { .. })));
-        assert!(matches!(a.add_dir("f", 0o755), Err(InitrdError::Conflict { .. })));
+        assert!(matches!(
+            a.add_file("f", 0o644, b"2".to_vec()),
+            Err(InitrdError::Conflict { .. })
+        ));
+        assert!(matches!(
+            a.add_dir("f", 0o755),
+            Err(InitrdError::Conflict { .. })
+        ));
         a.add_file("d/x", 0o644, vec![]).unwrap();
         a.add_dir("d", 0o700).unwrap();
         assert_eq!(a.nodes.get("d"), Some(&Node::Dir { mode: 0o700 }));
@@ -733,7 +982,10 @@ mod tests {
         a.add_file("lib/x", 0o644, vec![]).unwrap();
         a.set_reason("lib/x", "asked");
         let m = a.manifest();
-        let r: BTreeMap<_, _> = m.iter().map(|e| (e.path.as_str(), e.reason.as_str())).collect();
+        let r: BTreeMap<_, _> = m
+            .iter()
+            .map(|e| (e.path.as_str(), e.reason.as_str()))
+            .collect();
         assert_eq!(r["init"], "the init");
         assert_eq!(r["usr/lib/x"], "asked");
     }
@@ -754,22 +1006,46 @@ mod tests {
     #[test]
     fn overlay_resolves_through_base_and_writes_only_its_own() {
         let mut base = Archive::new();
-        base.add_file("lib/modules/6.1/m.ko", 0o644, b"ko".to_vec()).unwrap();
+        base.add_file("lib/modules/6.1/m.ko", 0o644, b"ko".to_vec())
+            .unwrap();
         base.add_file("etc/a", 0o644, b"a".to_vec()).unwrap();
         base.add_symlink("bin", "usr/bin").unwrap();
-        for mut run in [Archive::overlay(&base), Archive::overlay_from_manifest(&base.manifest()).unwrap()] {
+        for mut run in [
+            Archive::overlay(&base),
+            Archive::overlay_from_manifest(&base.manifest()).unwrap(),
+        ] {
             assert!(run.is_empty());
             assert!(run.contains("lib/modules/6.1/m.ko"));
             run.add_file("bin/payload", 0o755, b"p".to_vec()).unwrap();
-            run.add_file("/lib/x/libc.so", 0o644, b"c".to_vec()).unwrap();
+            run.add_file("/lib/x/libc.so", 0o644, b"c".to_vec())
+                .unwrap();
             run.add_symlink("bin", "usr/bin").unwrap();
             run.add_dir("lib", 0o755).unwrap();
-            assert!(matches!(run.add_symlink("bin", "elsewhere"), Err(InitrdError::Conflict { .. })));
-            assert!(matches!(run.add_symlink("lib", "usr/lib"), Err(InitrdError::Conflict { .. })));
-            assert!(matches!(run.add_hardlink("h", "etc/a"), Err(InitrdError::BadHardLink { .. })));
+            assert!(matches!(
+                run.add_symlink("bin", "elsewhere"),
+                Err(InitrdError::Conflict { .. })
+            ));
+            assert!(matches!(
+                run.add_symlink("lib", "usr/lib"),
+                Err(InitrdError::Conflict { .. })
+            ));
+            assert!(matches!(
+                run.add_hardlink("h", "etc/a"),
+                Err(InitrdError::BadHardLink { .. })
+            ));
             run.add_file("etc/a", 0o600, b"override".to_vec()).unwrap();
             let paths: Vec<_> = run.manifest().into_iter().map(|e| e.path).collect();
-            assert_eq!(paths, ["etc/a", "lib/x", "lib/x/libc.so", "usr", "usr/bin", "usr/bin/payload"]);
+            assert_eq!(
+                paths,
+                [
+                    "etc/a",
+                    "lib/x",
+                    "lib/x/libc.so",
+                    "usr",
+                    "usr/bin",
+                    "usr/bin/payload"
+                ]
+            );
             let newc = run.to_newc(0).unwrap();
             let (entries, _) = crate::parse_newc(&newc).unwrap();
             assert_eq!(entries.len(), paths.len());
@@ -786,7 +1062,13 @@ mod tests {
         let out = a.to_newc(0).unwrap();
         let hits = out.windows(7).filter(|w| *w == b"payload").count();
         assert_eq!(hits, 1);
-        assert!(matches!(a.add_hardlink("y", "x"), Err(InitrdError::BadHardLink { .. })));
-        assert!(matches!(a.add_hardlink("y", "nope"), Err(InitrdError::BadHardLink { .. })));
+        assert!(matches!(
+            a.add_hardlink("y", "x"),
+            Err(InitrdError::BadHardLink { .. })
+        ));
+        assert!(matches!(
+            a.add_hardlink("y", "nope"),
+            Err(InitrdError::BadHardLink { .. })
+        ));
     }
 }

@@ -26,7 +26,10 @@ impl KeyHasher {
     /// builder never reuses an old builder's output.
     pub fn new() -> Self {
         let mut h = Self { sha: Sha256::new() };
-        h.add_str("builder", concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")));
+        h.add_str(
+            "builder",
+            concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")),
+        );
         h
     }
 
@@ -113,22 +116,34 @@ impl Cache {
     /// appears atomically (written to a temporary name, then renamed), so a
     /// crash or a concurrent build never leaves a truncated artifact under the
     /// key; two concurrent builds of one key both succeed, one rename wins.
-    pub fn get_or_build<F>(&self, key: &CacheKey, suffix: &str, build: F) -> Result<CacheOutcome, InitrdError>
+    pub fn get_or_build<F>(
+        &self,
+        key: &CacheKey,
+        suffix: &str,
+        build: F,
+    ) -> Result<CacheOutcome, InitrdError>
     where
         F: FnOnce(&mut dyn Write) -> Result<(), InitrdError>,
     {
         if let Some(path) = self.get(key, suffix) {
             return Ok(CacheOutcome { path, hit: true });
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| InitrdError::io("create directory", &self.dir, e))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| InitrdError::io("create directory", &self.dir, e))?;
         let path = self.path_for(key, suffix);
-        let tmp = self.dir.join(format!(".{key}{suffix}.{}.tmp", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".{key}{suffix}.{}.tmp", std::process::id()));
         let result = (|| {
-            let file = std::fs::File::create(&tmp).map_err(|e| InitrdError::io("create", &tmp, e))?;
+            let file =
+                std::fs::File::create(&tmp).map_err(|e| InitrdError::io("create", &tmp, e))?;
             let mut w = std::io::BufWriter::new(file);
             build(&mut w)?;
-            let file = w.into_inner().map_err(|e| InitrdError::io("write", &tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| InitrdError::io("sync", &tmp, e))?;
+            let file = w
+                .into_inner()
+                .map_err(|e| InitrdError::io("write", &tmp, e.into_error()))?;
+            file.sync_all()
+                .map_err(|e| InitrdError::io("sync", &tmp, e))?;
             std::fs::rename(&tmp, &path).map_err(|e| InitrdError::io("rename", &tmp, e))
         })();
         if result.is_err() {
@@ -174,13 +189,19 @@ mod tests {
             .unwrap();
         assert!(!out.hit);
         assert_eq!(std::fs::read(&out.path).unwrap(), b"archive");
-        let again = cache.get_or_build(&key, ".cpio", |_| unreachable!("cached")).unwrap();
+        let again = cache
+            .get_or_build(&key, ".cpio", |_| unreachable!("cached"))
+            .unwrap();
         assert!(again.hit);
         assert_eq!(again.path, out.path);
         assert_eq!(runs, 1);
         // A changed input is another key: built again.
         h.add_str("module", "virtio_blk");
-        let other = cache.get_or_build(&h.finish(), ".cpio", |w| w.write_all(b"b").map_err(InitrdError::Write)).unwrap();
+        let other = cache
+            .get_or_build(&h.finish(), ".cpio", |w| {
+                w.write_all(b"b").map_err(InitrdError::Write)
+            })
+            .unwrap();
         assert!(!other.hit);
         assert_ne!(other.path, out.path);
     }

@@ -87,7 +87,11 @@ impl std::str::FromStr for Compression {
 }
 
 fn codec(action: &'static str, c: Compression) -> impl FnOnce(std::io::Error) -> InitrdError {
-    move |source| InitrdError::Codec { action, format: c.name(), source }
+    move |source| InitrdError::Codec {
+        action,
+        format: c.name(),
+        source,
+    }
 }
 
 /// Highest zstd level accepted: above 19 ("ultra") the frame window grows to
@@ -140,7 +144,10 @@ pub fn compress_level(data: &[u8], c: Compression, level: u32) -> Result<Vec<u8>
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(3) // Unix, independent of the build host
-                .write(Vec::with_capacity(data.len() / 3), flate2::Compression::new(level));
+                .write(
+                    Vec::with_capacity(data.len() / 3),
+                    flate2::Compression::new(level),
+                );
             enc.write_all(data).map_err(codec("compress", c))?;
             enc.finish().map_err(codec("compress", c))
         }
@@ -154,9 +161,11 @@ pub fn compress_level(data: &[u8], c: Compression, level: u32) -> Result<Vec<u8>
             opts.dict_size(XZ_DICT_SIZE);
             let mut filters = xz2::stream::Filters::new();
             filters.lzma2(&opts);
-            let stream = xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
-                .map_err(|e| codec("compress", c)(std::io::Error::other(e)))?;
-            let mut enc = xz2::write::XzEncoder::new_stream(Vec::with_capacity(data.len() / 4), stream);
+            let stream =
+                xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
+                    .map_err(|e| codec("compress", c)(std::io::Error::other(e)))?;
+            let mut enc =
+                xz2::write::XzEncoder::new_stream(Vec::with_capacity(data.len() / 4), stream);
             enc.write_all(data).map_err(codec("compress", c))?;
             enc.finish().map_err(codec("compress", c))
         }
@@ -168,13 +177,22 @@ pub fn decompress_limited(data: &[u8], c: Compression, limit: u64) -> Result<Vec
     let reader: Box<dyn Read + '_> = match c {
         Compression::None => Box::new(data),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(data).map_err(codec("decompress", c))?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(data).map_err(codec("decompress", c))?)
+        }
         Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(data)),
     };
     let mut out = Vec::new();
-    reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(codec("decompress", c))?;
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(codec("decompress", c))?;
     if out.len() as u64 > limit {
-        return Err(InitrdError::TooLarge { path: format!("{c} stream"), size: out.len() as u64, limit });
+        return Err(InitrdError::TooLarge {
+            path: format!("{c} stream"),
+            size: out.len() as u64,
+            limit,
+        });
     }
     Ok(out)
 }
@@ -182,7 +200,11 @@ pub fn decompress_limited(data: &[u8], c: Compression, limit: u64) -> Result<Vec
 /// Decompress the one stream at the start of `data` (a gzip member, a zstd
 /// frame, an xz stream); returns the output and the bytes of `data` it used,
 /// so a caller can go on with what follows (concatenated initramfs parts).
-pub fn decompress_one(data: &[u8], c: Compression, limit: u64) -> Result<(Vec<u8>, usize), InitrdError> {
+pub fn decompress_one(
+    data: &[u8],
+    c: Compression,
+    limit: u64,
+) -> Result<(Vec<u8>, usize), InitrdError> {
     let mut out = Vec::new();
     let take = limit.saturating_add(1);
     let rest: &[u8] = match c {
@@ -192,19 +214,30 @@ pub fn decompress_one(data: &[u8], c: Compression, limit: u64) -> Result<(Vec<u8
         }
         Compression::Gzip => {
             let mut d = flate2::bufread::GzDecoder::new(data);
-            (&mut d).take(take).read_to_end(&mut out).map_err(codec("decompress", c))?;
+            (&mut d)
+                .take(take)
+                .read_to_end(&mut out)
+                .map_err(codec("decompress", c))?;
             d.into_inner()
         }
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(codec("decompress", c))?.single_frame();
-            (&mut d).take(take).read_to_end(&mut out).map_err(codec("decompress", c))?;
+            let mut d = zstd::stream::read::Decoder::with_buffer(data)
+                .map_err(codec("decompress", c))?
+                .single_frame();
+            (&mut d)
+                .take(take)
+                .read_to_end(&mut out)
+                .map_err(codec("decompress", c))?;
             d.finish()
         }
         Compression::Xz => {
             // xz2's bufread decoder reports trailing data after the stream as
             // corruption, so drive liblzma directly and stop at StreamEnd.
-            let err = |m: String| codec("decompress", c)(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
-            let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| err(e.to_string()))?;
+            let err = |m: String| {
+                codec("decompress", c)(std::io::Error::new(std::io::ErrorKind::InvalidData, m))
+            };
+            let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0)
+                .map_err(|e| err(e.to_string()))?;
             loop {
                 let used = usize::try_from(stream.total_in()).unwrap_or(usize::MAX);
                 let input = data.get(used..).unwrap_or_default();
@@ -213,7 +246,9 @@ pub fn decompress_one(data: &[u8], c: Compression, limit: u64) -> Result<(Vec<u8
                 }
                 out.reserve(64 << 10);
                 let before = (stream.total_in(), out.len());
-                let status = stream.process_vec(input, &mut out, xz2::stream::Action::Run).map_err(|e| err(e.to_string()))?;
+                let status = stream
+                    .process_vec(input, &mut out, xz2::stream::Action::Run)
+                    .map_err(|e| err(e.to_string()))?;
                 if status == xz2::stream::Status::StreamEnd {
                     break;
                 }
@@ -226,7 +261,11 @@ pub fn decompress_one(data: &[u8], c: Compression, limit: u64) -> Result<(Vec<u8
         }
     };
     if out.len() as u64 > limit {
-        return Err(InitrdError::TooLarge { path: format!("{c} stream"), size: out.len() as u64, limit });
+        return Err(InitrdError::TooLarge {
+            path: format!("{c} stream"),
+            size: out.len() as u64,
+            limit,
+        });
     }
     Ok((out, data.len() - rest.len()))
 }
@@ -241,7 +280,10 @@ pub fn decompress(data: &[u8], c: Compression) -> Result<Vec<u8>, InitrdError> {
 /// The suffix decides, and the magic must agree: a `.ko.xz` that is not xz is
 /// an error rather than garbage loaded later by the init.
 pub fn read_module(path: &Path) -> Result<Vec<u8>, InitrdError> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let c = if name.ends_with(".ko") {
         Compression::None
     } else if name.ends_with(".ko.xz") {
@@ -261,7 +303,10 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, InitrdError> {
         return Ok(data);
     }
     if Compression::detect(&data) != Some(c) {
-        return Err(InitrdError::BadModule { path: path.to_owned(), reason: format!("the content is not {c} compressed") });
+        return Err(InitrdError::BadModule {
+            path: path.to_owned(),
+            reason: format!("the content is not {c} compressed"),
+        });
     }
     decompress_limited(&data, c, MAX_MODULE_SIZE).map_err(|e| InitrdError::BadModule {
         path: path.to_owned(),
@@ -274,7 +319,9 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
+        (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
     }
 
     #[test]
@@ -292,7 +339,14 @@ mod tests {
             let a = compress(&data, c).unwrap();
             let b = compress(&data, c).unwrap();
             assert_eq!(a, b, "{c} is not deterministic");
-            assert_eq!(Compression::detect(&a), if c == Compression::None { None } else { Some(c) });
+            assert_eq!(
+                Compression::detect(&a),
+                if c == Compression::None {
+                    None
+                } else {
+                    Some(c)
+                }
+            );
             assert_eq!(decompress(&a, c).unwrap(), data, "{c}");
         }
     }
@@ -305,7 +359,10 @@ mod tests {
         assert!(compress_level(&data, Compression::Zstd, 0).is_err());
         let fast = compress_level(&data, Compression::Zstd, 1).unwrap();
         assert_eq!(decompress(&fast, Compression::Zstd).unwrap(), data);
-        assert_eq!(compress(&data, Compression::Zstd).unwrap(), compress_level(&data, Compression::Zstd, 19).unwrap());
+        assert_eq!(
+            compress(&data, Compression::Zstd).unwrap(),
+            compress_level(&data, Compression::Zstd, 19).unwrap()
+        );
         for c in Compression::ALL {
             assert!(c.levels().contains(&c.default_level()));
         }
@@ -332,7 +389,10 @@ mod tests {
     #[test]
     fn decompress_limit() {
         let a = compress(&sample(), Compression::Gzip).unwrap();
-        assert!(matches!(decompress_limited(&a, Compression::Gzip, 1000), Err(InitrdError::TooLarge { .. })));
+        assert!(matches!(
+            decompress_limited(&a, Compression::Gzip, 1000),
+            Err(InitrdError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -347,9 +407,15 @@ mod tests {
         }
         let bad = dir.path().join("bad.ko.xz");
         std::fs::write(&bad, &ko).unwrap();
-        assert!(matches!(read_module(&bad), Err(InitrdError::BadModule { .. })));
+        assert!(matches!(
+            read_module(&bad),
+            Err(InitrdError::BadModule { .. })
+        ));
         let other = dir.path().join("m.o");
         std::fs::write(&other, &ko).unwrap();
-        assert!(matches!(read_module(&other), Err(InitrdError::BadModule { .. })));
+        assert!(matches!(
+            read_module(&other),
+            Err(InitrdError::BadModule { .. })
+        ));
     }
 }

@@ -30,7 +30,9 @@ pub struct ElfInfo {
 impl ElfInfo {
     /// Whether a library with `other`'s header can be loaded into this program.
     pub fn compatible(&self, other: &ElfInfo) -> bool {
-        self.is_64 == other.is_64 && self.machine == other.machine && self.big_endian == other.big_endian
+        self.is_64 == other.is_64
+            && self.machine == other.machine
+            && self.big_endian == other.big_endian
     }
 }
 
@@ -41,7 +43,10 @@ pub fn is_elf(data: &[u8]) -> bool {
 
 /// Parse the loader-relevant parts of an ELF file; `path` only names it in errors.
 pub fn parse_elf(path: &Path, data: &[u8]) -> Result<ElfInfo, InitrdError> {
-    let err = |reason: String| InitrdError::Elf { path: path.to_owned(), reason };
+    let err = |reason: String| InitrdError::Elf {
+        path: path.to_owned(),
+        reason,
+    };
     let kind = FileKind::parse(data).map_err(|e| err(e.to_string()))?;
     let parsed = match kind {
         FileKind::Elf32 => parse_generic::<elf::FileHeader32<Endianness>>(data),
@@ -62,7 +67,9 @@ fn split_paths(list: &str) -> impl Iterator<Item = String> + '_ {
 fn parse_generic<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ElfInfo, String> {
     let header = Elf::parse(data).map_err(|e| e.to_string())?;
     let endian = header.endian().map_err(|e| e.to_string())?;
-    let phdrs = header.program_headers(endian, data).map_err(|e| e.to_string())?;
+    let phdrs = header
+        .program_headers(endian, data)
+        .map_err(|e| e.to_string())?;
     let mut info = ElfInfo {
         is_64: header.is_type_64(),
         machine: header.e_machine(endian),
@@ -134,7 +141,9 @@ pub fn parse_shebang(data: &[u8]) -> Option<(String, Option<String>)> {
     const BINPRM_BUF_SIZE: usize = 256;
     let rest = data.strip_prefix(b"#!")?;
     let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = line.get(..BINPRM_BUF_SIZE.saturating_sub(2)).unwrap_or(line);
+    let line = line
+        .get(..BINPRM_BUF_SIZE.saturating_sub(2))
+        .unwrap_or(line);
     let line = std::str::from_utf8(line).ok()?.trim();
     let (interp, arg) = match line.split_once([' ', '\t']) {
         Some((i, a)) => (i, Some(a.trim().to_owned()).filter(|a| !a.is_empty())),
@@ -157,7 +166,12 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for data in [&b""[..], b"\x7fELF", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\xff\xff", b"#!/bin/sh\n"] {
+        for data in [
+            &b""[..],
+            b"\x7fELF",
+            b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\xff\xff",
+            b"#!/bin/sh\n",
+        ] {
             assert!(parse_elf(Path::new("x"), data).is_err());
         }
         // Truncations of a real binary never panic.
@@ -169,8 +183,14 @@ mod tests {
 
     #[test]
     fn shebang() {
-        assert_eq!(parse_shebang(b"#!/bin/sh\necho"), Some(("/bin/sh".into(), None)));
-        assert_eq!(parse_shebang(b"#! /usr/bin/env  python3 \n"), Some(("/usr/bin/env".into(), Some("python3".into()))));
+        assert_eq!(
+            parse_shebang(b"#!/bin/sh\necho"),
+            Some(("/bin/sh".into(), None))
+        );
+        assert_eq!(
+            parse_shebang(b"#! /usr/bin/env  python3 \n"),
+            Some(("/usr/bin/env".into(), Some("python3".into())))
+        );
         assert_eq!(parse_shebang(b"#!\n"), None);
         assert_eq!(parse_shebang(b"\x7fELF"), None);
     }

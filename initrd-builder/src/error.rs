@@ -48,7 +48,11 @@ pub enum InitrdError {
     Elf { path: PathBuf, reason: String },
     /// A DT_NEEDED library was not found in any search directory.
     #[error("failed to find library {name} needed by {}: searched {searched}", needed_by.display())]
-    LibraryNotFound { name: String, needed_by: PathBuf, searched: String },
+    LibraryNotFound {
+        name: String,
+        needed_by: PathBuf,
+        searched: String,
+    },
     /// A program given by name was not found on the search path.
     #[error("failed to find program {name} in {searched}")]
     ProgramNotFound { name: String, searched: String },
@@ -72,7 +76,9 @@ pub enum InitrdError {
         config: PathBuf,
     },
     /// SOURCE_DATE_EPOCH is set but not a valid time stamp.
-    #[error("failed to parse SOURCE_DATE_EPOCH {0:?}: expected seconds since 1970 that fit in 32 bits")]
+    #[error(
+        "failed to parse SOURCE_DATE_EPOCH {0:?}: expected seconds since 1970 that fit in 32 bits"
+    )]
     BadSourceDateEpoch(String),
     /// A cpio stream being read back is malformed.
     #[error("failed to parse the archive at byte {offset}: {reason}")]
@@ -84,7 +90,15 @@ pub enum InitrdError {
 
 impl InitrdError {
     /// Shorthand for an [`InitrdError::Io`].
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { action, path: path.into(), source }
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }

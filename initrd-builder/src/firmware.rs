@@ -27,13 +27,20 @@ pub fn parse_modinfo(section: &[u8]) -> Vec<(String, String)> {
 
 /// The `firmware=` entries of a module (the decompressed ELF, see `read_module`).
 pub fn modinfo_firmware(module_elf: &[u8]) -> Result<Vec<String>, InitrdError> {
-    let err = |reason: String| InitrdError::Elf { path: PathBuf::from("<module>"), reason };
+    let err = |reason: String| InitrdError::Elf {
+        path: PathBuf::from("<module>"),
+        reason,
+    };
     let file = object::File::parse(module_elf).map_err(|e| err(e.to_string()))?;
     let Some(section) = file.section_by_name(".modinfo") else {
         return Ok(Vec::new());
     };
     let data = section.data().map_err(|e| err(e.to_string()))?;
-    Ok(parse_modinfo(data).into_iter().filter(|(k, _)| k == "firmware").map(|(_, v)| v).collect())
+    Ok(parse_modinfo(data)
+        .into_iter()
+        .filter(|(k, _)| k == "firmware")
+        .map(|(_, v)| v)
+        .collect())
 }
 
 /// One firmware file found on the host.
@@ -55,7 +62,11 @@ pub struct FirmwareFile {
 /// then `.zst`, then `.xz`. `Ok(None)` when it is not there (optional
 /// firmware is common). A name with `..` is refused, and so is a file whose
 /// real path leaves `fw_root` through a symlink.
-pub fn find_firmware(fw_root: &Path, kernel_version: &str, name: &str) -> Result<Option<FirmwareFile>, InitrdError> {
+pub fn find_firmware(
+    fw_root: &Path,
+    kernel_version: &str,
+    name: &str,
+) -> Result<Option<FirmwareFile>, InitrdError> {
     let comps = normalize(name)?;
     let clean = comps.join("/");
     let root_real = match std::fs::canonicalize(fw_root) {
@@ -72,11 +83,17 @@ pub fn find_firmware(fw_root: &Path, kernel_version: &str, name: &str) -> Result
     for dir in &dirs {
         for c in [Compression::None, Compression::Zstd, Compression::Xz] {
             let p = dir.join(format!("{clean}{}", c.extension()));
-            let Ok(real) = std::fs::canonicalize(&p) else { continue };
+            let Ok(real) = std::fs::canonicalize(&p) else {
+                continue;
+            };
             if !real.starts_with(&root_real) {
                 return Err(InitrdError::PathEscape {
                     path: p.display().to_string(),
-                    reason: format!("resolves to {} outside {}", real.display(), fw_root.display()),
+                    reason: format!(
+                        "resolves to {} outside {}",
+                        real.display(),
+                        fw_root.display()
+                    ),
                 });
             }
             if real.is_file() {
@@ -97,7 +114,8 @@ impl Archive {
     /// initramfs is compressed as a whole, and the guest kernel then needs no
     /// CONFIG_FW_LOADER_COMPRESS_*.
     pub fn add_firmware(&mut self, fw: &FirmwareFile, reason: &str) -> Result<(), InitrdError> {
-        let raw = std::fs::read(&fw.host_path).map_err(|e| InitrdError::io("read", &fw.host_path, e))?;
+        let raw =
+            std::fs::read(&fw.host_path).map_err(|e| InitrdError::io("read", &fw.host_path, e))?;
         let data = crate::compress::decompress_limited(&raw, fw.compression, MAX_FIRMWARE_SIZE)?;
         self.add_file(&fw.archive_path, 0o644, data)?;
         self.set_reason(&fw.archive_path, reason);
@@ -156,7 +174,13 @@ mod tests {
         let src = dir.path().join("m.s");
         let obj = dir.path().join("m.o");
         std::fs::write(&src, asm).unwrap();
-        let ok = std::process::Command::new("as").arg("-o").arg(&obj).arg(&src).status().map(|s| s.success()).unwrap_or(false);
+        let ok = std::process::Command::new("as")
+            .arg("-o")
+            .arg(&obj)
+            .arg(&src)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         assert!(ok, "the assembler (binutils) is needed for this test");
         std::fs::read(obj).unwrap()
     }
@@ -172,8 +196,13 @@ mod tests {
     #[test]
     fn firmware_of_a_real_module() {
         // Any installed module that declares firmware will do; skip if none is found.
-        let dir = Path::new("/lib/modules/6.1.0-56-amd64/kernel/drivers/net/ethernet/realtek/r8169.ko");
-        for p in [dir.with_extension("ko.xz"), dir.to_path_buf(), dir.with_extension("ko.zst")] {
+        let dir =
+            Path::new("/lib/modules/6.1.0-56-amd64/kernel/drivers/net/ethernet/realtek/r8169.ko");
+        for p in [
+            dir.with_extension("ko.xz"),
+            dir.to_path_buf(),
+            dir.with_extension("ko.zst"),
+        ] {
             if p.exists() {
                 let elf = crate::read_module(&p).unwrap();
                 let fw = modinfo_firmware(&elf).unwrap();
@@ -190,7 +219,11 @@ mod tests {
         std::fs::create_dir_all(fw.join("updates/6.1")).unwrap();
         std::fs::create_dir_all(fw.join("vendor")).unwrap();
         std::fs::write(fw.join("vendor/a.bin"), b"base").unwrap();
-        std::fs::write(fw.join("vendor/c.bin.xz"), crate::compress(b"xz!", Compression::Xz).unwrap()).unwrap();
+        std::fs::write(
+            fw.join("vendor/c.bin.xz"),
+            crate::compress(b"xz!", Compression::Xz).unwrap(),
+        )
+        .unwrap();
         std::fs::write(fw.join("updates/6.1/b.bin"), b"new").unwrap();
         std::fs::write(fw.join("b.bin"), b"old").unwrap();
         std::fs::write(root.path().join("secret"), b"host secret").unwrap();
@@ -205,24 +238,42 @@ mod tests {
         assert_eq!(c.compression, Compression::Xz);
         assert!(find_firmware(&fw, "6.1", "missing.bin").unwrap().is_none());
         assert!(find_firmware(&fw, "6.1", "alias.bin").unwrap().is_some());
-        assert!(matches!(find_firmware(&fw, "6.1", "evil.bin"), Err(InitrdError::PathEscape { .. })));
-        assert!(matches!(find_firmware(&fw, "6.1", "../secret"), Err(InitrdError::PathEscape { .. })));
+        assert!(matches!(
+            find_firmware(&fw, "6.1", "evil.bin"),
+            Err(InitrdError::PathEscape { .. })
+        ));
+        assert!(matches!(
+            find_firmware(&fw, "6.1", "../secret"),
+            Err(InitrdError::PathEscape { .. })
+        ));
 
         // A module declaring two of them and one that is absent.
         let module = fake_module(&["vendor/a.bin", "missing.bin", "b.bin"]);
         let mut ar = Archive::new();
         let report = ar.add_module_firmware("m", &module, &fw, "6.1").unwrap();
-        assert_eq!(report.added, ["lib/firmware/vendor/a.bin", "lib/firmware/b.bin"]);
+        assert_eq!(
+            report.added,
+            ["lib/firmware/vendor/a.bin", "lib/firmware/b.bin"]
+        );
         assert_eq!(report.missing, ["missing.bin"]);
         let m = ar.manifest();
         let b_entry = m.iter().find(|e| e.path == "lib/firmware/b.bin").unwrap();
-        assert_eq!((b_entry.size, b_entry.reason.as_str()), (3, "firmware declared by m"));
+        assert_eq!(
+            (b_entry.size, b_entry.reason.as_str()),
+            (3, "firmware declared by m")
+        );
 
         let mut ar = Archive::new();
         ar.add_firmware(&c, "declared by m").unwrap();
         ar.add_firmware(&b, "declared by m").unwrap();
         let m = ar.manifest();
-        let c_entry = m.iter().find(|e| e.path == "lib/firmware/vendor/c.bin").unwrap();
-        assert_eq!((c_entry.size, c_entry.reason.as_str()), (3, "declared by m"));
+        let c_entry = m
+            .iter()
+            .find(|e| e.path == "lib/firmware/vendor/c.bin")
+            .unwrap();
+        assert_eq!(
+            (c_entry.size, c_entry.reason.as_str()),
+            (3, "declared by m")
+        );
     }
 }

@@ -24,7 +24,14 @@ use std::path::{Path, PathBuf};
 pub const LD_SO_CONF: &str = "/etc/ld.so.conf";
 /// Search path for programs named without a '/', and for `#!/usr/bin/env NAME`.
 /// Fixed, not `$PATH`, so the archive does not depend on the caller's shell.
-pub const PROGRAM_SEARCH_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+pub const PROGRAM_SEARCH_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 /// Bound on the depth of script → interpreter chains (the kernel allows 4 levels).
 pub const MAX_PROGRAM_DEPTH: usize = 8;
 /// Bound on the shared libraries of one program (large GUI programs have ~200).
@@ -89,10 +96,12 @@ fn in_root(sysroot: &Path, comps: &[String]) -> PathBuf {
 
 fn read_link_str(p: &Path) -> Result<String, InitrdError> {
     let t = std::fs::read_link(p).map_err(|e| InitrdError::io("read link", p, e))?;
-    t.into_os_string().into_string().map_err(|t| InitrdError::InvalidPath {
-        path: p.display().to_string(),
-        reason: format!("symlink target {t:?} is not UTF-8"),
-    })
+    t.into_os_string()
+        .into_string()
+        .map_err(|t| InitrdError::InvalidPath {
+            path: p.display().to_string(),
+            reason: format!("symlink target {t:?} is not UTF-8"),
+        })
 }
 
 /// Resolve `path` physically inside `sysroot` (like `realpath` in a chroot):
@@ -117,7 +126,10 @@ pub(crate) fn resolve_host(sysroot: &Path, path: &str) -> Result<Vec<String>, In
         if meta.file_type().is_symlink() {
             hops += 1;
             if hops > MAX_SYMLINK_HOPS {
-                return Err(InitrdError::SymlinkLoop { path: path.to_owned(), limit: MAX_SYMLINK_HOPS });
+                return Err(InitrdError::SymlinkLoop {
+                    path: path.to_owned(),
+                    limit: MAX_SYMLINK_HOPS,
+                });
             }
             let target = read_link_str(&p)?;
             cur.pop();
@@ -149,15 +161,25 @@ struct Collector<'a> {
 impl Collector<'_> {
     /// Mirror the host file named by `literal` into the archive; returns the
     /// physical host path and the archive path of the file.
-    fn add_host_path(&mut self, literal: &str, reason: &str) -> Result<(String, String), InitrdError> {
+    fn add_host_path(
+        &mut self,
+        literal: &str,
+        reason: &str,
+    ) -> Result<(String, String), InitrdError> {
         let mut queue: VecDeque<String> = components(literal).collect();
         let mut arch: Vec<String> = Vec::new();
         let mut host: Vec<String> = Vec::new();
         let mut hops = 0usize;
-        let mut follow = |queue: &mut VecDeque<String>, arch: &mut Vec<String>, host: &mut Vec<String>, target: &str| {
+        let mut follow = |queue: &mut VecDeque<String>,
+                          arch: &mut Vec<String>,
+                          host: &mut Vec<String>,
+                          target: &str| {
             hops += 1;
             if hops > MAX_SYMLINK_HOPS {
-                return Err(InitrdError::SymlinkLoop { path: literal.to_owned(), limit: MAX_SYMLINK_HOPS });
+                return Err(InitrdError::SymlinkLoop {
+                    path: literal.to_owned(),
+                    limit: MAX_SYMLINK_HOPS,
+                });
             }
             if target.starts_with('/') {
                 arch.clear();
@@ -191,58 +213,109 @@ impl Collector<'_> {
                 follow(&mut queue, &mut arch, &mut host, &target)?;
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&host_file).map_err(|e| InitrdError::io("stat", &host_file, e))?;
+            let meta = std::fs::symlink_metadata(&host_file)
+                .map_err(|e| InitrdError::io("stat", &host_file, e))?;
             match self.archive.nodes.get(&arch_key) {
                 Some(Node::Dir { .. }) => {
                     if leaf {
-                        return Err(InitrdError::UnsupportedFileType { path: host_file, kind: "directory" });
+                        return Err(InitrdError::UnsupportedFileType {
+                            path: host_file,
+                            kind: "directory",
+                        });
                     }
                     arch = arch_p;
-                    host = if meta.file_type().is_symlink() { resolve_host(&self.sysroot, &abs(&host_p))? } else { host_p };
+                    host = if meta.file_type().is_symlink() {
+                        resolve_host(&self.sysroot, &abs(&host_p))?
+                    } else {
+                        host_p
+                    };
                 }
                 Some(Node::File { .. } | Node::HardLink { .. }) if leaf => {
                     let phys = resolve_host(&self.sysroot, &abs(&host_p))?;
                     return Ok((abs(&phys), arch_key));
                 }
                 Some(_) => {
-                    return Err(InitrdError::Conflict { path: literal.to_owned(), existing: format!("{arch_key} (not a directory)") })
+                    return Err(InitrdError::Conflict {
+                        path: literal.to_owned(),
+                        existing: format!("{arch_key} (not a directory)"),
+                    })
                 }
                 None if meta.file_type().is_symlink() => {
                     let target = read_link_str(&host_file)?;
                     check_symlink_target(&arch_key, &arch, &target)?;
-                    self.archive.nodes.insert(arch_key.clone(), Node::Symlink { target: target.clone() });
-                    self.archive.default_reason(&arch_key, &format!("symlink on the host path {literal} ({reason})"));
+                    self.archive.nodes.insert(
+                        arch_key.clone(),
+                        Node::Symlink {
+                            target: target.clone(),
+                        },
+                    );
+                    self.archive.default_reason(
+                        &arch_key,
+                        &format!("symlink on the host path {literal} ({reason})"),
+                    );
                     follow(&mut queue, &mut arch, &mut host, &target)?;
                 }
                 None if meta.is_dir() => {
                     if leaf {
-                        return Err(InitrdError::UnsupportedFileType { path: host_file, kind: "directory" });
+                        return Err(InitrdError::UnsupportedFileType {
+                            path: host_file,
+                            kind: "directory",
+                        });
                     }
-                    self.archive.nodes.insert(arch_key.clone(), Node::Dir { mode: crate::archive::IMPLICIT_DIR_MODE });
+                    self.archive.nodes.insert(
+                        arch_key.clone(),
+                        Node::Dir {
+                            mode: crate::archive::IMPLICIT_DIR_MODE,
+                        },
+                    );
                     self.archive.default_reason(&arch_key, REASON_PARENT);
                     arch = arch_p;
                     host = host_p;
                 }
                 None if meta.is_file() => {
                     if !leaf {
-                        return Err(InitrdError::NotADirectory { path: literal.to_owned(), parent: abs(&host_p) });
+                        return Err(InitrdError::NotADirectory {
+                            path: literal.to_owned(),
+                            parent: abs(&host_p),
+                        });
                     }
                     if meta.len() > MAX_FILE_SIZE {
-                        return Err(InitrdError::TooLarge { path: literal.to_owned(), size: meta.len(), limit: MAX_FILE_SIZE });
+                        return Err(InitrdError::TooLarge {
+                            path: literal.to_owned(),
+                            size: meta.len(),
+                            limit: MAX_FILE_SIZE,
+                        });
                     }
-                    let data = std::fs::read(&host_file).map_err(|e| InitrdError::io("read", &host_file, e))?;
-                    self.archive.nodes.insert(arch_key.clone(), Node::File { mode: meta.permissions().mode() & PERM_MASK, data });
+                    let data = std::fs::read(&host_file)
+                        .map_err(|e| InitrdError::io("read", &host_file, e))?;
+                    self.archive.nodes.insert(
+                        arch_key.clone(),
+                        Node::File {
+                            mode: meta.permissions().mode() & PERM_MASK,
+                            data,
+                        },
+                    );
                     self.archive.default_reason(&arch_key, reason);
                     return Ok((abs(&host_p), arch_key));
                 }
-                None => return Err(InitrdError::UnsupportedFileType { path: host_file, kind: kind_name(&meta) }),
+                None => {
+                    return Err(InitrdError::UnsupportedFileType {
+                        path: host_file,
+                        kind: kind_name(&meta),
+                    })
+                }
             }
         }
-        Err(InitrdError::InvalidPath { path: literal.to_owned(), reason: "names a directory, not a file".into() })
+        Err(InitrdError::InvalidPath {
+            path: literal.to_owned(),
+            reason: "names a directory, not a file".into(),
+        })
     }
 
     fn ld_dirs(&mut self) -> Vec<String> {
-        self.ld_dirs.get_or_insert_with(|| ld_so_conf_dirs(&self.sysroot, LD_SO_CONF)).clone()
+        self.ld_dirs
+            .get_or_insert_with(|| ld_so_conf_dirs(&self.sysroot, LD_SO_CONF))
+            .clone()
     }
 
     /// Parse the ELF header of a host file (cached); `None` for non-ELF or unreadable.
@@ -251,7 +324,10 @@ impl Collector<'_> {
             return hit.clone();
         }
         let p = in_root(&self.sysroot, &components(phys).collect::<Vec<_>>());
-        let info = std::fs::read(&p).ok().filter(|d| is_elf(d)).and_then(|d| parse_elf(&p, &d).ok());
+        let info = std::fs::read(&p)
+            .ok()
+            .filter(|d| is_elf(d))
+            .and_then(|d| parse_elf(&p, &d).ok());
         self.elf_cache.insert(phys.to_owned(), info.clone());
         info
     }
@@ -265,29 +341,49 @@ impl Collector<'_> {
             dirs.extend(obj.rpath.iter().filter_map(|d| expand_dst(d, origin, obj)));
             dirs.extend(main_rpath.iter().cloned());
         }
-        dirs.extend(obj.runpath.iter().filter_map(|d| expand_dst(d, origin, obj)));
+        dirs.extend(
+            obj.runpath
+                .iter()
+                .filter_map(|d| expand_dst(d, origin, obj)),
+        );
         dirs.extend(self.ld_dirs());
         dirs.extend(default_lib_dirs(obj));
         dirs
     }
 
-    fn find_library(&mut self, name: &str, obj: &ElfInfo, origin: &str, main_rpath: &[String], needed_by: &str) -> Result<String, InitrdError> {
+    fn find_library(
+        &mut self,
+        name: &str,
+        obj: &ElfInfo,
+        origin: &str,
+        main_rpath: &[String],
+        needed_by: &str,
+    ) -> Result<String, InitrdError> {
         if name.contains('/') {
             return Ok(name.to_owned());
         }
         let dirs = self.search_dirs(obj, origin, main_rpath);
         for d in &dirs {
             let cand = format!("{}/{name}", d.trim_end_matches('/'));
-            let Ok(phys) = resolve_host(&self.sysroot, &cand) else { continue };
+            let Ok(phys) = resolve_host(&self.sysroot, &cand) else {
+                continue;
+            };
             let phys = abs(&phys);
             if !in_root(&self.sysroot, &components(&phys).collect::<Vec<_>>()).is_file() {
                 continue;
             }
-            if self.probe_elf(&phys).is_some_and(|lib| obj.compatible(&lib)) {
+            if self
+                .probe_elf(&phys)
+                .is_some_and(|lib| obj.compatible(&lib))
+            {
                 return Ok(cand);
             }
         }
-        Err(InitrdError::LibraryNotFound { name: name.to_owned(), needed_by: needed_by.into(), searched: dirs.join(":") })
+        Err(InitrdError::LibraryNotFound {
+            name: name.to_owned(),
+            needed_by: needed_by.into(),
+            searched: dirs.join(":"),
+        })
     }
 
     /// Add one host file (program, interpreter or library), record it in the
@@ -332,18 +428,38 @@ impl Collector<'_> {
     /// DT_NEEDED breadth first, a name already satisfied by a loaded object
     /// (by the name it was requested as, or its DT_SONAME) not searched again,
     /// as ld.so's `_dl_map_object` does. Scripts pull in their interpreter.
-    fn add_program(&mut self, literal: &str, reason: &str, depth: usize) -> Result<(), InitrdError> {
+    fn add_program(
+        &mut self,
+        literal: &str,
+        reason: &str,
+        depth: usize,
+    ) -> Result<(), InitrdError> {
         if depth > MAX_PROGRAM_DEPTH {
-            return Err(InitrdError::SymlinkLoop { path: literal.to_owned(), limit: MAX_PROGRAM_DEPTH });
+            return Err(InitrdError::SymlinkLoop {
+                path: literal.to_owned(),
+                limit: MAX_PROGRAM_DEPTH,
+            });
         }
         let (phys, info, shebang) = self.add_object(literal, reason)?;
         if let Some((interp, arg)) = shebang {
-            self.add_program(&interp, &format!("interpreter of script {literal}"), depth + 1)?;
+            self.add_program(
+                &interp,
+                &format!("interpreter of script {literal}"),
+                depth + 1,
+            )?;
             // "#!/usr/bin/env NAME": NAME is the real interpreter.
             if interp.rsplit('/').next() == Some("env") {
-                if let Some(name) = arg.as_deref().and_then(|a| a.split_whitespace().next()).filter(|a| !a.starts_with('-')) {
+                if let Some(name) = arg
+                    .as_deref()
+                    .and_then(|a| a.split_whitespace().next())
+                    .filter(|a| !a.starts_with('-'))
+                {
                     let found = self.find_program(name)?;
-                    self.add_program(&found, &format!("interpreter of script {literal} via env"), depth + 1)?;
+                    self.add_program(
+                        &found,
+                        &format!("interpreter of script {literal} via env"),
+                        depth + 1,
+                    )?;
                 }
             }
             return Ok(());
@@ -353,18 +469,26 @@ impl Collector<'_> {
         };
         // $ORIGIN of the executable: its real directory (ld.so asks the kernel).
         let origin = parent_dir(&phys);
-        let main_rpath: Vec<String> = info.rpath.iter().filter_map(|d| expand_dst(d, &origin, &info)).collect();
+        let main_rpath: Vec<String> = info
+            .rpath
+            .iter()
+            .filter_map(|d| expand_dst(d, &origin, &info))
+            .collect();
         let mut loaded: BTreeSet<String> = BTreeSet::new();
         if let Some(interp) = &info.interpreter {
-            let (_, interp_info, _) = self.add_object(interp, &format!("ELF interpreter of {literal}"))?;
+            let (_, interp_info, _) =
+                self.add_object(interp, &format!("ELF interpreter of {literal}"))?;
             loaded.insert(interp.clone());
             if let Some(soname) = interp_info.and_then(|i| i.soname) {
                 loaded.insert(soname);
             }
         }
         // (name, the object needing it, that object's $ORIGIN, its path)
-        let mut queue: VecDeque<(String, ElfInfo, String, String)> =
-            info.needed.iter().map(|n| (n.clone(), info.clone(), origin.clone(), literal.to_owned())).collect();
+        let mut queue: VecDeque<(String, ElfInfo, String, String)> = info
+            .needed
+            .iter()
+            .map(|n| (n.clone(), info.clone(), origin.clone(), literal.to_owned()))
+            .collect();
         let mut count = 0usize;
         while let Some((name, requester, req_origin, req_path)) = queue.pop_front() {
             if loaded.contains(&name) {
@@ -372,10 +496,15 @@ impl Collector<'_> {
             }
             count += 1;
             if count > MAX_LIBRARIES {
-                return Err(InitrdError::TooLarge { path: literal.to_owned(), size: count as u64, limit: MAX_LIBRARIES as u64 });
+                return Err(InitrdError::TooLarge {
+                    path: literal.to_owned(),
+                    size: count as u64,
+                    limit: MAX_LIBRARIES as u64,
+                });
             }
             let lib = self.find_library(&name, &requester, &req_origin, &main_rpath, &req_path)?;
-            let (_, lib_info, _) = self.add_object(&lib, &format!("{name} needed by {req_path}"))?;
+            let (_, lib_info, _) =
+                self.add_object(&lib, &format!("{name} needed by {req_path}"))?;
             loaded.insert(name.clone());
             loaded.insert(lib.clone());
             let Some(lib_info) = lib_info else { continue };
@@ -403,7 +532,10 @@ impl Collector<'_> {
                 }
             }
         }
-        Err(InitrdError::ProgramNotFound { name: name.to_owned(), searched: PROGRAM_SEARCH_PATH.join(":") })
+        Err(InitrdError::ProgramNotFound {
+            name: name.to_owned(),
+            searched: PROGRAM_SEARCH_PATH.join(":"),
+        })
     }
 }
 
@@ -413,7 +545,9 @@ impl Collector<'_> {
 fn expand_dst(entry: &str, origin: &str, obj: &ElfInfo) -> Option<String> {
     let lib = if obj.is_64 { "lib64" } else { "lib" };
     let platform = platform_name(obj.machine);
-    let mut s = entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin);
+    let mut s = entry
+        .replace("${ORIGIN}", origin)
+        .replace("$ORIGIN", origin);
     s = s.replace("${LIB}", lib).replace("$LIB", lib);
     if let Some(p) = platform {
         s = s.replace("${PLATFORM}", p).replace("$PLATFORM", p);
@@ -479,7 +613,11 @@ impl Archive {
     /// [`Archive::add_program`] with the host seen through `sysroot` (absolute
     /// paths and symlinks resolve inside it). Returns every file it visited, in
     /// order, with the reason it was needed.
-    pub fn add_program_in(&mut self, sysroot: &Path, program: &Path) -> Result<Vec<ProgramFile>, InitrdError> {
+    pub fn add_program_in(
+        &mut self,
+        sysroot: &Path,
+        program: &Path,
+    ) -> Result<Vec<ProgramFile>, InitrdError> {
         let name = program.to_str().ok_or_else(|| InitrdError::InvalidPath {
             path: program.display().to_string(),
             reason: "not UTF-8".into(),
@@ -494,8 +632,12 @@ impl Archive {
         let literal = if name.starts_with('/') {
             name.to_owned()
         } else if name.contains('/') {
-            let cwd = std::env::current_dir().map_err(|e| InitrdError::io("read the current directory", ".", e))?;
-            cwd.join(name).to_str().map(str::to_owned).unwrap_or_default()
+            let cwd = std::env::current_dir()
+                .map_err(|e| InitrdError::io("read the current directory", ".", e))?;
+            cwd.join(name)
+                .to_str()
+                .map(str::to_owned)
+                .unwrap_or_default()
         } else {
             c.find_program(name)?
         };
@@ -512,7 +654,10 @@ impl Archive {
     pub fn add_tree(&mut self, dest: &str, src_dir: &Path) -> Result<(), InitrdError> {
         let meta = std::fs::metadata(src_dir).map_err(|e| InitrdError::io("stat", src_dir, e))?;
         if !meta.is_dir() {
-            return Err(InitrdError::UnsupportedFileType { path: src_dir.to_owned(), kind: kind_name(&meta) });
+            return Err(InitrdError::UnsupportedFileType {
+                path: src_dir.to_owned(),
+                kind: kind_name(&meta),
+            });
         }
         self.add_dir(dest, meta.permissions().mode())?;
         let mut links: BTreeMap<(u64, u64), String> = BTreeMap::new();
@@ -520,22 +665,31 @@ impl Archive {
         self.add_tree_inner(&dest, src_dir, &mut links)
     }
 
-    fn add_tree_inner(&mut self, dest: &str, dir: &Path, links: &mut BTreeMap<(u64, u64), String>) -> Result<(), InitrdError> {
+    fn add_tree_inner(
+        &mut self,
+        dest: &str,
+        dir: &Path,
+        links: &mut BTreeMap<(u64, u64), String>,
+    ) -> Result<(), InitrdError> {
         let rd = std::fs::read_dir(dir).map_err(|e| InitrdError::io("read directory", dir, e))?;
         let mut names = Vec::new();
         for e in rd {
             let e = e.map_err(|e| InitrdError::io("read directory", dir, e))?;
-            let name = e.file_name().into_string().map_err(|n| InitrdError::InvalidPath {
-                path: dir.display().to_string(),
-                reason: format!("file name {n:?} is not UTF-8"),
-            })?;
+            let name = e
+                .file_name()
+                .into_string()
+                .map_err(|n| InitrdError::InvalidPath {
+                    path: dir.display().to_string(),
+                    reason: format!("file name {n:?} is not UTF-8"),
+                })?;
             names.push(name);
         }
         names.sort();
         for name in names {
             let src = dir.join(&name);
             let path = format!("{dest}/{name}");
-            let meta = std::fs::symlink_metadata(&src).map_err(|e| InitrdError::io("stat", &src, e))?;
+            let meta =
+                std::fs::symlink_metadata(&src).map_err(|e| InitrdError::io("stat", &src, e))?;
             let ft = meta.file_type();
             if ft.is_symlink() {
                 let target = read_link_str(&src)?;
@@ -554,12 +708,19 @@ impl Archive {
                 }
                 // Read through the already-checked handle's path: it is a regular file, not a link.
                 if meta.len() > MAX_FILE_SIZE {
-                    return Err(InitrdError::TooLarge { path, size: meta.len(), limit: MAX_FILE_SIZE });
+                    return Err(InitrdError::TooLarge {
+                        path,
+                        size: meta.len(),
+                        limit: MAX_FILE_SIZE,
+                    });
                 }
                 let data = std::fs::read(&src).map_err(|e| InitrdError::io("read", &src, e))?;
                 self.add_file(&path, meta.permissions().mode(), data)?;
             } else {
-                return Err(InitrdError::UnsupportedFileType { path: src, kind: kind_name(&meta) });
+                return Err(InitrdError::UnsupportedFileType {
+                    path: src,
+                    kind: kind_name(&meta),
+                });
             }
         }
         Ok(())
@@ -581,17 +742,36 @@ mod tests {
         symlink("/../../../usr/lib/f", r.join("abs")).unwrap();
         assert_eq!(resolve_host(r, "/lib/f").unwrap(), ["usr", "lib", "f"]);
         assert_eq!(resolve_host(r, "/abs").unwrap(), ["usr", "lib", "f"]);
-        assert_eq!(resolve_host(r, "/../../lib/../lib/f").unwrap(), ["usr", "lib", "f"]);
+        assert_eq!(
+            resolve_host(r, "/../../lib/../lib/f").unwrap(),
+            ["usr", "lib", "f"]
+        );
         symlink("loop", r.join("loop")).unwrap();
-        assert!(matches!(resolve_host(r, "/loop"), Err(InitrdError::SymlinkLoop { .. })));
+        assert!(matches!(
+            resolve_host(r, "/loop"),
+            Err(InitrdError::SymlinkLoop { .. })
+        ));
     }
 
     #[test]
     fn dst_expansion() {
-        let info = ElfInfo { is_64: true, machine: object::elf::EM_X86_64, ..ElfInfo::default() };
-        assert_eq!(expand_dst("$ORIGIN/../lib", "/opt/app/bin", &info).as_deref(), Some("/opt/app/bin/../lib"));
-        assert_eq!(expand_dst("${ORIGIN}/x", "/o", &info).as_deref(), Some("/o/x"));
-        assert_eq!(expand_dst("/usr/$LIB", "/o", &info).as_deref(), Some("/usr/lib64"));
+        let info = ElfInfo {
+            is_64: true,
+            machine: object::elf::EM_X86_64,
+            ..ElfInfo::default()
+        };
+        assert_eq!(
+            expand_dst("$ORIGIN/../lib", "/opt/app/bin", &info).as_deref(),
+            Some("/opt/app/bin/../lib")
+        );
+        assert_eq!(
+            expand_dst("${ORIGIN}/x", "/o", &info).as_deref(),
+            Some("/o/x")
+        );
+        assert_eq!(
+            expand_dst("/usr/$LIB", "/o", &info).as_deref(),
+            Some("/usr/lib64")
+        );
         assert_eq!(expand_dst("relative/dir", "/o", &info), None);
         assert_eq!(expand_dst("/x/$UNKNOWN", "/o", &info), None);
     }

@@ -33,7 +33,9 @@ pub struct RdSupport {
 impl RdSupport {
     /// Parse the text of a kernel .config.
     pub fn parse(config: &[u8]) -> Self {
-        Self { config: String::from_utf8_lossy(config).into_owned() }
+        Self {
+            config: String::from_utf8_lossy(config).into_owned(),
+        }
     }
 
     /// Read `/boot/config-<version>`; `Ok(None)` when the file does not exist
@@ -68,7 +70,10 @@ impl RdSupport {
 
     /// The compressions this kernel unpacks.
     pub fn supported(&self) -> Vec<Compression> {
-        Compression::ALL.into_iter().filter(|c| self.supports(*c)).collect()
+        Compression::ALL
+            .into_iter()
+            .filter(|c| self.supports(*c))
+            .collect()
     }
 }
 
@@ -79,14 +84,21 @@ pub fn check_compression(config: &Path, c: Compression) -> Result<(), InitrdErro
         return Ok(());
     };
     for (option, state) in [
-        ("CONFIG_BLK_DEV_INITRD", option_state(&rd.config, "CONFIG_BLK_DEV_INITRD")),
+        (
+            "CONFIG_BLK_DEV_INITRD",
+            option_state(&rd.config, "CONFIG_BLK_DEV_INITRD"),
+        ),
         (RdSupport::option(c), rd.state(c)),
     ] {
         if state != "y" {
             return Err(InitrdError::CompressionUnsupported {
                 compression: c.name(),
                 option,
-                state: if state == "absent" { "absent".into() } else { format!("={state}") },
+                state: if state == "absent" {
+                    "absent".into()
+                } else {
+                    format!("={state}")
+                },
                 config: config.to_owned(),
             });
         }
@@ -115,7 +127,10 @@ mod tests {
     fn check_against_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = kernel_config_path(dir.path(), "1.2.3");
-        assert!(check_compression(&p, Compression::Zstd).is_ok(), "missing config is not checked");
+        assert!(
+            check_compression(&p, Compression::Zstd).is_ok(),
+            "missing config is not checked"
+        );
         std::fs::write(&p, CONFIG).unwrap();
         assert!(check_compression(&p, Compression::Gzip).is_ok());
         let e = check_compression(&p, Compression::Zstd).unwrap_err();

@@ -26,9 +26,16 @@ pub fn parse_ld_so_conf(data: &[u8]) -> Vec<LdConfLine> {
         if line.is_empty() {
             continue;
         }
-        if let Some(rest) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
-            out.extend(rest.split_whitespace().map(|p| LdConfLine::Include(p.to_owned())));
-        } else if line.starts_with("hwcap") && line.get(5..6).is_some_and(|c| c == " " || c == "\t") {
+        if let Some(rest) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
+            out.extend(
+                rest.split_whitespace()
+                    .map(|p| LdConfLine::Include(p.to_owned())),
+            );
+        } else if line.starts_with("hwcap") && line.get(5..6).is_some_and(|c| c == " " || c == "\t")
+        {
             continue;
         } else {
             for word in line.split([' ', '\t', ',', ':']).filter(|w| !w.is_empty()) {
@@ -76,7 +83,11 @@ pub fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
             },
         }
     }
-    pattern.get(p..).unwrap_or_default().iter().all(|c| *c == b'*')
+    pattern
+        .get(p..)
+        .unwrap_or_default()
+        .iter()
+        .all(|c| *c == b'*')
 }
 
 /// The library directories of `conf` (an absolute path inside `sysroot`),
@@ -106,7 +117,11 @@ fn expand(sysroot: &Path, conf: &str, depth: usize, out: &mut Vec<String>) {
         match line {
             LdConfLine::Dir(d) => out.push(d),
             LdConfLine::Include(pattern) => {
-                let pattern = if pattern.starts_with('/') { pattern } else { format!("{base}/{pattern}") };
+                let pattern = if pattern.starts_with('/') {
+                    pattern
+                } else {
+                    format!("{base}/{pattern}")
+                };
                 let (dir, file_pat) = pattern.rsplit_once('/').unwrap_or(("", pattern.as_str()));
                 if dir.contains(['*', '?', '[']) {
                     continue; // wildcards only in the last component are supported
@@ -162,11 +177,22 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let etc = root.path().join("etc");
         std::fs::create_dir_all(etc.join("ld.so.conf.d")).unwrap();
-        std::fs::write(etc.join("ld.so.conf"), "include /etc/ld.so.conf.d/*.conf\n/first\n").unwrap();
+        std::fs::write(
+            etc.join("ld.so.conf"),
+            "include /etc/ld.so.conf.d/*.conf\n/first\n",
+        )
+        .unwrap();
         std::fs::write(etc.join("ld.so.conf.d/b.conf"), "/b\n").unwrap();
         std::fs::write(etc.join("ld.so.conf.d/a.conf"), "/a\ninclude loop.inc\n").unwrap();
-        std::fs::write(etc.join("ld.so.conf.d/loop.inc"), "/loop\ninclude loop.inc\n").unwrap();
+        std::fs::write(
+            etc.join("ld.so.conf.d/loop.inc"),
+            "/loop\ninclude loop.inc\n",
+        )
+        .unwrap();
         std::fs::write(etc.join("ld.so.conf.d/c.txt"), "/nope\n").unwrap();
-        assert_eq!(ld_so_conf_dirs(root.path(), "/etc/ld.so.conf"), ["/a", "/loop", "/b", "/first"]);
+        assert_eq!(
+            ld_so_conf_dirs(root.path(), "/etc/ld.so.conf"),
+            ["/a", "/loop", "/b", "/first"]
+        );
     }
 }

@@ -55,11 +55,19 @@ mod newc;
 
 pub use archive::{Archive, EntryKind, ManifestEntry, MAX_SYMLINK_HOPS};
 pub use cache::{Cache, CacheKey, CacheOutcome, KeyHasher};
-pub use compress::{compress, compress_level, decompress, decompress_limited, decompress_one, read_module, Compression};
+pub use compress::{
+    compress, compress_level, decompress, decompress_limited, decompress_one, read_module,
+    Compression,
+};
 pub use elf::{parse_elf, parse_shebang, ElfInfo};
-pub use host::{ProgramFile, PROGRAM_SEARCH_PATH};
 pub use error::InitrdError;
-pub use firmware::{find_firmware, modinfo_firmware, parse_modinfo, FirmwareFile, FirmwareReport, FIRMWARE_DIR};
+pub use firmware::{
+    find_firmware, modinfo_firmware, parse_modinfo, FirmwareFile, FirmwareReport, FIRMWARE_DIR,
+};
+pub use host::{ProgramFile, PROGRAM_SEARCH_PATH};
 pub use kconfig::{check_compression, kernel_config_path, RdSupport};
 pub use ldconf::{ld_so_conf_dirs, parse_ld_so_conf, LdConfLine};
-pub use newc::{concat_archives, mtime_from_source_date_epoch, parse_initramfs, parse_newc, NewcEntry, NEWC_MAGIC, TRAILER_NAME};
+pub use newc::{
+    concat_archives, mtime_from_source_date_epoch, parse_initramfs, parse_newc, NewcEntry,
+    NEWC_MAGIC, TRAILER_NAME,
+};

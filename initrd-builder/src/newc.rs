@@ -48,7 +48,12 @@ const ZEROS: [u8; 4] = [0; 4];
 
 /// Write one record: header, name, padding, data, padding. `data.len()` must
 /// equal `h.filesize` (the writer checks it).
-pub fn write_record(out: &mut dyn Write, h: &Header, name: &str, data: &[u8]) -> Result<(), InitrdError> {
+pub fn write_record(
+    out: &mut dyn Write,
+    h: &Header,
+    name: &str,
+    data: &[u8],
+) -> Result<(), InitrdError> {
     if u64::try_from(data.len()).ok() != Some(u64::from(h.filesize)) {
         return Err(InitrdError::TooLarge {
             path: name.to_owned(),
@@ -59,10 +64,23 @@ pub fn write_record(out: &mut dyn Write, h: &Header, name: &str, data: &[u8]) ->
     let namesize = name.len() + 1;
     let header = format!(
         "070701{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
-        h.ino, h.mode, 0, 0, h.nlink, h.mtime, h.filesize, 0, 0, h.rdev_major, h.rdev_minor, namesize, 0
+        h.ino,
+        h.mode,
+        0,
+        0,
+        h.nlink,
+        h.mtime,
+        h.filesize,
+        0,
+        0,
+        h.rdev_major,
+        h.rdev_minor,
+        namesize,
+        0
     );
     debug_assert_eq!(header.len(), HEADER_LEN);
-    out.write_all(header.as_bytes()).map_err(InitrdError::Write)?;
+    out.write_all(header.as_bytes())
+        .map_err(InitrdError::Write)?;
     out.write_all(name.as_bytes()).map_err(InitrdError::Write)?;
     out.write_all(&[0]).map_err(InitrdError::Write)?;
     write_pad(out, HEADER_LEN + namesize)?;
@@ -71,12 +89,21 @@ pub fn write_record(out: &mut dyn Write, h: &Header, name: &str, data: &[u8]) ->
 }
 
 fn write_pad(out: &mut dyn Write, len: usize) -> Result<(), InitrdError> {
-    out.write_all(ZEROS.get(..pad4(len)).unwrap_or_default()).map_err(InitrdError::Write)
+    out.write_all(ZEROS.get(..pad4(len)).unwrap_or_default())
+        .map_err(InitrdError::Write)
 }
 
 /// Write the `TRAILER!!!` record (ino 0, nlink 1, like gen_init_cpio).
 pub fn write_trailer(out: &mut dyn Write) -> Result<(), InitrdError> {
-    let h = Header { ino: 0, mode: 0, nlink: 1, mtime: 0, filesize: 0, rdev_major: 0, rdev_minor: 0 };
+    let h = Header {
+        ino: 0,
+        mode: 0,
+        nlink: 1,
+        mtime: 0,
+        filesize: 0,
+        rdev_major: 0,
+        rdev_minor: 0,
+    };
     write_record(out, &h, TRAILER_NAME, &[])
 }
 
@@ -99,7 +126,9 @@ pub fn concat_archives(out: &mut dyn Write, parts: &[&[u8]]) -> Result<(), Initr
 pub fn mtime_from_source_date_epoch(value: Option<&str>) -> Result<u32, InitrdError> {
     match value.map(str::trim) {
         None | Some("") => Ok(0),
-        Some(v) => v.parse::<u32>().map_err(|_| InitrdError::BadSourceDateEpoch(v.to_owned())),
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| InitrdError::BadSourceDateEpoch(v.to_owned())),
     }
 }
 
@@ -122,7 +151,10 @@ pub struct NewcEntry {
 }
 
 fn malformed(offset: usize, reason: impl Into<String>) -> InitrdError {
-    InitrdError::Malformed { offset, reason: reason.into() }
+    InitrdError::Malformed {
+        offset,
+        reason: reason.into(),
+    }
 }
 
 /// Read one uncompressed newc archive from the start of `data`, up to and
@@ -135,32 +167,54 @@ pub fn parse_newc(data: &[u8]) -> Result<(Vec<NewcEntry>, usize), InitrdError> {
         if out.len() > MAX_ENTRIES {
             return Err(malformed(pos, format!("more than {MAX_ENTRIES} entries")));
         }
-        let header = data.get(pos..pos + HEADER_LEN).ok_or_else(|| malformed(pos, "truncated header"))?;
+        let header = data
+            .get(pos..pos + HEADER_LEN)
+            .ok_or_else(|| malformed(pos, "truncated header"))?;
         if !header.starts_with(NEWC_MAGIC) {
             return Err(malformed(pos, "bad magic (expected 070701)"));
         }
         let mut fields = [0u32; 13];
         for (i, f) in fields.iter_mut().enumerate() {
-            let hex = header.get(6 + i * 8..14 + i * 8).ok_or_else(|| malformed(pos, "truncated header"))?;
+            let hex = header
+                .get(6 + i * 8..14 + i * 8)
+                .ok_or_else(|| malformed(pos, "truncated header"))?;
             let hex = std::str::from_utf8(hex).map_err(|_| malformed(pos, "non-ASCII header"))?;
-            *f = u32::from_str_radix(hex, 16).map_err(|_| malformed(pos, format!("bad hex field {hex:?}")))?;
+            *f = u32::from_str_radix(hex, 16)
+                .map_err(|_| malformed(pos, format!("bad hex field {hex:?}")))?;
         }
-        let [ino, mode, uid, gid, nlink, mtime, filesize, _, _, rdev_major, rdev_minor, namesize, _] = fields;
+        let [ino, mode, uid, gid, nlink, mtime, filesize, _, _, rdev_major, rdev_minor, namesize, _] =
+            fields;
         let namesize = namesize as usize;
         let name_start = pos + HEADER_LEN;
         let name = data
             .get(name_start..name_start + namesize)
             .ok_or_else(|| malformed(pos, "truncated name"))?;
-        let name = name.strip_suffix(&[0]).ok_or_else(|| malformed(pos, "name not NUL-terminated"))?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(pos, "name is not UTF-8"))?;
+        let name = name
+            .strip_suffix(&[0])
+            .ok_or_else(|| malformed(pos, "name not NUL-terminated"))?;
+        let name =
+            String::from_utf8(name.to_vec()).map_err(|_| malformed(pos, "name is not UTF-8"))?;
         let data_start = name_start + namesize + pad4(HEADER_LEN + namesize);
         let size = filesize as usize;
-        let body = data.get(data_start..data_start + size).ok_or_else(|| malformed(pos, "truncated data"))?;
+        let body = data
+            .get(data_start..data_start + size)
+            .ok_or_else(|| malformed(pos, "truncated data"))?;
         pos = data_start + size + pad4(size);
         if name == TRAILER_NAME {
             return Ok((out, pos.min(data.len())));
         }
-        out.push(NewcEntry { name, ino, mode, uid, gid, nlink, mtime, rdev_major, rdev_minor, data: body.to_vec() });
+        out.push(NewcEntry {
+            name,
+            ino,
+            mode,
+            uid,
+            gid,
+            nlink,
+            mtime,
+            rdev_major,
+            rdev_minor,
+            data: body.to_vec(),
+        });
     }
 }
 
@@ -177,14 +231,18 @@ pub fn parse_initramfs(data: &[u8], limit: u64) -> Result<Vec<Vec<NewcEntry>>, I
         }
         if rest.starts_with(NEWC_MAGIC) {
             if pos % 4 != 0 {
-                return Err(malformed(pos, "uncompressed archive not 4-byte aligned (the kernel says broken padding)"));
+                return Err(malformed(
+                    pos,
+                    "uncompressed archive not 4-byte aligned (the kernel says broken padding)",
+                ));
             }
             let (entries, used) = parse_newc(rest)?;
             archives.push(entries);
             pos += used;
             continue;
         }
-        let c = crate::Compression::detect(rest).ok_or_else(|| malformed(pos, "neither newc nor a known compression"))?;
+        let c = crate::Compression::detect(rest)
+            .ok_or_else(|| malformed(pos, "neither newc nor a known compression"))?;
         // One compressed stream covers the rest unless the format says where it ends;
         // our writer emits exactly one stream per part, so decode the stream and
         // find its end with a counting reader.
@@ -211,7 +269,15 @@ mod tests {
     #[test]
     fn record_layout_is_padded() {
         let mut out = Vec::new();
-        let h = Header { ino: 1, mode: S_IFREG | 0o644, nlink: 1, mtime: 7, filesize: 3, rdev_major: 0, rdev_minor: 0 };
+        let h = Header {
+            ino: 1,
+            mode: S_IFREG | 0o644,
+            nlink: 1,
+            mtime: 7,
+            filesize: 3,
+            rdev_major: 0,
+            rdev_minor: 0,
+        };
         write_record(&mut out, &h, "ab", b"xyz").unwrap();
         // 110 + "ab\0" = 113 -> 116; data 3 -> 4.
         assert_eq!(out.len(), 116 + 4);
@@ -225,7 +291,15 @@ mod tests {
 
     #[test]
     fn size_mismatch_is_an_error() {
-        let h = Header { ino: 1, mode: S_IFREG, nlink: 1, mtime: 0, filesize: 4, rdev_major: 0, rdev_minor: 0 };
+        let h = Header {
+            ino: 1,
+            mode: S_IFREG,
+            nlink: 1,
+            mtime: 0,
+            filesize: 4,
+            rdev_major: 0,
+            rdev_minor: 0,
+        };
         assert!(write_record(&mut Vec::new(), &h, "a", b"abc").is_err());
     }
 
@@ -240,7 +314,10 @@ mod tests {
     fn source_date_epoch() {
         assert_eq!(mtime_from_source_date_epoch(None).unwrap(), 0);
         assert_eq!(mtime_from_source_date_epoch(Some("")).unwrap(), 0);
-        assert_eq!(mtime_from_source_date_epoch(Some("1700000000")).unwrap(), 1_700_000_000);
+        assert_eq!(
+            mtime_from_source_date_epoch(Some("1700000000")).unwrap(),
+            1_700_000_000
+        );
         assert!(mtime_from_source_date_epoch(Some("-1")).is_err());
         assert!(mtime_from_source_date_epoch(Some("99999999999")).is_err());
         assert!(mtime_from_source_date_epoch(Some("12abc")).is_err());

@@ -8,7 +8,12 @@
 //!
 //! Each VM runs in its own process group, is killed on drop and after a hard
 //! timeout, and its console is printed when the test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel_initrd::{concat_archives, Archive, Compression};
 use std::io::Read;
@@ -68,14 +73,25 @@ impl Drop for Vm {
 
 fn kernel() -> Option<PathBuf> {
     let k = PathBuf::from(format!("/boot/vmlinuz-{KVER}"));
-    (k.exists() && Command::new("qemu-system-x86_64").arg("--version").stdout(Stdio::null()).status().is_ok()).then_some(k)
+    (k.exists()
+        && Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok())
+    .then_some(k)
 }
 
 fn build_init(dir: &Path) -> PathBuf {
     let src = dir.join("init.c");
     std::fs::write(&src, INIT_C).unwrap();
     let bin = dir.join("init");
-    let st = Command::new("gcc").args(["-static", "-Os", "-o"]).arg(&bin).arg(&src).status().unwrap();
+    let st = Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap();
     assert!(st.success(), "gcc -static failed");
     bin
 }
@@ -84,7 +100,18 @@ fn build_init(dir: &Path) -> PathBuf {
 fn boot(kernel: &Path, initrd: &Path, paths: &[&str]) -> String {
     let append = format!("console=ttyS0 panic=-1 quiet -- {}", paths.join(" "));
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-M", "pc", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
+        .args([
+            "-M",
+            "pc",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+        ])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(kernel)
@@ -98,7 +125,10 @@ fn boot(kernel: &Path, initrd: &Path, paths: &[&str]) -> String {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut vm = Vm { child, reaped: false };
+    let mut vm = Vm {
+        child,
+        reaped: false,
+    };
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stdout.read_to_string(&mut s);
@@ -113,12 +143,21 @@ fn boot(kernel: &Path, initrd: &Path, paths: &[&str]) -> String {
 }
 
 fn expect(console: &str, what: &str, exists: &[&str], missing: &[&str]) {
-    assert!(console.contains("KESTREL_INIT_END"), "{what}: the init did not finish; console:\n{console}");
+    assert!(
+        console.contains("KESTREL_INIT_END"),
+        "{what}: the init did not finish; console:\n{console}"
+    );
     for p in exists {
-        assert!(console.contains(&format!("EXISTS {p}")), "{what}: {p} missing; console:\n{console}");
+        assert!(
+            console.contains(&format!("EXISTS {p}")),
+            "{what}: {p} missing; console:\n{console}"
+        );
     }
     for p in missing {
-        assert!(console.contains(&format!("MISSING {p}")), "{what}: {p} present; console:\n{console}");
+        assert!(
+            console.contains(&format!("MISSING {p}")),
+            "{what}: {p} present; console:\n{console}"
+        );
     }
 }
 
@@ -126,9 +165,11 @@ fn base(init: &Path) -> Archive {
     let mut a = Archive::new();
     a.add_char_dev("dev/console", 0o600, 5, 1).unwrap();
     a.add_file_from("init", init).unwrap();
-    a.add_file("lib/modules/x/base.ko", 0o644, vec![1; 100_000]).unwrap();
+    a.add_file("lib/modules/x/base.ko", 0o644, vec![1; 100_000])
+        .unwrap();
     a.add_symlink("lib64", "lib").unwrap();
-    a.add_file("etc/hostname", 0o644, b"base\n".to_vec()).unwrap();
+    a.add_file("etc/hostname", 0o644, b"base\n".to_vec())
+        .unwrap();
     a
 }
 
@@ -145,8 +186,21 @@ fn kernel_unpacks_every_compression() {
     for c in Compression::ALL {
         let path = dir.path().join(format!("initrd{}", c.extension()));
         std::fs::write(&path, a.to_compressed(0, c).unwrap()).unwrap();
-        let console = boot(&kernel, &path, &["/lib/modules/x/base.ko", "/lib64/modules/x/base.ko", "/nonexistent"]);
-        expect(&console, c.name(), &["/lib/modules/x/base.ko", "/lib64/modules/x/base.ko"], &["/nonexistent"]);
+        let console = boot(
+            &kernel,
+            &path,
+            &[
+                "/lib/modules/x/base.ko",
+                "/lib64/modules/x/base.ko",
+                "/nonexistent",
+            ],
+        );
+        expect(
+            &console,
+            c.name(),
+            &["/lib/modules/x/base.ko", "/lib64/modules/x/base.ko"],
+            &["/nonexistent"],
+        );
     }
 }
 
@@ -161,15 +215,41 @@ fn kernel_unpacks_a_compressed_base_and_an_appended_overlay() {
     let init = build_init(dir.path());
     let b = base(&init);
     let mut run = Archive::overlay(&b);
-    run.add_file("run/payload", 0o755, b"payload".to_vec()).unwrap();
-    run.add_file("lib64/extra/lib.so", 0o644, b"lib".to_vec()).unwrap(); // through the base's symlink
-    run.add_file("etc/hostname", 0o644, b"overridden\n".to_vec()).unwrap();
+    run.add_file("run/payload", 0o755, b"payload".to_vec())
+        .unwrap();
+    run.add_file("lib64/extra/lib.so", 0o644, b"lib".to_vec())
+        .unwrap(); // through the base's symlink
+    run.add_file("etc/hostname", 0o644, b"overridden\n".to_vec())
+        .unwrap();
     for c in [Compression::Zstd, Compression::Gzip] {
         let mut out = Vec::new();
-        concat_archives(&mut out, &[&b.to_compressed(0, c).unwrap(), &run.to_newc(0).unwrap()]).unwrap();
+        concat_archives(
+            &mut out,
+            &[&b.to_compressed(0, c).unwrap(), &run.to_newc(0).unwrap()],
+        )
+        .unwrap();
         let path = dir.path().join(format!("concat{}", c.extension()));
         std::fs::write(&path, &out).unwrap();
-        let console = boot(&kernel, &path, &["/run/payload", "/lib/extra/lib.so", "/lib/modules/x/base.ko", "/init"]);
-        expect(&console, &format!("{c} + none"), &["/run/payload", "/lib/extra/lib.so", "/lib/modules/x/base.ko", "/init"], &[]);
+        let console = boot(
+            &kernel,
+            &path,
+            &[
+                "/run/payload",
+                "/lib/extra/lib.so",
+                "/lib/modules/x/base.ko",
+                "/init",
+            ],
+        );
+        expect(
+            &console,
+            &format!("{c} + none"),
+            &[
+                "/run/payload",
+                "/lib/extra/lib.so",
+                "/lib/modules/x/base.ko",
+                "/init",
+            ],
+            &[],
+        );
     }
 }

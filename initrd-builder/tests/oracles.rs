@@ -4,10 +4,16 @@
 //! (they are part of the project's setup), except gcc for the RUNPATH test.
 // Test code: the workspace's production lints do not apply (clippy.toml allows
 // them inside #[test] functions; the helpers here are test code too).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel_initrd::{
-    compress, concat_archives, parse_initramfs, parse_newc, Archive, Compression, EntryKind, InitrdError,
+    compress, concat_archives, parse_initramfs, parse_newc, Archive, Compression, EntryKind,
+    InitrdError,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -18,13 +24,18 @@ use std::process::{Command, Stdio};
 const MTIME: u32 = 1_700_000_000;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Run `cmd args` with `stdin`, in `dir`; return stdout; fail on a non-zero exit.
 fn run(cmd: &str, args: &[&str], stdin: &[u8], dir: Option<&Path>) -> Vec<u8> {
     let mut c = Command::new(cmd);
-    c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(d) = dir {
         c.current_dir(d);
     }
@@ -36,7 +47,11 @@ fn run(cmd: &str, args: &[&str], stdin: &[u8], dir: Option<&Path>) -> Vec<u8> {
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -45,8 +60,14 @@ type Step = Box<dyn Fn(&mut Archive)>;
 
 fn sample(reverse: bool, tree: &Path) -> Archive {
     let mut steps: Vec<Step> = vec![
-        Box::new(|a| a.add_file("/init", 0o755, b"#!/bin/sh\necho hi\n".to_vec()).unwrap()),
-        Box::new(|a| a.add_file("etc/hostname", 0o644, b"kestrel\n".to_vec()).unwrap()),
+        Box::new(|a| {
+            a.add_file("/init", 0o755, b"#!/bin/sh\necho hi\n".to_vec())
+                .unwrap()
+        }),
+        Box::new(|a| {
+            a.add_file("etc/hostname", 0o644, b"kestrel\n".to_vec())
+                .unwrap()
+        }),
         Box::new(|a| a.add_file("etc/secret", 0o600, vec![7; 4096]).unwrap()),
         Box::new(|a| a.add_file("etc/empty", 0o640, Vec::new()).unwrap()),
         Box::new(|a| a.add_file("a/b/c/d/three", 0o444, b"abc".to_vec()).unwrap()),
@@ -56,7 +77,14 @@ fn sample(reverse: bool, tree: &Path) -> Archive {
         Box::new(|a| a.add_symlink("etc/up", "../init").unwrap()),
         Box::new(|a| a.add_symlink("abs", "/etc/hostname").unwrap()),
         Box::new(|a| a.add_symlink("dangling", "nowhere/at/all").unwrap()),
-        Box::new(|a| a.add_file("payload/data.bin", 0o644, (0..=255u8).cycle().take(10_001).collect()).unwrap()),
+        Box::new(|a| {
+            a.add_file(
+                "payload/data.bin",
+                0o644,
+                (0..=255u8).cycle().take(10_001).collect(),
+            )
+            .unwrap()
+        }),
         Box::new(|a| a.add_program(Path::new("/bin/sh")).unwrap()),
     ];
     let tree = tree.to_path_buf();
@@ -99,7 +127,11 @@ fn two_builds_are_byte_identical() {
     let (x, y) = (a.to_newc(MTIME).unwrap(), b.to_newc(MTIME).unwrap());
     assert_eq!(x, y);
     for c in Compression::ALL {
-        assert_eq!(a.to_compressed(MTIME, c).unwrap(), b.to_compressed(MTIME, c).unwrap(), "{c}");
+        assert_eq!(
+            a.to_compressed(MTIME, c).unwrap(),
+            b.to_compressed(MTIME, c).unwrap(),
+            "{c}"
+        );
     }
     // The mtime is the only time in the output.
     assert_ne!(a.to_newc(MTIME + 1).unwrap(), x);
@@ -107,7 +139,11 @@ fn two_builds_are_byte_identical() {
 
 fn cpio_list(archive: &[u8]) -> Vec<String> {
     let out = run("cpio", &["-t", "--quiet"], archive, None);
-    String::from_utf8(out).unwrap().lines().map(str::to_owned).collect()
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -132,7 +168,12 @@ fn cpio_extraction_gives_back_files_links_and_modes() {
     let t = tree_dir();
     let a = sample(false, t.path());
     let out = tempfile::tempdir().unwrap();
-    run("cpio", &["-idm", "--no-absolute-filenames", "--quiet"], &a.to_newc(MTIME).unwrap(), Some(out.path()));
+    run(
+        "cpio",
+        &["-idm", "--no-absolute-filenames", "--quiet"],
+        &a.to_newc(MTIME).unwrap(),
+        Some(out.path()),
+    );
     let mut inodes: BTreeMap<String, u64> = BTreeMap::new();
     for e in a.manifest() {
         let p = out.path().join(&e.path);
@@ -152,17 +193,33 @@ fn cpio_extraction_gives_back_files_links_and_modes() {
             EntryKind::Symlink => {
                 assert!(meta.file_type().is_symlink(), "{}", e.path);
                 let target = std::fs::read_link(&p).unwrap();
-                assert_eq!(Some(target.to_str().unwrap().to_owned()), e.target, "{}", e.path);
+                assert_eq!(
+                    Some(target.to_str().unwrap().to_owned()),
+                    e.target,
+                    "{}",
+                    e.path
+                );
             }
-            EntryKind::CharDev | EntryKind::BlockDev => unreachable!("no device nodes in the sample"),
+            EntryKind::CharDev | EntryKind::BlockDev => {
+                unreachable!("no device nodes in the sample")
+            }
         }
     }
     // Content, byte for byte, for a few files including the program.
-    assert_eq!(std::fs::read(out.path().join("etc/secret")).unwrap(), vec![7; 4096]);
-    assert_eq!(std::fs::read(out.path().join("opt/tree/sub/two")).unwrap(), b"two two\n");
+    assert_eq!(
+        std::fs::read(out.path().join("etc/secret")).unwrap(),
+        vec![7; 4096]
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("opt/tree/sub/two")).unwrap(),
+        b"two two\n"
+    );
     let sh = std::fs::canonicalize("/bin/sh").unwrap();
     let sh_in = a.resolve(sh.to_str().unwrap()).unwrap();
-    assert_eq!(std::fs::read(out.path().join(sh_in)).unwrap(), std::fs::read(&sh).unwrap());
+    assert_eq!(
+        std::fs::read(out.path().join(sh_in)).unwrap(),
+        std::fs::read(&sh).unwrap()
+    );
     // Hard links came back as hard links.
     assert_eq!(inodes["etc/hostname"], inodes["etc/hostname.link"]);
     assert_eq!(inodes["opt/tree/one"], inodes["opt/tree/sub/one-again"]);
@@ -192,8 +249,10 @@ fn tiny() -> Archive {
     a.add_dir("x", 0o700).unwrap();
     a.add_file("x/y/empty", 0o600, Vec::new()).unwrap();
     a.add_symlink("sbin", "bin").unwrap();
-    a.add_file("init", 0o755, b"#!/bin/sh\nexit 0\n".to_vec()).unwrap();
-    a.add_file("/etc/hostname", 0o644, b"kestrel\n".to_vec()).unwrap();
+    a.add_file("init", 0o755, b"#!/bin/sh\nexit 0\n".to_vec())
+        .unwrap();
+    a.add_file("/etc/hostname", 0o644, b"kestrel\n".to_vec())
+        .unwrap();
     a.add_hardlink("etc/hosts2", "/etc/hostname").unwrap();
     a.add_char_dev("dev/console", 0o600, 5, 1).unwrap();
     a
@@ -204,17 +263,37 @@ fn golden_tiny_archive() {
     let golden = std::fs::read(fixture("tiny.cpio")).unwrap();
     let ours = tiny().to_newc(MTIME).unwrap();
     if ours != golden {
-        let at = ours.iter().zip(&golden).position(|(a, b)| a != b).unwrap_or(ours.len().min(golden.len()));
-        panic!("differs from tests/fixtures/tiny.cpio at byte {at} (ours {} bytes, golden {})", ours.len(), golden.len());
+        let at = ours
+            .iter()
+            .zip(&golden)
+            .position(|(a, b)| a != b)
+            .unwrap_or(ours.len().min(golden.len()));
+        panic!(
+            "differs from tests/fixtures/tiny.cpio at byte {at} (ours {} bytes, golden {})",
+            ours.len(),
+            golden.len()
+        );
     }
     let listed = cpio_list(&golden);
-    assert_eq!(listed, tiny().manifest().into_iter().map(|e| e.path).collect::<Vec<_>>());
+    assert_eq!(
+        listed,
+        tiny()
+            .manifest()
+            .into_iter()
+            .map(|e| e.path)
+            .collect::<Vec<_>>()
+    );
     // And our reader agrees with the headers.
     let (entries, used) = parse_newc(&golden).unwrap();
     assert_eq!(used, golden.len());
     let console = entries.iter().find(|e| e.name == "dev/console").unwrap();
-    assert_eq!((console.mode, console.rdev_major, console.rdev_minor), (0o020_600, 5, 1));
-    assert!(entries.iter().all(|e| e.uid == 0 && e.gid == 0 && e.mtime == MTIME));
+    assert_eq!(
+        (console.mode, console.rdev_major, console.rdev_minor),
+        (0o020_600, 5, 1)
+    );
+    assert!(entries
+        .iter()
+        .all(|e| e.uid == 0 && e.gid == 0 && e.mtime == MTIME));
 }
 
 #[test]
@@ -230,7 +309,10 @@ fn hostile_paths_are_refused() {
             a.add_char_dev(&p, 0o600, 1, 3),
         ] {
             assert!(
-                matches!(r, Err(InitrdError::PathEscape { .. } | InitrdError::InvalidPath { .. })),
+                matches!(
+                    r,
+                    Err(InitrdError::PathEscape { .. } | InitrdError::InvalidPath { .. })
+                ),
                 "{line:?} accepted: {r:?}"
             );
         }
@@ -239,8 +321,14 @@ fn hostile_paths_are_refused() {
     for line in links.lines() {
         let (link, target) = line.split_once('\t').unwrap();
         let r = a.add_symlink(link, target);
-        assert!(matches!(r, Err(InitrdError::PathEscape { .. })), "{link} -> {target} accepted: {r:?}");
-        assert!(r.unwrap_err().to_string().contains("escapes the archive root"));
+        assert!(
+            matches!(r, Err(InitrdError::PathEscape { .. })),
+            "{link} -> {target} accepted: {r:?}"
+        );
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("escapes the archive root"));
     }
     // Failed adds may leave implicit parent directories, never a hostile entry.
     assert!(a.manifest().iter().all(|e| e.kind == EntryKind::Dir));
@@ -256,8 +344,15 @@ fn hostile_tree_is_refused_and_not_followed() {
     symlink(t.path(), src.join("d/parent-link")).unwrap();
     let mut a = Archive::new();
     a.add_tree("opt", &src).unwrap();
-    assert!(a.manifest().iter().all(|e| !e.path.contains("outside") && !e.path.starts_with("opt/d/parent-link/")));
-    assert!(a.to_newc(0).unwrap().windows(11).all(|w| w != b"host secret"));
+    assert!(a
+        .manifest()
+        .iter()
+        .all(|e| !e.path.contains("outside") && !e.path.starts_with("opt/d/parent-link/")));
+    assert!(a
+        .to_newc(0)
+        .unwrap()
+        .windows(11)
+        .all(|w| w != b"host secret"));
     // A relative link climbing above the archive root is refused.
     symlink("../../../../outside", src.join("d/escape")).unwrap();
     let r = Archive::new().add_tree("opt", &src);
@@ -265,8 +360,15 @@ fn hostile_tree_is_refused_and_not_followed() {
     // A fifo is refused.
     let f = tempfile::tempdir().unwrap();
     let fifo = f.path().join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    assert!(matches!(Archive::new().add_tree("x", f.path()), Err(InitrdError::UnsupportedFileType { .. })));
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    assert!(matches!(
+        Archive::new().add_tree("x", f.path()),
+        Err(InitrdError::UnsupportedFileType { .. })
+    ));
 }
 
 #[test]
@@ -279,17 +381,25 @@ fn hostile_sysroot_cannot_escape() {
     std::fs::copy("/bin/sh", r.join("bin/sh")).unwrap();
     std::fs::create_dir_all(r.join("lib64")).unwrap();
     // PT_INTERP of /bin/sh is /lib64/ld-linux-x86-64.so.2: make it a hostile link.
-    let interp = kestrel_initrd::parse_elf(Path::new("/bin/sh"), &std::fs::read("/bin/sh").unwrap()).unwrap().interpreter.unwrap();
+    let interp =
+        kestrel_initrd::parse_elf(Path::new("/bin/sh"), &std::fs::read("/bin/sh").unwrap())
+            .unwrap()
+            .interpreter
+            .unwrap();
     let interp_in = r.join(interp.trim_start_matches('/'));
     std::fs::create_dir_all(interp_in.parent().unwrap()).unwrap();
     symlink("../../../../../../../../etc/passwd", &interp_in).unwrap();
-    let e = Archive::new().add_program_in(r, Path::new("/bin/sh")).unwrap_err();
+    let e = Archive::new()
+        .add_program_in(r, Path::new("/bin/sh"))
+        .unwrap_err();
     assert!(matches!(e, InitrdError::PathEscape { .. }), "{e}");
     // An absolute link resolves inside the sysroot: /etc/passwd of the sysroot
     // does not exist, so it is an error, never the host's file.
     std::fs::remove_file(&interp_in).unwrap();
     symlink("/etc/passwd", &interp_in).unwrap();
-    let e = Archive::new().add_program_in(r, Path::new("/bin/sh")).unwrap_err();
+    let e = Archive::new()
+        .add_program_in(r, Path::new("/bin/sh"))
+        .unwrap_err();
     assert!(matches!(e, InitrdError::Io { .. }), "{e}");
     assert!(e.to_string().contains(r.to_str().unwrap()), "{e}");
 }
@@ -311,8 +421,14 @@ fn ldd(program: &str) -> BTreeSet<String> {
 
 fn our_closure(program: &str) -> (Archive, BTreeSet<String>) {
     let mut a = Archive::new();
-    let report = a.add_program_in(Path::new("/"), Path::new(program)).unwrap();
-    let paths = report.iter().map(|f| f.host_path.clone()).filter(|p| p != program).collect();
+    let report = a
+        .add_program_in(Path::new("/"), Path::new(program))
+        .unwrap();
+    let paths = report
+        .iter()
+        .map(|f| f.host_path.clone())
+        .filter(|p| p != program)
+        .collect();
     (a, paths)
 }
 
@@ -345,18 +461,31 @@ fn add_program_matches_ldd() {
 #[test]
 fn loader_symlinks_become_archive_symlinks() {
     let (a, _) = our_closure("/bin/sh");
-    let interp = kestrel_initrd::parse_elf(Path::new("/bin/sh"), &std::fs::read("/bin/sh").unwrap()).unwrap().interpreter.unwrap();
+    let interp =
+        kestrel_initrd::parse_elf(Path::new("/bin/sh"), &std::fs::read("/bin/sh").unwrap())
+            .unwrap()
+            .interpreter
+            .unwrap();
     // Every symlink on the host path of the interpreter is a symlink in the archive.
-    let m: BTreeMap<String, _> = a.manifest().into_iter().map(|e| (e.path.clone(), e)).collect();
+    let m: BTreeMap<String, _> = a
+        .manifest()
+        .into_iter()
+        .map(|e| (e.path.clone(), e))
+        .collect();
     let mut prefix = PathBuf::from("/");
     for c in Path::new(&interp).components().skip(1) {
         prefix.push(c);
         let meta = std::fs::symlink_metadata(&prefix).unwrap();
         if meta.file_type().is_symlink() {
             let rel = prefix.strip_prefix("/").unwrap().to_str().unwrap();
-            let e = m.get(rel).unwrap_or_else(|| panic!("{rel} not in the archive"));
+            let e = m
+                .get(rel)
+                .unwrap_or_else(|| panic!("{rel} not in the archive"));
             assert_eq!(e.kind, EntryKind::Symlink, "{rel}");
-            assert_eq!(e.target.as_deref(), Some(std::fs::read_link(&prefix).unwrap().to_str().unwrap()));
+            assert_eq!(
+                e.target.as_deref(),
+                Some(std::fs::read_link(&prefix).unwrap().to_str().unwrap())
+            );
             break; // later components live under the link's target
         }
     }
@@ -381,7 +510,11 @@ fn scripts_pull_in_their_interpreter() {
 
 #[test]
 fn runpath_origin_matches_ldd() {
-    let Ok(status) = Command::new("gcc").arg("--version").stdout(Stdio::null()).status() else {
+    let Ok(status) = Command::new("gcc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+    else {
         eprintln!("gcc not installed; skipping");
         return;
     };
@@ -391,14 +524,46 @@ fn runpath_origin_matches_ldd() {
     std::fs::create_dir_all(d.join("app/bin")).unwrap();
     std::fs::create_dir_all(d.join("app/lib")).unwrap();
     std::fs::write(d.join("foo.c"), "int foo(void) { return 42; }\n").unwrap();
-    std::fs::write(d.join("main.c"), "int foo(void);\nint main(void) { return foo() - 42; }\n").unwrap();
-    let ok = |args: &[&str]| assert!(Command::new("gcc").args(args).current_dir(d).status().unwrap().success(), "{args:?}");
-    ok(&["-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o", "app/lib/libfoo.so.1", "foo.c"]);
-    ok(&["-o", "app/bin/main", "main.c", "app/lib/libfoo.so.1", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib"]);
+    std::fs::write(
+        d.join("main.c"),
+        "int foo(void);\nint main(void) { return foo() - 42; }\n",
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        assert!(
+            Command::new("gcc")
+                .args(args)
+                .current_dir(d)
+                .status()
+                .unwrap()
+                .success(),
+            "{args:?}"
+        )
+    };
+    ok(&[
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libfoo.so.1",
+        "-o",
+        "app/lib/libfoo.so.1",
+        "foo.c",
+    ]);
+    ok(&[
+        "-o",
+        "app/bin/main",
+        "main.c",
+        "app/lib/libfoo.so.1",
+        "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib",
+    ]);
     let main = d.join("app/bin/main");
     let main = main.to_str().unwrap();
     let expected = ldd(main);
-    assert!(expected.iter().any(|p| p.ends_with("/app/bin/../lib/libfoo.so.1")), "{expected:?}");
+    assert!(
+        expected
+            .iter()
+            .any(|p| p.ends_with("/app/bin/../lib/libfoo.so.1")),
+        "{expected:?}"
+    );
     let (a, ours) = our_closure(main);
     assert_eq!(ours, expected);
     let lib = d.join("app/lib/libfoo.so.1");
@@ -414,7 +579,11 @@ fn compression_round_trips_through_real_tools() {
     let t = tree_dir();
     let a = sample(false, t.path());
     let raw = a.to_newc(MTIME).unwrap();
-    for (c, tool) in [(Compression::Gzip, "gzip"), (Compression::Zstd, "zstd"), (Compression::Xz, "xz")] {
+    for (c, tool) in [
+        (Compression::Gzip, "gzip"),
+        (Compression::Zstd, "zstd"),
+        (Compression::Xz, "xz"),
+    ] {
         let packed = compress(&raw, c).unwrap();
         assert!(packed.len() < raw.len(), "{c} did not shrink");
         let back = unpack_with(tool, &packed);
@@ -425,7 +594,13 @@ fn compression_round_trips_through_real_tools() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("a.cpio.xz");
     std::fs::write(&f, compress(&raw, Compression::Xz).unwrap()).unwrap();
-    let info = String::from_utf8(run("xz", &["--robot", "--list", f.to_str().unwrap()], b"", None)).unwrap();
+    let info = String::from_utf8(run(
+        "xz",
+        &["--robot", "--list", f.to_str().unwrap()],
+        b"",
+        None,
+    ))
+    .unwrap();
     let stream = info.lines().find(|l| l.starts_with("file\t")).unwrap();
     assert_eq!(stream.split('\t').nth(6), Some("CRC32"), "{info}");
 }
@@ -435,8 +610,12 @@ fn concatenated_archives_read_back_in_order() {
     let t = tree_dir();
     let base = sample(false, t.path());
     let mut extra = Archive::new();
-    extra.add_file("run/command", 0o644, b"echo ok\n".to_vec()).unwrap();
-    extra.add_file("etc/hostname", 0o644, b"override\n".to_vec()).unwrap();
+    extra
+        .add_file("run/command", 0o644, b"echo ok\n".to_vec())
+        .unwrap();
+    extra
+        .add_file("etc/hostname", 0o644, b"override\n".to_vec())
+        .unwrap();
     for c in Compression::ALL {
         let first = base.to_compressed(MTIME, c).unwrap();
         let second = extra.to_newc(MTIME).unwrap();
@@ -446,7 +625,10 @@ fn concatenated_archives_read_back_in_order() {
         let parts = parse_initramfs(&out, 1 << 30).unwrap();
         assert_eq!(parts.len(), 2, "{c}");
         assert_eq!(parts[0].len(), base.len());
-        assert_eq!(parts[1].iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["etc", "etc/hostname", "run", "run/command"]);
+        assert_eq!(
+            parts[1].iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["etc", "etc/hostname", "run", "run/command"]
+        );
         // GNU cpio reads the first archive of an uncompressed concatenation.
         if c == Compression::None {
             assert_eq!(cpio_list(&out).len(), base.len());
@@ -454,23 +636,41 @@ fn concatenated_archives_read_back_in_order() {
     }
     // A compressed second part after an uncompressed first one.
     let mut out = Vec::new();
-    concat_archives(&mut out, &[&extra.to_newc(0).unwrap(), &base.to_compressed(0, Compression::Zstd).unwrap()]).unwrap();
+    concat_archives(
+        &mut out,
+        &[
+            &extra.to_newc(0).unwrap(),
+            &base.to_compressed(0, Compression::Zstd).unwrap(),
+        ],
+    )
+    .unwrap();
     assert_eq!(parse_initramfs(&out, 1 << 30).unwrap().len(), 2);
 }
 
 fn extract(archive: &[u8], into: &Path) {
-    run("cpio", &["-idmu", "--no-absolute-filenames", "--quiet"], archive, Some(into));
+    run(
+        "cpio",
+        &["-idmu", "--no-absolute-filenames", "--quiet"],
+        archive,
+        Some(into),
+    );
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Follow `path` inside `root` like the kernel would in the guest (absolute
 /// links from `root`), returning the physical host path.
 fn resolve_in(root: &Path, path: &str) -> PathBuf {
     let mut cur: Vec<String> = Vec::new();
-    let mut queue: std::collections::VecDeque<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let mut queue: std::collections::VecDeque<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
     let mut hops = 0;
     while let Some(c) = queue.pop_front() {
         if c == ".." {
@@ -478,7 +678,9 @@ fn resolve_in(root: &Path, path: &str) -> PathBuf {
             continue;
         }
         cur.push(c);
-        let p: PathBuf = std::iter::once(root.to_path_buf()).chain(cur.iter().map(PathBuf::from)).collect();
+        let p: PathBuf = std::iter::once(root.to_path_buf())
+            .chain(cur.iter().map(PathBuf::from))
+            .collect();
         if let Ok(t) = std::fs::read_link(&p) {
             hops += 1;
             assert!(hops < 40, "loop at {path}");
@@ -492,7 +694,9 @@ fn resolve_in(root: &Path, path: &str) -> PathBuf {
             }
         }
     }
-    std::iter::once(root.to_path_buf()).chain(cur.iter().map(PathBuf::from)).collect()
+    std::iter::once(root.to_path_buf())
+        .chain(cur.iter().map(PathBuf::from))
+        .collect()
 }
 
 #[test]
@@ -500,24 +704,48 @@ fn overlay_program_lands_in_the_base_tree_and_runs() {
     // The base has a real /lib (modules); the run archive adds a program whose
     // host libraries live under /lib -> usr/lib on a merged-/usr host.
     let mut base = Archive::new();
-    base.add_file("lib/modules/6.1.0/kernel/x.ko", 0o644, b"ko".to_vec()).unwrap();
+    base.add_file("lib/modules/6.1.0/kernel/x.ko", 0o644, b"ko".to_vec())
+        .unwrap();
     base.add_dir("proc", 0o555).unwrap();
     let mut over = Archive::overlay(&base);
-    let report = over.add_program_in(Path::new("/"), Path::new("/usr/bin/env")).unwrap();
-    assert!(over.manifest().iter().all(|e| e.path != "lib"), "the overlay must not redefine lib");
+    let report = over
+        .add_program_in(Path::new("/"), Path::new("/usr/bin/env"))
+        .unwrap();
+    assert!(
+        over.manifest().iter().all(|e| e.path != "lib"),
+        "the overlay must not redefine lib"
+    );
     let root = tempfile::tempdir().unwrap();
     extract(&base.to_newc(MTIME).unwrap(), root.path());
     extract(&over.to_newc(MTIME).unwrap(), root.path());
     // Every path the loader will open resolves to a regular file in the guest tree.
     for f in &report {
         let p = resolve_in(root.path(), &f.host_path);
-        assert!(p.is_file(), "{} -> {} is not a file", f.host_path, p.display());
-        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&f.resolved).unwrap(), "{}", f.host_path);
+        assert!(
+            p.is_file(),
+            "{} -> {} is not a file",
+            f.host_path,
+            p.display()
+        );
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(&f.resolved).unwrap(),
+            "{}",
+            f.host_path
+        );
     }
     assert!(resolve_in(root.path(), "/lib/modules/6.1.0/kernel/x.ko").is_file());
     if is_root() {
-        let out = Command::new("chroot").arg(root.path()).args(["/usr/bin/env", "--version"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("chroot")
+            .arg(root.path())
+            .args(["/usr/bin/env", "--version"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -536,7 +764,16 @@ fn extracted_programs_run_in_a_chroot() {
         assert!(resolve_in(root.path(), p).is_file(), "{p}");
     }
     if is_root() {
-        let out = Command::new("chroot").arg(root.path()).args(["/bin/sh", "-c", "echo chroot-ok"]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "chroot-ok\n", "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("chroot")
+            .arg(root.path())
+            .args(["/bin/sh", "-c", "echo chroot-ok"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "chroot-ok\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -2,9 +2,17 @@
 //! archive receives, what it accepts serialises to exactly its manifest,
 //! never names a path outside the root, and is deterministic; the readers
 //! and parsers return a value or an error for any bytes, never a panic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
-use kestrel_initrd::{parse_elf, parse_initramfs, parse_ld_so_conf, parse_modinfo, parse_newc, parse_shebang, Archive, EntryKind};
+use kestrel_initrd::{
+    parse_elf, parse_initramfs, parse_ld_so_conf, parse_modinfo, parse_newc, parse_shebang,
+    Archive, EntryKind,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,15 +28,30 @@ enum Op {
 
 /// Paths from a tiny alphabet so that collisions, `..`, `.` and slashes are common.
 fn path() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just(".."), Just("."), Just(""), Just("c.d")], 1..5)
-        .prop_map(|c| c.join("/"))
-        .prop_flat_map(|p| prop_oneof![Just(p.clone()), Just(format!("/{p}"))])
+    prop::collection::vec(
+        prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just(".."),
+            Just("."),
+            Just(""),
+            Just("c.d")
+        ],
+        1..5,
+    )
+    .prop_map(|c| c.join("/"))
+    .prop_flat_map(|p| prop_oneof![Just(p.clone()), Just(format!("/{p}"))])
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (path(), 0u32..0o10000).prop_map(|(p, m)| Op::Dir(p, m)),
-        (path(), 0u32..0o10000, prop::collection::vec(any::<u8>(), 0..9)).prop_map(|(p, m, d)| Op::File(p, m, d)),
+        (
+            path(),
+            0u32..0o10000,
+            prop::collection::vec(any::<u8>(), 0..9)
+        )
+            .prop_map(|(p, m, d)| Op::File(p, m, d)),
         (path(), path()).prop_map(|(p, t)| Op::Symlink(p, t)),
         (path(), any::<u32>(), any::<u32>()).prop_map(|(p, a, b)| Op::Char(p, a, b)),
         (path(), path()).prop_map(|(p, t)| Op::HardLink(p, t)),
