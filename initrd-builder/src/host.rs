@@ -645,6 +645,50 @@ impl Archive {
         Ok(c.report)
     }
 
+    /// Mirror the symlinks at the top of the host's root (`/bin -> usr/bin`,
+    /// `/lib -> usr/lib`, `/lib64 -> usr/lib64`, ... on a merged-/usr host)
+    /// that the archive does not have yet; returns the links added. Call it
+    /// first on a base archive: files added later at `lib/...` then land in
+    /// `usr/lib/...` exactly as on the host, and an appended archive built
+    /// with [`Archive::add_program`] agrees with the base on what `lib` is
+    /// (the kernel will not replace a directory of an earlier archive by a
+    /// symlink). Only relative targets that stay inside the root are taken.
+    pub fn mirror_root_symlinks(&mut self, sysroot: &Path) -> Result<Vec<String>, InitrdError> {
+        let rd = std::fs::read_dir(sysroot)
+            .map_err(|e| InitrdError::io("read directory", sysroot, e))?;
+        let mut links = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| InitrdError::io("read directory", sysroot, e))?;
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let p = e.path();
+            let is_link = std::fs::symlink_metadata(&p)
+                .map_err(|e| InitrdError::io("stat", &p, e))?
+                .file_type()
+                .is_symlink();
+            if !is_link {
+                continue;
+            }
+            let target = read_link_str(&p)?;
+            if target.starts_with('/') || check_symlink_target(&name, &[], &target).is_err() {
+                continue;
+            }
+            links.push((name, target));
+        }
+        links.sort();
+        let mut added = Vec::new();
+        for (name, target) in links {
+            if self.nodes.contains_key(&name) {
+                continue;
+            }
+            self.add_symlink(&name, &target)?;
+            self.default_reason(&name, "mirrors the host's root layout");
+            added.push(name);
+        }
+        Ok(added)
+    }
+
     /// Copy the host directory `src_dir` to `dest` in the archive: directories,
     /// regular files (hard links kept as hard links), symlinks as symlinks.
     /// Symlinks inside the tree are never followed (only `src_dir` itself is),
@@ -751,6 +795,38 @@ mod tests {
             resolve_host(r, "/loop"),
             Err(InitrdError::SymlinkLoop { .. })
         ));
+    }
+
+    #[test]
+    fn root_symlinks_are_mirrored_when_safe() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        symlink("usr/lib", r.join("lib")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("usr/sbin", r.join("sbin")).unwrap();
+        symlink("/usr/lib64", r.join("lib64")).unwrap(); // absolute: host-specific, skipped
+        symlink("../outside", r.join("evil")).unwrap(); // climbs out: skipped
+        let mut a = Archive::new();
+        a.add_dir("sbin", 0o755).unwrap(); // already there: kept
+        assert_eq!(a.mirror_root_symlinks(r).unwrap(), ["bin", "lib"]);
+        a.add_file("lib/modules/6.1/x.ko", 0o644, vec![]).unwrap();
+        assert!(a.nodes.contains_key("usr/lib/modules/6.1/x.ko"));
+        // The overlay of such a base and a program from the real host agree.
+        let mut host_base = Archive::new();
+        host_base.mirror_root_symlinks(Path::new("/")).unwrap();
+        host_base
+            .add_file("lib/modules/v/m.ko", 0o644, vec![1])
+            .unwrap();
+        let mut run = Archive::overlay(&host_base);
+        run.add_program(Path::new("/bin/sh")).unwrap();
+        assert!(
+            run.manifest()
+                .iter()
+                .all(|e| e.kind != crate::EntryKind::Symlink
+                    || !host_base.nodes.contains_key(&e.path))
+        );
     }
 
     #[test]

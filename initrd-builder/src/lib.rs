@@ -22,6 +22,7 @@
 //! use std::io::Write;
 //! use std::path::Path;
 //! let mut base = Archive::new();
+//! base.mirror_root_symlinks(Path::new("/"))?; // lib -> usr/lib etc., as on the host
 //! base.add_char_dev("dev/console", 0o600, 5, 1)?;
 //! base.add_file_from("init", Path::new("target/release/kestrel-init"))?;
 //! base.set_reason("init", "PID 1");
