@@ -34,6 +34,9 @@ pub enum InitrdError {
     /// Too many symlinks followed while resolving a path (a loop).
     #[error("failed to resolve {path}: too many levels of symbolic links (more than {limit})")]
     SymlinkLoop { path: String, limit: usize },
+    /// Scripts whose interpreters are scripts, nested beyond the bound.
+    #[error("failed to add {path}: more than {limit} nested script interpreters")]
+    InterpreterLoop { path: String, limit: usize },
     /// A hard link refers to something that is not a regular file in the archive.
     #[error("failed to link {path}: {target} is not a regular file in the archive")]
     BadHardLink { path: String, target: String },

@@ -435,7 +435,7 @@ impl Collector<'_> {
         depth: usize,
     ) -> Result<(), InitrdError> {
         if depth > MAX_PROGRAM_DEPTH {
-            return Err(InitrdError::SymlinkLoop {
+            return Err(InitrdError::InterpreterLoop {
                 path: literal.to_owned(),
                 limit: MAX_PROGRAM_DEPTH,
             });
@@ -827,6 +827,15 @@ mod tests {
                 .all(|e| e.kind != crate::EntryKind::Symlink
                     || !host_base.nodes.contains_key(&e.path))
         );
+    }
+
+    #[test]
+    fn self_interpreting_script_is_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let script = t.path().join("loop");
+        std::fs::write(&script, format!("#!{}\n", script.display())).unwrap();
+        let e = Archive::new().add_program(&script).unwrap_err();
+        assert!(matches!(e, InitrdError::InterpreterLoop { .. }), "{e}");
     }
 
     #[test]
