@@ -23,18 +23,20 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// The captured kernel datagrams, as received.
+/// The captured kernel datagrams, as received: this host's triggered
+/// coldplug, and a guest boot's coldplug and module loading.
 fn datagrams() -> Vec<Bytes> {
-    let mut files: Vec<_> = fs::read_dir(fixtures().join("host-netlink"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| Bytes::from(fs::read(p).unwrap()))
-        .collect()
+    let mut out = Vec::new();
+    for dir in ["host-netlink", "guest-pc/coldplug", "guest-pc/modules"] {
+        let mut files: Vec<_> = fs::read_dir(fixtures().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+            .collect();
+        files.sort();
+        out.extend(files.iter().map(|p| Bytes::from(fs::read(p).unwrap())));
+    }
+    out
 }
 
 fn parse(c: &mut Criterion) {
@@ -84,20 +86,21 @@ fn parse(c: &mut Criterion) {
 }
 
 fn walk(c: &mut Criterion) {
-    let tree = fixtures().join("host-sys");
-    let n = walk_devices(&tree).unwrap().devices.len();
-    let mut g = c.benchmark_group("walk_devices");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(30);
-    g.bench_function("fixture_tree", |b| {
-        b.iter(|| black_box(walk_devices(&tree).unwrap()))
-    });
+    let mut trees = vec![
+        ("fixture_host", fixtures().join("host-sys")),
+        ("fixture_guest_pc", fixtures().join("guest-pc/sys")),
+    ];
     if Path::new("/sys/devices").is_dir() {
-        g.bench_function("live_sys", |b| {
-            b.iter(|| black_box(walk_devices(Path::new("/sys")).unwrap()))
-        });
+        trees.push(("live_sys", PathBuf::from("/sys")));
     }
-    g.finish();
+    for (name, tree) in trees {
+        let n = walk_devices(&tree).unwrap().devices.len();
+        let mut g = c.benchmark_group("walk_devices");
+        g.throughput(Throughput::Elements(n as u64));
+        g.sample_size(30);
+        g.bench_function(name, |b| b.iter(|| black_box(walk_devices(&tree).unwrap())));
+        g.finish();
+    }
 }
 
 criterion_group!(benches, parse, walk);
