@@ -30,13 +30,15 @@ pub struct Devices {
     threads: usize,
     pub loaded: usize,
     pub failed: usize,
+    /// No devtmpfs: make and remove nodes from uevents.
+    make_nodes: bool,
 }
 
 impl Devices {
     /// Opens the uevent socket before anything else (so nothing that appears
     /// during the walk is missed) and loads the module index. Neither is
     /// fatal: a kernel with everything built in needs no index.
-    pub fn start(threads: usize) -> Devices {
+    pub fn start(threads: usize, make_nodes: bool) -> Devices {
         let socket = UeventSocket::open()
             .map_err(|e| log::warn(&format!("no uevent socket, coldplug only: {e}")))
             .ok();
@@ -54,7 +56,7 @@ impl Devices {
         } else {
             threads
         };
-        Devices { index, socket, seen_aliases: BTreeSet::new(), live: BTreeSet::new(), threads, loaded: 0, failed: 0 }
+        Devices { index, socket, seen_aliases: BTreeSet::new(), live: BTreeSet::new(), threads, loaded: 0, failed: 0, make_nodes }
     }
 
     pub fn socket_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -131,6 +133,9 @@ impl Devices {
     fn new_aliases<'a>(&mut self, devices: impl Iterator<Item = &'a Uevent>) -> Vec<String> {
         let mut out = Vec::new();
         for dev in devices {
+            if self.make_nodes {
+                sync_node(dev);
+            }
             if let Some(alias) = dev.modalias() {
                 if self.seen_aliases.insert(alias.to_vec()) {
                     let alias = String::from_utf8_lossy(alias).into_owned();
@@ -206,6 +211,32 @@ impl Devices {
             ],
         );
     }
+}
+
+/// Without devtmpfs: the node for an added device, removed on `remove`.
+/// Disks and everything else get 0600 unless the kernel says DEVMODE.
+fn sync_node(dev: &Uevent) {
+    use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
+    let Some(name) = dev.devname() else { return };
+    let Some(path) = kestrel_init::devname::dev_path(name) else {
+        log::warn(&format!("refused device name {:?}: it would leave /dev", String::from_utf8_lossy(name)));
+        return;
+    };
+    if dev.action() == kestrel_uevent::Action::Remove {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    let Some((major, minor)) = dev.major_minor() else { return };
+    let kind = if dev.subsystem() == Some(b"block") { FileType::BlockDevice } else { FileType::CharacterDevice };
+    let mode = dev
+        .get(b"DEVMODE")
+        .and_then(|m| u32::from_str_radix(std::str::from_utf8(m).ok()?, 8).ok())
+        .unwrap_or(0o600)
+        & 0o777;
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = mknodat(CWD, &path, kind, Mode::from_raw_mode(mode), makedev(major, minor));
 }
 
 fn emit_load_event(ev: &LoadEvent) {

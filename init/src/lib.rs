@@ -5,5 +5,6 @@
 
 pub mod cmdline;
 pub mod config;
+pub mod devname;
 pub mod event;
 pub mod probe;

@@ -80,7 +80,11 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     log::emit(kind::INIT_START, &[("version", env!("CARGO_PKG_VERSION").as_bytes())]);
     stdio::ensure();
     *mounted = mounts::mount_early()?;
+    let make_nodes = mounts::ensure_dev(mounted)?;
     stdio::ensure();
+    // Ctrl-Alt-Del becomes SIGINT to PID 1 (forwarded to the payload)
+    // instead of an immediate reboot.
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
     let mut kmsg = kmsg::Kmsg::open();
     forward_kmsg(&mut kmsg);
     let opts = read_boot_options()?;
@@ -89,7 +93,7 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     let signals = sys::signalfd().map_err(InitError::Signals)?;
 
     hang_if_asked(&opts, "modules");
-    let mut devices = devices::Devices::start(opts.threads);
+    let mut devices = devices::Devices::start(opts.threads, make_nodes);
     match frozen_plan(&opts)? {
         Some(plan) => devices.load_frozen(&plan),
         None => devices.coldplug(),

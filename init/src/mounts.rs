@@ -23,7 +23,9 @@ const NOSUID_NODEV_NOEXEC: MountFlags = MountFlags::NOSUID
 pub const EARLY_MOUNTS: &[Mount] = &[
     Mount { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: c"", required: true },
     Mount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: c"", required: true },
-    Mount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: true },
+    // Not required: without devtmpfs /dev becomes a tmpfs and the init
+    // makes the nodes itself from MAJOR/MINOR (see devices.rs).
+    Mount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: false },
     Mount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MountFlags::NOSUID.union(MountFlags::NODEV), data: c"mode=0755", required: false },
     Mount { source: "devpts", target: "/dev/pts", fstype: "devpts", flags: MountFlags::NOSUID.union(MountFlags::NOEXEC), data: c"gid=5,mode=0620,ptmxmode=0666", required: false },
 ];
@@ -70,6 +72,29 @@ pub fn mount_early() -> Result<Vec<&'static str>, MountError> {
     }
     Ok(mounted)
 }
+
+/// The fallback /dev when the kernel has no devtmpfs.
+pub const DEV_TMPFS: Mount = Mount { source: "tmpfs", target: "/dev", fstype: "tmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: true };
+
+/// Mounts a tmpfs on /dev when devtmpfs is missing; true when the init
+/// must then make device nodes itself.
+pub fn ensure_dev(mounted: &mut Vec<&'static str>) -> Result<bool, MountError> {
+    if mounted.contains(&"/dev") {
+        return Ok(false);
+    }
+    let m = &DEV_TMPFS;
+    rustix::mount::mount(m.source, m.target, m.fstype, m.flags, m.data)
+        .map_err(|e| MountError { fstype: m.fstype, target: m.target, source: e.into() })?;
+    mounted.push(m.target);
+    log::warn("no devtmpfs: /dev is a tmpfs and the init makes the device nodes");
+    for (node, major, minor) in STATIC_NODES {
+        let _ = rustix::fs::mknodat(rustix::fs::CWD, *node, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from_raw_mode(0o666), rustix::fs::makedev(*major, *minor));
+    }
+    Ok(true)
+}
+
+/// Nodes every userspace expects, made only without devtmpfs (which has them).
+const STATIC_NODES: &[(&str, u32, u32)] = &[("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0), ("/dev/ptmx", 5, 2)];
 
 /// Unmounts in reverse order; a busy mount is detached lazily.
 pub fn unmount_all(mounted: &[&str]) {
