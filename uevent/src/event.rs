@@ -212,6 +212,13 @@ impl Uevent {
         &self.buf
     }
 
+    /// True when the devpath is below `/devices/`: a device. The kernel also
+    /// announces modules (`/module/...`), buses, drivers and classes
+    /// (`/bus/...`, `/class/...`), which are not devices.
+    pub fn is_device(&self) -> bool {
+        self.devpath().starts_with(b"/devices/")
+    }
+
     /// True when the event came from a netlink datagram, false for sysfs.
     pub fn is_from_netlink(&self) -> bool {
         self.format == Format::Netlink
@@ -479,6 +486,9 @@ MODALIAS=virtio:d00000001v00001AF4\0SEQNUM=1234\0";
         assert_eq!(ev.get(b"ACTION"), Some(&b"add"[..]));
         assert_eq!(ev.fields().count(), 5);
         assert!(ev.is_from_netlink());
+        assert!(ev.is_device());
+        let module = nl(b"add@/module/virtio_blk\0ACTION=add\0SUBSYSTEM=module\0").unwrap();
+        assert!(!module.is_device());
     }
 
     #[test]
