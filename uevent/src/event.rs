@@ -194,6 +194,30 @@ impl Uevent {
         Some((self.major?, self.minor?))
     }
 
+    /// `DEVMODE`: the node's permission bits (octal in the event, e.g. `0666`),
+    /// set by drivers that want other than 0600. `None` when absent or not
+    /// octal.
+    pub fn devmode(&self) -> Option<u32> {
+        let v = self.get(b"DEVMODE")?;
+        if v.is_empty() || v.len() > 7 {
+            return None;
+        }
+        v.iter().try_fold(0u32, |acc, &b| match b {
+            b'0'..=b'7' => Some(acc * 8 + u32::from(b - b'0')),
+            _ => None,
+        })
+    }
+
+    /// `DEVUID`: the node's owner, when the driver sets one.
+    pub fn devuid(&self) -> Option<u32> {
+        parse_decimal(self.get(b"DEVUID")?, "DEVUID").ok()
+    }
+
+    /// `DEVGID`: the node's group, when the driver sets one.
+    pub fn devgid(&self) -> Option<u32> {
+        parse_decimal(self.get(b"DEVGID")?, "DEVGID").ok()
+    }
+
     /// `SYNTH_UUID`: the UUID written to a `uevent` file to trigger this event.
     pub fn synth_uuid(&self) -> Option<&[u8]> {
         self.get(b"SYNTH_UUID")
@@ -503,6 +527,16 @@ DEVNAME=loop0\0DEVTYPE=disk\0DISKSEQ=9\0SEQNUM=4242\0")
         assert_eq!(ev.devtype(), Some(&b"disk"[..]));
         assert_eq!(ev.get(b"DISKSEQ"), Some(&b"9"[..]));
         assert_eq!(ev.get(b"NOPE"), None);
+    }
+
+    #[test]
+    fn node_ownership_and_mode() {
+        let ev = nl(b"add@/devices/virtual/mem/null\0DEVNAME=null\0DEVMODE=0666\0").unwrap();
+        assert_eq!(ev.devmode(), Some(0o666));
+        assert_eq!((ev.devuid(), ev.devgid()), (None, None));
+        let ev = nl(b"add@/devices/x\0DEVMODE=0689\0DEVUID=0\0DEVGID=5\0").unwrap();
+        assert_eq!(ev.devmode(), None);
+        assert_eq!((ev.devuid(), ev.devgid()), (Some(0), Some(5)));
     }
 
     #[test]
