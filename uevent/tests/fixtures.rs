@@ -336,6 +336,15 @@ fn guest_boot_stream_is_complete_ordered_and_deduplicated() {
         // What the init needs from it: PCI devices carry their MODALIAS
         // from the first walk; loading virtio_pci adds virtio devices with
         // theirs; virtio_blk adds the disk with its device number.
+        let null = walk
+            .devices
+            .iter()
+            .find(|d| d.devpath() == b"/devices/virtual/mem/null")
+            .unwrap();
+        assert_eq!(
+            (null.devname(), null.devmode(), null.major_minor()),
+            (Some(&b"null"[..]), Some(0o666), Some((1, 3)))
+        );
         let pci: Vec<_> = walk
             .devices
             .iter()
