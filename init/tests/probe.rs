@@ -860,6 +860,47 @@ proptest! {
     }
 }
 
+/// Counts what the probe asks of the device.
+struct Counting<'a> {
+    inner: &'a [u8],
+    reads: std::cell::Cell<u64>,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl ReadAt for Counting<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.reads.set(self.reads.get() + 1);
+        self.bytes.set(self.bytes.get() + buf.len() as u64);
+        self.inner.read_at(buf, offset)
+    }
+}
+
+/// Reads per probe of each real image are few and small: the probe runs
+/// in PID 1 for every disk and partition. Prints the figures (reads,
+/// bytes, time per probe) for `--nocapture`.
+#[test]
+fn probe_cost_is_bounded() {
+    for (name, data) in corpus() {
+        let dev = Counting { inner: data, reads: 0.into(), bytes: 0.into() };
+        let size = data.len() as u64;
+        let t = std::time::Instant::now();
+        let fs = probe_filesystem(&dev, size).unwrap();
+        let fs_time = t.elapsed();
+        let (fs_reads, fs_bytes) = (dev.reads.replace(0), dev.bytes.replace(0));
+        let t = std::time::Instant::now();
+        let pt = probe_partitions(&dev, size).unwrap();
+        let pt_time = t.elapsed();
+        let (pt_reads, pt_bytes) = (dev.reads.get(), dev.bytes.get());
+        eprintln!(
+            "{name:>10}: filesystem {:>8} {fs_reads:>3} reads {fs_bytes:>7} B {fs_time:>9.1?} | table {:>4} {pt_reads:>3} reads {pt_bytes:>7} B {pt_time:>9.1?}",
+            fs.map_or("-", |f| f.fstype),
+            match pt { Some(PartitionTable::Gpt { .. }) => "gpt", Some(PartitionTable::Mbr { .. }) => "dos", None => "-" },
+        );
+        assert!(fs_reads <= 40 && fs_bytes <= 256 * 1024, "{name}: {fs_reads} reads, {fs_bytes} B");
+        assert!(pt_reads <= 8 && pt_bytes <= 64 * 1024, "{name}: {pt_reads} reads, {pt_bytes} B");
+    }
+}
+
 #[test]
 fn unmutated_corpus_is_recognised() {
     // The property test starts from images we do recognise (otherwise it

@@ -34,14 +34,16 @@ fn date_uuid(vd: &[u8], off: usize) -> Option<String> {
     if digits.iter().all(|&c| c == b'0') && u8_at(d, 16) == 0 {
         return None;
     }
-    let mut s = String::with_capacity(22);
+    let mut s = Vec::with_capacity(22);
     for (i, &c) in digits.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10 | 12 | 14) {
-            s.push('-');
+            s.push(b'-');
         }
-        s.push(char::from(c));
+        s.push(c);
     }
-    Some(s)
+    // Digits on any real disc; whatever bytes a hostile one holds are kept
+    // where they are UTF-8 (links escape them with `encode_link_name`).
+    Some(String::from_utf8_lossy(&s).into_owned())
 }
 
 /// libblkid's `merge_utf16be_ascii`: if the Joliet name is the primary

@@ -21,6 +21,9 @@ const AIX_MAGIC: [u8; 4] = [0xC9, 0xC2, 0xD4, 0xC1];
 pub(crate) const MAX_EBR_CHAIN: usize = 100;
 /// Logical partitions start at this number, whatever the primaries are.
 const FIRST_LOGICAL: u32 = 5;
+/// The kernel's largest partition number (DISK_MAX_PARTS - 1): an EBR
+/// may hold up to four data entries, so 100 EBRs could name 400.
+pub(crate) const MAX_PARTITION_NUMBER: u32 = 255;
 
 /// One 16-byte slot of a partition table.
 #[derive(Clone, Copy)]
@@ -134,6 +137,9 @@ fn logical(
                 continue;
             }
             let number = *next_number;
+            if number > MAX_PARTITION_NUMBER {
+                return Ok(());
+            }
             *next_number += 1;
             parts.push(Partition {
                 number,

@@ -166,7 +166,7 @@ fn search_label(
     let tiny = dev.size() <= TINY_DEVICE_BYTES;
     // blkid reads a large disk's root directory in one piece: if it is
     // not all on the device, there is no label from it.
-    if !tiny && offset.checked_add(total).map_or(true, |end| end > dev.size()) {
+    if !tiny && !matches!(offset.checked_add(total), Some(end) if end <= dev.size()) {
         return Ok(None);
     }
     let mut done = 0u64;
