@@ -82,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
                 check_label(&p.partlabel);
             }
         }
-        Ok(Some(PartitionTable::Mbr { disk_id, partitions })) => {
+        Ok(Some(PartitionTable::Mbr {
+            disk_id,
+            partitions,
+        })) => {
             assert_eq!(disk_id.len(), 8);
             for p in &partitions {
                 if let Some(u) = &p.partuuid {

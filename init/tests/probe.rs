@@ -35,10 +35,8 @@ impl TempDir {
     fn new(name: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!(
-            "kestrel-probe-{}-{n}-{name}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("kestrel-probe-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -98,9 +96,17 @@ fn run_stdin(tool: &str, args: &[&str], input: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot run {tool} ({e}): install the Debian package {}", package_of(tool))
+            panic!(
+                "cannot run {tool} ({e}): install the Debian package {}",
+                package_of(tool)
+            )
         });
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -123,7 +129,9 @@ fn unescape(v: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let hex = b.get(i + 2..i + 4).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = b
+            .get(i + 2..i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok());
         let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
         match (b[i], b.get(i + 1), byte) {
             (b'\\', Some(b'x'), Some(x)) => {
@@ -154,7 +162,12 @@ impl Blkid {
 fn blkid(path: &Path, range: Option<(u64, u64)>) -> Blkid {
     let mut args = vec!["-p".to_owned(), "-o".into(), "udev".into()];
     if let Some((off, size)) = range {
-        args.extend(["--offset".into(), off.to_string(), "--size".into(), size.to_string()]);
+        args.extend([
+            "--offset".into(),
+            off.to_string(),
+            "--size".into(),
+            size.to_string(),
+        ]);
     }
     args.push(s(path).to_owned());
     let out = Command::new("blkid")
@@ -162,7 +175,11 @@ fn blkid(path: &Path, range: Option<(u64, u64)>) -> Blkid {
         .output()
         .unwrap_or_else(|e| panic!("cannot run blkid ({e}): install util-linux"));
     let rc = out.status.code().unwrap_or(-1);
-    assert!(matches!(rc, 0 | 2 | 8), "blkid {args:?}: rc {rc}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        matches!(rc, 0 | 2 | 8),
+        "blkid {args:?}: rc {rc}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let vars = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -198,7 +215,11 @@ fn assert_fs_matches_blkid(path: &Path, range: Option<(u64, u64)>) -> Option<Fil
     let theirs = blkid(path, range);
     let ours = match ours {
         Err(ProbeError::Ambivalent(types)) => {
-            assert_eq!(theirs.rc, 8, "{path:?}: we say ambivalent {types:?}, blkid {:?}", theirs.vars);
+            assert_eq!(
+                theirs.rc, 8,
+                "{path:?}: we say ambivalent {types:?}, blkid {:?}",
+                theirs.vars
+            );
             return None;
         }
         Err(e) => panic!("{path:?}: {e}"),
@@ -212,8 +233,17 @@ fn assert_fs_matches_blkid(path: &Path, range: Option<(u64, u64)>) -> Option<Fil
         );
         return None;
     };
-    assert_eq!(Some(fs.fstype), theirs.get("ID_FS_TYPE"), "{path:?}: type; blkid {:?}", theirs.vars);
-    assert_eq!(fs.uuid.as_deref(), theirs.get("ID_FS_UUID_ENC"), "{path:?}: uuid");
+    assert_eq!(
+        Some(fs.fstype),
+        theirs.get("ID_FS_TYPE"),
+        "{path:?}: type; blkid {:?}",
+        theirs.vars
+    );
+    assert_eq!(
+        fs.uuid.as_deref(),
+        theirs.get("ID_FS_UUID_ENC"),
+        "{path:?}: uuid"
+    );
     let their_label = theirs.get("ID_FS_LABEL_ENC").map(unescape);
     assert_eq!(fs.label, their_label, "{path:?}: label");
     assert_eq!(
@@ -235,7 +265,10 @@ struct PartxRow {
 }
 
 fn partx(path: &Path) -> Vec<PartxRow> {
-    let out = run("partx", &["-g", "-P", "-o", "NR,START,SECTORS,UUID,NAME", s(path)]);
+    let out = run(
+        "partx",
+        &["-g", "-P", "-o", "NR,START,SECTORS,UUID,NAME", s(path)],
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines()
         .map(|line| {
@@ -277,12 +310,27 @@ fn assert_pt_matches(path: &Path) -> Option<PartitionTable> {
             );
             return None;
         }
-        Some(PartitionTable::Gpt { disk_guid, partitions }) => ("gpt", disk_guid, partitions),
-        Some(PartitionTable::Mbr { disk_id, partitions }) => ("dos", disk_id, partitions),
+        Some(PartitionTable::Gpt {
+            disk_guid,
+            partitions,
+        }) => ("gpt", disk_guid, partitions),
+        Some(PartitionTable::Mbr {
+            disk_id,
+            partitions,
+        }) => ("dos", disk_id, partitions),
     };
-    assert_eq!(Some(kind), theirs.get("ID_PART_TABLE_TYPE"), "{path:?}: {:?}", theirs.vars);
+    assert_eq!(
+        Some(kind),
+        theirs.get("ID_PART_TABLE_TYPE"),
+        "{path:?}: {:?}",
+        theirs.vars
+    );
     // blkid prints no PTUUID for an MBR whose signature is zero.
-    assert_eq!(id.as_str(), theirs.get("ID_PART_TABLE_UUID").unwrap_or("00000000"), "{path:?}: PTUUID");
+    assert_eq!(
+        id.as_str(),
+        theirs.get("ID_PART_TABLE_UUID").unwrap_or("00000000"),
+        "{path:?}: PTUUID"
+    );
     let rows: Vec<PartxRow> = parts
         .iter()
         .map(|p| PartxRow {
@@ -396,9 +444,18 @@ fn mk_gpt_disk(dir: &TempDir) -> PathBuf {
     run(
         "sgdisk",
         &[
-            "-n", "1:2048:+8M", "-c", "1:EFI System",
-            "-n", "2:0:+16M", "-c", "2:root part",
-            "-n", "3:0:0", "-c", "3:dätä/ü",
+            "-n",
+            "1:2048:+8M",
+            "-c",
+            "1:EFI System",
+            "-n",
+            "2:0:+16M",
+            "-c",
+            "2:root part",
+            "-n",
+            "3:0:0",
+            "-c",
+            "3:dätä/ü",
             s(&p),
         ],
     );
@@ -433,6 +490,8 @@ fn mk_mbr_disk(dir: &TempDir) -> PathBuf {
     sparse(&ext, 4 * MIB);
     run("mkfs.ext2", &["-q", "-F", "-L", "logical five", s(&ext)]);
     place(&ext, &p, 20480 * 512);
+    let fat = mkfs_vfat(dir, "mbr-p6.img", "12", 4 * MIB, Some("SIX"));
+    place(&fat, &p, 30720 * 512);
     p
 }
 
@@ -444,15 +503,40 @@ fn ext_family_matches_blkid() {
     let cases = [
         ("ext2.img", "mkfs.ext2", vec![], "ext2", "two", None),
         ("ext3.img", "mkfs.ext3", vec![], "ext3", "three fs", None),
-        ("ext4-nocsum.img", "mkfs.ext4", vec!["-O", "^metadata_csum"], "ext4", "a/β c", Some(false)),
-        ("ext4-csum.img", "mkfs.ext4", vec!["-O", "metadata_csum"], "ext4", "root", Some(true)),
-        ("ext4-nolabel.img", "mkfs.ext4", vec!["-U", "0b1e2b6e-5b43-4f0b-a4ae-8a5f7d6c7d01"], "ext4", "", None),
+        (
+            "ext4-nocsum.img",
+            "mkfs.ext4",
+            vec!["-O", "^metadata_csum"],
+            "ext4",
+            "a/β c",
+            Some(false),
+        ),
+        (
+            "ext4-csum.img",
+            "mkfs.ext4",
+            vec!["-O", "metadata_csum"],
+            "ext4",
+            "root",
+            Some(true),
+        ),
+        (
+            "ext4-nolabel.img",
+            "mkfs.ext4",
+            vec!["-U", "0b1e2b6e-5b43-4f0b-a4ae-8a5f7d6c7d01"],
+            "ext4",
+            "",
+            None,
+        ),
     ];
     for (name, tool, extra, fstype, label, csum) in cases {
         let p = mkfs_ext(&d, name, tool, &extra, label);
         let fs = assert_fs_matches_blkid(&p, None).unwrap_or_else(|| panic!("{name}: nothing"));
         assert_eq!(fs.fstype, fstype, "{name}");
-        assert_eq!(fs.label.as_deref(), (!label.is_empty()).then_some(label), "{name}");
+        assert_eq!(
+            fs.label.as_deref(),
+            (!label.is_empty()).then_some(label),
+            "{name}"
+        );
         assert!(fs.uuid.is_some(), "{name}");
         // The images really are with and without metadata_csum (ro_compat 0x400).
         let ro = u32::from_le_bytes(read_at(&p, 1024 + 0x64, 4).try_into().unwrap());
@@ -460,14 +544,25 @@ fn ext_family_matches_blkid() {
             assert_eq!(ro & 0x400 != 0, csum, "{name}: ro_compat {ro:#x}");
         }
     }
-    let fs = probe_fs_file(&d.path("ext4-nolabel.img"), None).unwrap().unwrap();
-    assert_eq!(fs.uuid.as_deref(), Some("0b1e2b6e-5b43-4f0b-a4ae-8a5f7d6c7d01"));
+    let fs = probe_fs_file(&d.path("ext4-nolabel.img"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fs.uuid.as_deref(),
+        Some("0b1e2b6e-5b43-4f0b-a4ae-8a5f7d6c7d01")
+    );
 }
 
 #[test]
 fn ext4_bad_superblock_checksum_is_not_trusted() {
     let d = TempDir::new("extcsum");
-    let p = mkfs_ext(&d, "csum.img", "mkfs.ext4", &["-O", "metadata_csum"], "good");
+    let p = mkfs_ext(
+        &d,
+        "csum.img",
+        "mkfs.ext4",
+        &["-O", "metadata_csum"],
+        "good",
+    );
     assert!(probe_fs_file(&p, None).unwrap().is_some());
     // Change the label without fixing s_checksum.
     patch(&p, 1024 + 0x78, b"evil");
@@ -475,10 +570,19 @@ fn ext4_bad_superblock_checksum_is_not_trusted() {
     // util-linux 2.38 blkid still reports it (2.39 verifies the checksum);
     // the kernel refuses to mount it ("invalid superblock checksum"),
     // which is what matters for a by-uuid link.
-    let without_csum = mkfs_ext(&d, "nocsum.img", "mkfs.ext4", &["-O", "^metadata_csum"], "good");
+    let without_csum = mkfs_ext(
+        &d,
+        "nocsum.img",
+        "mkfs.ext4",
+        &["-O", "^metadata_csum"],
+        "good",
+    );
     patch(&without_csum, 1024 + 0x78, b"evil");
     assert_eq!(
-        assert_fs_matches_blkid(&without_csum, None).unwrap().label.as_deref(),
+        assert_fs_matches_blkid(&without_csum, None)
+            .unwrap()
+            .label
+            .as_deref(),
         Some("evil")
     );
 }
@@ -492,9 +596,17 @@ fn xfs_matches_blkid() {
     let v4 = mkfs_xfs(&d, "v4.img", &["-m", "crc=0", "-i", "sparse=0"], "old");
     let fs = assert_fs_matches_blkid(&v4, None).unwrap();
     assert_eq!((fs.fstype, fs.label.as_deref()), ("xfs", Some("old")));
-    let nolabel = mkfs_xfs(&d, "nolabel.img", &["-m", "uuid=4f2c1d5e-8a9b-4c3d-9e0f-112233445566"], "");
+    let nolabel = mkfs_xfs(
+        &d,
+        "nolabel.img",
+        &["-m", "uuid=4f2c1d5e-8a9b-4c3d-9e0f-112233445566"],
+        "",
+    );
     let fs = assert_fs_matches_blkid(&nolabel, None).unwrap();
-    assert_eq!(fs.uuid.as_deref(), Some("4f2c1d5e-8a9b-4c3d-9e0f-112233445566"));
+    assert_eq!(
+        fs.uuid.as_deref(),
+        Some("4f2c1d5e-8a9b-4c3d-9e0f-112233445566")
+    );
     assert_eq!(fs.label, None);
 
     // v5 with a broken superblock crc: not trusted.
@@ -504,7 +616,10 @@ fn xfs_matches_blkid() {
     assert_eq!(probe_fs_file(&bad, None).unwrap(), None);
     // v4 has no crc: the same change is just a new label, as for blkid.
     patch(&v4, 108, b"new");
-    assert_eq!(assert_fs_matches_blkid(&v4, None).unwrap().label.as_deref(), Some("new"));
+    assert_eq!(
+        assert_fs_matches_blkid(&v4, None).unwrap().label.as_deref(),
+        Some("new")
+    );
     // Insane geometry (agcount 0) is refused by magic-plus-checks, like blkid.
     patch(&v4, 88, &[0; 4]);
     assert_eq!(assert_fs_matches_blkid(&v4, None), None);
@@ -516,10 +631,26 @@ fn btrfs_matches_blkid() {
     let long_label: String = "btrfs-label-".repeat(10);
     let p = mkfs_btrfs(&d, "b.img", &[], &long_label);
     let fs = assert_fs_matches_blkid(&p, None).unwrap();
-    assert_eq!((fs.fstype, fs.label.as_deref()), ("btrfs", Some(long_label.as_str())));
-    let xx = mkfs_btrfs(&d, "xx.img", &["--csum", "xxhash", "-U", "5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"], "xx");
+    assert_eq!(
+        (fs.fstype, fs.label.as_deref()),
+        ("btrfs", Some(long_label.as_str()))
+    );
+    let xx = mkfs_btrfs(
+        &d,
+        "xx.img",
+        &[
+            "--csum",
+            "xxhash",
+            "-U",
+            "5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        ],
+        "xx",
+    );
     let fs = assert_fs_matches_blkid(&xx, None).unwrap();
-    assert_eq!(fs.uuid.as_deref(), Some("5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"));
+    assert_eq!(
+        fs.uuid.as_deref(),
+        Some("5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+    );
 
     // A broken crc32c: not trusted.
     let bad = d.path("bad.img");
@@ -568,6 +699,13 @@ fn swap_matches_blkid() {
     let fs = assert_fs_matches_blkid(&p, None).unwrap();
     assert_eq!((fs.fstype, fs.label), ("swap", None));
     assert!(fs.uuid.is_some());
+    // A 64 KiB-page swap area (signature at 65526).
+    let p = d.path("64k.img");
+    sparse(&p, MIB);
+    run("mkswap", &["-q", "-p", "65536", "-L", "big pages", s(&p)]);
+    assert_eq!(&read_at(&p, 65526, 10), b"SWAPSPACE2");
+    let fs = assert_fs_matches_blkid(&p, None).unwrap();
+    assert_eq!(fs.label.as_deref(), Some("big pages"));
 }
 
 #[test]
@@ -575,15 +713,31 @@ fn iso9660_matches_blkid() {
     let d = TempDir::new("iso");
     let plain = mkiso(&d, "plain.iso", &["-V", "KESTREL_ISO"]);
     let fs = assert_fs_matches_blkid(&plain, None).unwrap();
-    assert_eq!((fs.fstype, fs.label.as_deref()), ("iso9660", Some("KESTREL_ISO")));
+    assert_eq!(
+        (fs.fstype, fs.label.as_deref()),
+        ("iso9660", Some("KESTREL_ISO"))
+    );
     assert!(fs.uuid.is_some());
     let joliet = mkiso(&d, "joliet.iso", &["-J", "-r", "-V", "Mixed Case Label"]);
     let fs = assert_fs_matches_blkid(&joliet, None).unwrap();
     assert_eq!(fs.label.as_deref(), Some("Mixed Case Label"));
     // Joliet holds 16 characters; blkid rebuilds the rest from the PVD.
-    let long = mkiso(&d, "long.iso", &["-J", "-joliet-long", "-V", "A Long Volume Name Of 32 Chars!"]);
+    let long = mkiso(
+        &d,
+        "long.iso",
+        &[
+            "-J",
+            "-joliet-long",
+            "-V",
+            "A Long Volume Name Of 32 Chars!",
+        ],
+    );
     assert_fs_matches_blkid(&long, None).unwrap();
-    let unicode = mkiso(&d, "unicode.iso", &["-J", "-input-charset", "utf-8", "-V", "Daten ä/ö"]);
+    let unicode = mkiso(
+        &d,
+        "unicode.iso",
+        &["-J", "-input-charset", "utf-8", "-V", "Daten ä/ö"],
+    );
     assert_fs_matches_blkid(&unicode, None).unwrap();
 }
 
@@ -604,7 +758,10 @@ fn iso_with_a_fat_boot_sector_is_judged_as_blkid_does() {
     f.set_len(4 * MIB).unwrap();
     patch(&big, 0, &read_at(&fat, 0, 512));
     assert_fs_matches_blkid(&big, None);
-    assert!(matches!(probe_fs_file(&big, None), Err(ProbeError::Ambivalent(_))));
+    assert!(matches!(
+        probe_fs_file(&big, None),
+        Err(ProbeError::Ambivalent(_))
+    ));
 }
 
 #[test]
@@ -614,7 +771,10 @@ fn two_filesystems_are_ambivalent_like_blkid() {
     let e = mkfs_ext(&d, "e.img", "mkfs.ext4", &[], "ext");
     patch(&b, 1024, &read_at(&e, 1024, 1024));
     let err = probe_fs_file(&b, None).unwrap_err();
-    assert!(matches!(&err, ProbeError::Ambivalent(t) if t == &["ext4", "btrfs"]), "{err}");
+    assert!(
+        matches!(&err, ProbeError::Ambivalent(t) if t == &["ext4", "btrfs"]),
+        "{err}"
+    );
     assert_eq!(blkid(&b, None).rc, 8);
     assert!(err.to_string().contains("ext4 and btrfs"), "{err}");
 }
@@ -629,7 +789,17 @@ fn devices_smaller_than_the_superblock_offset() {
         mkswap(&d, "s.img", Some("s")),
     ];
     for img in &images {
-        for cut in [0u64, 512, 1500, 2048, 40 * 1024, 64 * 1024 + 100, 68 * 1024, MIB - 1, MIB + 68 * 1024] {
+        for cut in [
+            0u64,
+            512,
+            1500,
+            2048,
+            40 * 1024,
+            64 * 1024 + 100,
+            68 * 1024,
+            MIB - 1,
+            MIB + 68 * 1024,
+        ] {
             let t = d.path("cut.img");
             let len = std::fs::metadata(img).unwrap().len().min(cut);
             std::fs::write(&t, read_at(img, 0, len as usize)).unwrap();
@@ -658,9 +828,12 @@ fn gpt_matches_blkid_and_partx() {
     for part in &partitions {
         assert_fs_matches_blkid(&p, Some((part.start_bytes, part.size_bytes)));
     }
-    let root = probe_fs_file(&p, Some((partitions[1].start_bytes, partitions[1].size_bytes)))
-        .unwrap()
-        .unwrap();
+    let root = probe_fs_file(
+        &p,
+        Some((partitions[1].start_bytes, partitions[1].size_bytes)),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(root.label.as_deref(), Some("gptroot"));
     // No filesystem on the whole disk.
     assert_fs_matches_blkid(&p, None);
@@ -670,7 +843,10 @@ fn gpt_matches_blkid_and_partx() {
 fn gpt_with_bad_crcs_is_not_trusted() {
     let d = TempDir::new("gptcrc");
     let good = mk_gpt_disk(&d);
-    let Some(PartitionTable::Gpt { partitions: want, .. }) = probe_pt_file(&good) else {
+    let Some(PartitionTable::Gpt {
+        partitions: want, ..
+    }) = probe_pt_file(&good)
+    else {
         panic!("no GPT")
     };
     let last = 64 * MIB - 512;
@@ -706,14 +882,20 @@ fn gpt_with_bad_crcs_is_not_trusted() {
     let p = d.path("nopmbr.img");
     copy(&good, &p);
     patch(&p, 446, &[0; 16]);
-    assert!(matches!(assert_pt_matches(&p), Some(PartitionTable::Mbr { partitions, .. }) if partitions.is_empty()));
+    assert!(
+        matches!(assert_pt_matches(&p), Some(PartitionTable::Mbr { partitions, .. }) if partitions.is_empty())
+    );
 }
 
 #[test]
 fn mbr_with_logical_partitions_matches_blkid_and_partx() {
     let d = TempDir::new("mbr");
     let p = mk_mbr_disk(&d);
-    let Some(PartitionTable::Mbr { disk_id, partitions }) = assert_pt_matches(&p) else {
+    let Some(PartitionTable::Mbr {
+        disk_id,
+        partitions,
+    }) = assert_pt_matches(&p)
+    else {
         panic!("no MBR")
     };
     assert_eq!(disk_id, "12345678");
@@ -722,7 +904,10 @@ fn mbr_with_logical_partitions_matches_blkid_and_partx() {
     assert_eq!(partitions[3].partuuid.as_deref(), Some("12345678-05"));
     let five = &partitions[3];
     let fs = assert_fs_matches_blkid(&p, Some((five.start_bytes, five.size_bytes))).unwrap();
-    assert_eq!((fs.fstype, fs.label.as_deref()), ("ext2", Some("logical five")));
+    assert_eq!(
+        (fs.fstype, fs.label.as_deref()),
+        ("ext2", Some("logical five"))
+    );
 
     // An EBR chain that points back to itself ends at the bound.
     let looped = d.path("loop.img");
@@ -768,7 +953,11 @@ fn corpus() -> &'static Vec<(String, Vec<u8>)> {
         let d = TempDir::new("corpus");
         let head = |p: PathBuf, len: u64| {
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            let data = read_at(&p, 0, len.min(std::fs::metadata(&p).unwrap().len()) as usize);
+            let data = read_at(
+                &p,
+                0,
+                len.min(std::fs::metadata(&p).unwrap().len()) as usize,
+            );
             (n, data)
         };
         vec![
@@ -776,8 +965,14 @@ fn corpus() -> &'static Vec<(String, Vec<u8>)> {
             head(mkfs_ext(&d, "ext2.img", "mkfs.ext2", &[], "boot"), 2 * MIB),
             head(mkfs_xfs(&d, "xfs.img", &[], "x"), 2 * MIB),
             head(mkfs_btrfs(&d, "btrfs.img", &[], "b"), 2 * MIB),
-            head(mkfs_vfat(&d, "f12.img", "12", 2 * MIB, Some("F12")), 2 * MIB),
-            head(mkfs_vfat(&d, "f32.img", "32", 64 * MIB, Some("F32")), 2 * MIB),
+            head(
+                mkfs_vfat(&d, "f12.img", "12", 2 * MIB, Some("F12")),
+                2 * MIB,
+            ),
+            head(
+                mkfs_vfat(&d, "f32.img", "32", 64 * MIB, Some("F32")),
+                2 * MIB,
+            ),
             head(mkswap(&d, "swap.img", Some("sw")), MIB),
             head(mkiso(&d, "j.iso", &["-J", "-V", "Iso Label"]), 2 * MIB),
             head(mk_gpt_disk(&d), 64 * MIB),
@@ -808,7 +1003,20 @@ impl ReadAt for Mutated<'_> {
 }
 
 /// Offsets where the probes look: mutations land there most of the time.
-const HOT: &[u64] = &[0, 0x1B0, 512, 1024, 2048, 4096, 0x8000, 0x8800, 0x9000, 0x10000, 0x100000 - 512, 20480 * 512 - 2048 * 512];
+const HOT: &[u64] = &[
+    0,
+    0x1B0,
+    512,
+    1024,
+    2048,
+    4096,
+    0x8000,
+    0x8800,
+    0x9000,
+    0x10000,
+    0x100000 - 512,
+    20480 * 512 - 2048 * 512,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
@@ -881,7 +1089,11 @@ impl ReadAt for Counting<'_> {
 #[test]
 fn probe_cost_is_bounded() {
     for (name, data) in corpus() {
-        let dev = Counting { inner: data, reads: 0.into(), bytes: 0.into() };
+        let dev = Counting {
+            inner: data,
+            reads: 0.into(),
+            bytes: 0.into(),
+        };
         let size = data.len() as u64;
         let t = std::time::Instant::now();
         let fs = probe_filesystem(&dev, size).unwrap();
@@ -896,8 +1108,14 @@ fn probe_cost_is_bounded() {
             fs.map_or("-", |f| f.fstype),
             match pt { Some(PartitionTable::Gpt { .. }) => "gpt", Some(PartitionTable::Mbr { .. }) => "dos", None => "-" },
         );
-        assert!(fs_reads <= 40 && fs_bytes <= 256 * 1024, "{name}: {fs_reads} reads, {fs_bytes} B");
-        assert!(pt_reads <= 8 && pt_bytes <= 64 * 1024, "{name}: {pt_reads} reads, {pt_bytes} B");
+        assert!(
+            fs_reads <= 40 && fs_bytes <= 256 * 1024,
+            "{name}: {fs_reads} reads, {fs_bytes} B"
+        );
+        assert!(
+            pt_reads <= 8 && pt_bytes <= 64 * 1024,
+            "{name}: {pt_reads} reads, {pt_bytes} B"
+        );
     }
 }
 
@@ -908,6 +1126,9 @@ fn unmutated_corpus_is_recognised() {
     for (name, data) in corpus() {
         let fs = probe_filesystem(data, data.len() as u64).unwrap();
         let pt = probe_partitions(data, data.len() as u64).unwrap();
-        assert!(fs.is_some() || pt.is_some(), "{name}: nothing recognised: {fs:?} {pt:?}");
+        assert!(
+            fs.is_some() || pt.is_some(),
+            "{name}: nothing recognised: {fs:?} {pt:?}"
+        );
     }
 }

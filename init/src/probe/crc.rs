@@ -13,7 +13,11 @@ const fn make_table(poly: u32) -> [u32; 256] {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ poly } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ poly
+            } else {
+                crc >> 1
+            };
             bit += 1;
         }
         table[i] = crc;
@@ -70,7 +74,10 @@ mod tests {
     fn incremental_equals_whole() {
         let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         let (a, b) = data.split_at(377);
-        assert_eq!(crc32c_update(crc32c_update(!0, a), b), crc32c_update(!0, &data));
+        assert_eq!(
+            crc32c_update(crc32c_update(!0, a), b),
+            crc32c_update(!0, &data)
+        );
         assert_eq!(!crc32_update(crc32_update(!0, a), b), crc32(&data));
     }
 }

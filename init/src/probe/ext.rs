@@ -54,8 +54,7 @@ fn parse(sb: &[u8]) -> Option<Filesystem> {
     let compat = le32(sb, FEATURE_COMPAT_OFF);
     let incompat = le32(sb, FEATURE_INCOMPAT_OFF);
     let ro_compat = le32(sb, FEATURE_RO_COMPAT_OFF);
-    if ro_compat & RO_COMPAT_METADATA_CSUM != 0 && superblock_csum(sb) != le32(sb, CHECKSUM_OFF)
-    {
+    if ro_compat & RO_COMPAT_METADATA_CSUM != 0 && superblock_csum(sb) != le32(sb, CHECKSUM_OFF) {
         return None;
     }
     // An external journal device is "jbd", not a filesystem to mount.
@@ -64,8 +63,7 @@ fn parse(sb: &[u8]) -> Option<Filesystem> {
     }
     let journal = compat & COMPAT_HAS_JOURNAL != 0;
     // blkid tries ext4, then ext3, then ext2.
-    let fstype = if ro_compat & !EXT3_RO_COMPAT_SUPP != 0 || incompat & !EXT3_INCOMPAT_SUPP != 0
-    {
+    let fstype = if ro_compat & !EXT3_RO_COMPAT_SUPP != 0 || incompat & !EXT3_INCOMPAT_SUPP != 0 {
         "ext4"
     } else if journal {
         "ext3"
@@ -100,17 +98,27 @@ mod tests {
     fn feature_flags_choose_the_type() {
         assert_eq!(parse(&sb(0, INCOMPAT_FILETYPE, 1)).unwrap().fstype, "ext2");
         assert_eq!(
-            parse(&sb(COMPAT_HAS_JOURNAL, INCOMPAT_FILETYPE, 1)).unwrap().fstype,
+            parse(&sb(COMPAT_HAS_JOURNAL, INCOMPAT_FILETYPE, 1))
+                .unwrap()
+                .fstype,
             "ext3"
         );
-        assert_eq!(parse(&sb(COMPAT_HAS_JOURNAL, 0x40 | 0x2, 1)).unwrap().fstype, "ext4");
+        assert_eq!(
+            parse(&sb(COMPAT_HAS_JOURNAL, 0x40 | 0x2, 1))
+                .unwrap()
+                .fstype,
+            "ext4"
+        );
         assert_eq!(parse(&sb(0, 0x40, 0)).unwrap().fstype, "ext4");
         // RECOVER without a journal: neither ext2 nor ext3 nor ext4.
         assert!(parse(&sb(0, INCOMPAT_RECOVER, 0)).is_none());
         assert!(parse(&sb(COMPAT_HAS_JOURNAL, INCOMPAT_JOURNAL_DEV, 0)).is_none());
         let fs = parse(&sb(0, 0, 0)).unwrap();
         assert_eq!(fs.label.as_deref(), Some("root"));
-        assert_eq!(fs.uuid.as_deref(), Some("ab000000-0000-0000-0000-000000000000"));
+        assert_eq!(
+            fs.uuid.as_deref(),
+            Some("ab000000-0000-0000-0000-000000000000")
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ const ENTRIES_CRC_OFF: usize = 88;
 /// blkid accepts only entries of exactly this size.
 const ENTRY_SIZE: usize = 128;
 /// The entry array read at most: 8192 entries (disks have 128).
-pub(crate) const MAX_ENTRY_ARRAY: usize = 1024 * 1024;
+pub const MAX_ENTRY_ARRAY: usize = 1024 * 1024;
 const NAME_OFF: usize = 56;
 const NAME_LEN: usize = 72;
 
@@ -51,7 +51,8 @@ fn read_header(dev: &Dev, lba: u64, last_lba: u64) -> Result<Option<Header>, Pro
         return Ok(None);
     }
     let hsz = le32(&sector, 12) as usize;
-    if !(MIN_HEADER..=SECTOR).contains(&hsz) || header_crc(&sector, hsz) != le32(&sector, HEADER_CRC_OFF)
+    if !(MIN_HEADER..=SECTOR).contains(&hsz)
+        || header_crc(&sector, hsz) != le32(&sector, HEADER_CRC_OFF)
     {
         return Ok(None);
     }
@@ -64,7 +65,9 @@ fn read_header(dev: &Dev, lba: u64, last_lba: u64) -> Result<Option<Header>, Pro
         return Ok(None);
     }
     let esz = u64::from(le32(&sector, NUM_ENTRIES_OFF)) * u64::from(le32(&sector, ENTRY_SIZE_OFF));
-    if esz == 0 || esz >= u64::from(u32::MAX) || le32(&sector, ENTRY_SIZE_OFF) as usize != ENTRY_SIZE
+    if esz == 0
+        || esz >= u64::from(u32::MAX)
+        || le32(&sector, ENTRY_SIZE_OFF) as usize != ENTRY_SIZE
     {
         return Ok(None);
     }
@@ -78,8 +81,12 @@ fn read_header(dev: &Dev, lba: u64, last_lba: u64) -> Result<Option<Header>, Pro
     let Some(offset) = le64(&sector, ENTRIES_LBA_OFF).checked_mul(SECTOR_BYTES) else {
         return Ok(None);
     };
-    let Some(entries) =
-        dev.read_vec(offset, esz as usize, MAX_ENTRY_ARRAY, "GPT partition entry array")?
+    let Some(entries) = dev.read_vec(
+        offset,
+        esz as usize,
+        MAX_ENTRY_ARRAY,
+        "GPT partition entry array",
+    )?
     else {
         return Ok(None);
     };
@@ -128,4 +135,96 @@ pub(super) fn probe(dev: &Dev, _sector0: &[u8]) -> Result<Option<PartitionTable>
         disk_guid: format_guid(field(&header.sector, DISK_GUID_OFF, 16)),
         partitions,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::mbr;
+
+    const DISK: usize = 4 * 1024 * 1024;
+
+    /// A disk with a protective MBR and a primary GPT of `n` entries (the
+    /// first one used, named "boot") at LBA 2.
+    fn disk(n: u32) -> Vec<u8> {
+        let mut d = vec![0u8; DISK];
+        d[446 + 4] = 0xEE;
+        d[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+        d[510] = 0x55;
+        d[511] = 0xAA;
+        let last = (DISK / SECTOR) as u64 - 1;
+        let e = 1024;
+        d[e] = 0x0f; // type GUID, non-zero
+        d[e + 16] = 0xaa; // unique GUID
+        d[e + 32..e + 40].copy_from_slice(&34u64.to_le_bytes());
+        d[e + 40..e + 48].copy_from_slice(&100u64.to_le_bytes());
+        for (i, u) in "boot".encode_utf16().enumerate() {
+            d[e + NAME_OFF + 2 * i..][..2].copy_from_slice(&u.to_le_bytes());
+        }
+        let esz = n as usize * ENTRY_SIZE;
+        let array_crc = crc32(d.get(e..e + esz).unwrap_or(&[]));
+        let h = SECTOR;
+        d[h..h + 8].copy_from_slice(SIGNATURE);
+        d[h + 12..h + 16].copy_from_slice(&92u32.to_le_bytes());
+        d[h + MY_LBA_OFF..][..8].copy_from_slice(&1u64.to_le_bytes());
+        d[h + FIRST_USABLE_OFF..][..8].copy_from_slice(&34u64.to_le_bytes());
+        d[h + LAST_USABLE_OFF..][..8].copy_from_slice(&(last - 33).to_le_bytes());
+        d[h + DISK_GUID_OFF] = 0x11;
+        d[h + ENTRIES_LBA_OFF..][..8].copy_from_slice(&2u64.to_le_bytes());
+        d[h + NUM_ENTRIES_OFF..][..4].copy_from_slice(&n.to_le_bytes());
+        d[h + ENTRY_SIZE_OFF..][..4].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
+        d[h + ENTRIES_CRC_OFF..][..4].copy_from_slice(&array_crc.to_le_bytes());
+        let c = header_crc(&d[h..h + SECTOR], 92);
+        d[h + HEADER_CRC_OFF..][..4].copy_from_slice(&c.to_le_bytes());
+        d
+    }
+
+    fn run(d: &[u8]) -> Result<Option<PartitionTable>, ProbeError> {
+        let dev = Dev::new(&d, d.len() as u64);
+        assert!(mbr::has_protective_entry(&d[..512]));
+        probe(&dev, &d[..512])
+    }
+
+    #[test]
+    fn parses_a_valid_table() {
+        let Some(PartitionTable::Gpt {
+            disk_guid,
+            partitions,
+        }) = run(&disk(128)).unwrap()
+        else {
+            panic!("no table")
+        };
+        assert_eq!(disk_guid, "00000011-0000-0000-0000-000000000000");
+        assert_eq!(partitions.len(), 1);
+        let p = &partitions[0];
+        assert_eq!(
+            (p.number, p.start_bytes, p.size_bytes),
+            (1, 34 * 512, 67 * 512)
+        );
+        assert_eq!(p.partlabel.as_deref(), Some("boot"));
+        assert_eq!(
+            p.partuuid.as_deref(),
+            Some("000000aa-0000-0000-0000-000000000000")
+        );
+    }
+
+    #[test]
+    fn bad_crcs_are_not_trusted() {
+        let mut d = disk(128);
+        d[SECTOR + DISK_GUID_OFF] ^= 1; // header changed, CRC not
+        assert!(run(&d).unwrap().is_none());
+        let mut d = disk(128);
+        d[1024 + NAME_OFF] ^= 1; // entry changed, array CRC not
+        assert!(run(&d).unwrap().is_none());
+    }
+
+    #[test]
+    fn huge_entry_arrays_are_refused_before_reading() {
+        // 16384 entries of 128 bytes: 2 MiB > the 1 MiB bound.
+        let d = disk(16384);
+        assert!(matches!(
+            run(&d),
+            Err(ProbeError::TooLarge { value, .. }) if value == 2 * 1024 * 1024
+        ));
+    }
 }

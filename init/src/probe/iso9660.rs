@@ -55,8 +55,7 @@ fn merge_utf16be_ascii(utf16: &[u8], ascii: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(2 * len + 4);
     let (mut a, mut u) = (0usize, 0usize);
     while u + 1 < len && a < len {
-        if (0xD8..=0xDB).contains(&u16b(u)) && u + 3 < len && (0xDC..=0xDF).contains(&u16b(u + 2))
-        {
+        if (0xD8..=0xDB).contains(&u16b(u)) && u + 3 < len && (0xDC..=0xDF).contains(&u16b(u + 2)) {
             out.push(u16b(u));
             out.push(u16b(u + 1));
             u += 2;
@@ -169,6 +168,9 @@ mod tests {
         vd[MODIFIED_OFF..MODIFIED_OFF + 16].copy_from_slice(b"0000000000000000");
         assert_eq!(date_uuid(&vd, MODIFIED_OFF), None);
         vd[CREATED_OFF..CREATED_OFF + 16].copy_from_slice(b"2026112516490700");
-        assert_eq!(date_uuid(&vd, CREATED_OFF).as_deref(), Some("2026-11-25-16-49-07-00"));
+        assert_eq!(
+            date_uuid(&vd, CREATED_OFF).as_deref(),
+            Some("2026-11-25-16-49-07-00")
+        );
     }
 }

@@ -18,12 +18,12 @@ const EXTENDED_TYPES: [u8; 3] = [0x05, 0x0F, 0x85];
 const AIX_MAGIC: [u8; 4] = [0xC9, 0xC2, 0xD4, 0xC1];
 /// Extended boot records followed at most (the kernel stops at 100 too):
 /// a chain that loops ends here.
-pub(crate) const MAX_EBR_CHAIN: usize = 100;
+pub const MAX_EBR_CHAIN: usize = 100;
 /// Logical partitions start at this number, whatever the primaries are.
 const FIRST_LOGICAL: u32 = 5;
 /// The kernel's largest partition number (DISK_MAX_PARTS - 1): an EBR
 /// may hold up to four data entries, so 100 EBRs could name 400.
-pub(crate) const MAX_PARTITION_NUMBER: u32 = 255;
+pub const MAX_PARTITION_NUMBER: u32 = 255;
 
 /// One 16-byte slot of a partition table.
 #[derive(Clone, Copy)]
@@ -59,7 +59,10 @@ fn has_signature(sector: &[u8]) -> bool {
 
 /// Sector 0 holds a valid MBR signature and a 0xEE (GPT protective) entry.
 pub(crate) fn has_protective_entry(sector0: &[u8]) -> bool {
-    has_signature(sector0) && entries(sector0).iter().any(|e| e.kind == TYPE_GPT_PROTECTIVE)
+    has_signature(sector0)
+        && entries(sector0)
+            .iter()
+            .any(|e| e.kind == TYPE_GPT_PROTECTIVE)
 }
 
 fn partuuid(disk_id: u32, number: u32) -> Option<String> {
@@ -182,8 +185,10 @@ mod tests {
         put(&mut disk[ebr..ebr + 512], 0, 0, 0x83, 1, 10);
         put(&mut disk[ebr..ebr + 512], 1, 0, 0x05, 0, 2048);
         let dev = Dev::new(&disk, disk.len() as u64);
-        let Some(PartitionTable::Mbr { disk_id, partitions }) =
-            probe(&dev, &disk[..512]).unwrap()
+        let Some(PartitionTable::Mbr {
+            disk_id,
+            partitions,
+        }) = probe(&dev, &disk[..512]).unwrap()
         else {
             panic!("no table")
         };

@@ -11,8 +11,27 @@
 //! The answers are libblkid's (util-linux 2.38, `blkid -p`): the same
 //! types, the same probe order (vfat, swap, xfs, ext4/3/2, iso9660, btrfs),
 //! the same UUID and LABEL formatting, and the same refusal to answer when
-//! two filesystems claim one device (blkid's "ambivalent result").
+//! two filesystems claim one device (blkid's "ambivalent result"; on
+//! floppy-sized devices the first signature wins, as in blkid).
 //! Sectors are 512 bytes (virtio-blk's logical block size).
+//!
+//! Where it knowingly differs from blkid 2.38:
+//! - superblock checksums are verified (ext4 `metadata_csum`, xfs v5,
+//!   btrfs crc32c), as util-linux 2.39 and the kernel do: 2.38 still names
+//!   such a filesystem, the kernel refuses to mount it. btrfs volumes with
+//!   xxhash/sha256/blake2b checksums are accepted unverified;
+//! - ext2 vs ext4 does not depend on the host's /proc/filesystems, "jbd"
+//!   (external journals), "ext4dev", "swsuspend" are not reported;
+//! - bounds blkid lacks: a GPT entry array over
+//!   [`MAX_GPT_ENTRY_ARRAY_BYTES`] is an error, an EBR chain ends after
+//!   [`MAX_EBR_CHAIN`] records or at partition [`MAX_PARTITION_NUMBER`], a
+//!   FAT root directory scan reads at most [`MAX_FAT_LABEL_SCAN_BYTES`];
+//! - labels that are not UTF-8 (FAT code pages) are decoded lossily, and
+//!   lone UTF-16 surrogates become U+FFFD.
+//!
+//! For links, escape both labels and UUIDs with [`encode_link_name`]
+//! (udev uses `ID_FS_LABEL_ENC` and `ID_FS_UUID_ENC`; an iso9660 "UUID" is
+//! a date read from the disc and may hold anything).
 
 mod btrfs;
 mod crc;
@@ -27,6 +46,9 @@ mod xfs;
 use std::io;
 
 pub use crc::{crc32, crc32c_update};
+pub use gpt::MAX_ENTRY_ARRAY as MAX_GPT_ENTRY_ARRAY_BYTES;
+pub use mbr::{MAX_EBR_CHAIN, MAX_PARTITION_NUMBER};
+pub use vfat::MAX_LABEL_SCAN_BYTES as MAX_FAT_LABEL_SCAN_BYTES;
 
 /// Random-access reads of a block device or image (a File implements it via FileExt::read_at).
 pub trait ReadAt {
@@ -106,9 +128,15 @@ pub struct Partition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionTable {
     /// `disk_guid` as blkid `PTUUID=` (lowercase GUID).
-    Gpt { disk_guid: String, partitions: Vec<Partition> },
+    Gpt {
+        disk_guid: String,
+        partitions: Vec<Partition>,
+    },
     /// `disk_id` as blkid `PTUUID=` (`%08x` of the disk signature).
-    Mbr { disk_id: String, partitions: Vec<Partition> },
+    Mbr {
+        disk_id: String,
+        partitions: Vec<Partition>,
+    },
 }
 
 /// Why a probe gave no answer.
@@ -446,7 +474,10 @@ mod tests {
     #[test]
     fn uuid_and_guid_formatting() {
         let b: Vec<u8> = (1..=16).collect();
-        assert_eq!(format_uuid(&b).unwrap(), "01020304-0506-0708-090a-0b0c0d0e0f10");
+        assert_eq!(
+            format_uuid(&b).unwrap(),
+            "01020304-0506-0708-090a-0b0c0d0e0f10"
+        );
         assert_eq!(format_guid(&b), "04030201-0605-0807-090a-0b0c0d0e0f10");
         assert_eq!(format_uuid(&[0; 16]), None);
     }
@@ -457,8 +488,14 @@ mod tests {
         assert_eq!(label_from_bytes(b"a b\0junk").as_deref(), Some("a b"));
         assert_eq!(label_from_bytes(b"   \0"), None);
         assert_eq!(label_from_bytes(b""), None);
-        let utf16: Vec<u8> = "héllo  ".encode_utf16().flat_map(u16::to_le_bytes).collect();
-        assert_eq!(label_from_utf16(&utf16, Utf16::Le).as_deref(), Some("héllo"));
+        let utf16: Vec<u8> = "héllo  "
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(
+            label_from_utf16(&utf16, Utf16::Le).as_deref(),
+            Some("héllo")
+        );
     }
 
     #[test]

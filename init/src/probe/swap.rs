@@ -82,3 +82,54 @@ pub(super) fn probe(dev: &Dev) -> Result<Option<Filesystem>, ProbeError> {
         label,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swap(page: usize, sig: &[u8; SIG_LEN]) -> Vec<u8> {
+        let mut d = vec![0u8; 64 * 1024 + 4096];
+        d[page - SIG_LEN..page].copy_from_slice(sig);
+        d[1024..1028].copy_from_slice(&1u32.to_le_bytes());
+        d[1028..1032].copy_from_slice(&100u32.to_le_bytes());
+        d[1024 + UUID_OFF] = 0x42;
+        d[1024 + LABEL_OFF..][..4].copy_from_slice(b"swp ");
+        d
+    }
+
+    fn run(d: &[u8]) -> Option<Filesystem> {
+        probe(&Dev::new(&d, d.len() as u64)).unwrap()
+    }
+
+    #[test]
+    fn every_page_size_and_both_versions() {
+        for page in PAGE_SIZES {
+            let fs = run(&swap(page as usize, SIG_V1)).unwrap();
+            assert_eq!(fs.label.as_deref(), Some("swp"));
+            assert!(fs.uuid.unwrap().starts_with("42"));
+        }
+        // v0 has neither UUID nor label.
+        let fs = run(&swap(4096, SIG_V0)).unwrap();
+        assert_eq!((fs.uuid, fs.label), (None, None));
+    }
+
+    #[test]
+    fn rejects_tuxonice_bad_version_and_zero_last_page() {
+        let mut d = swap(4096, SIG_V1);
+        d[..8].copy_from_slice(TOI_MAGIC);
+        assert!(run(&d).is_none());
+        let mut d = swap(4096, SIG_V1);
+        d[1024..1028].copy_from_slice(&2u32.to_le_bytes());
+        assert!(run(&d).is_none());
+        let mut d = swap(4096, SIG_V1);
+        d[1024..1028].copy_from_slice(&1u32.to_be_bytes());
+        assert!(run(&d).is_some(), "a big-endian version 1 is fine");
+        d[1028..1032].fill(0);
+        assert!(run(&d).is_none());
+        // Garbage in the padding: swap, but UUID and label untrusted.
+        let mut d = swap(4096, SIG_V1);
+        d[1024 + PADDING_32_OFF] = 1;
+        let fs = run(&d).unwrap();
+        assert_eq!((fs.uuid, fs.label), (None, None));
+    }
+}

@@ -6,8 +6,8 @@
 //! partition table. The arithmetic is u32 and wraps like the C code, so a
 //! hostile boot sector is judged as blkid judges it.
 
-use super::{field, label_from_bytes, le16, le32, u8_at, Dev, Filesystem, ProbeError};
 use super::TINY_DEVICE_BYTES;
+use super::{field, label_from_bytes, le16, le32, u8_at, Dev, Filesystem, ProbeError};
 
 const SECTOR: usize = 512;
 const FAT12_MAX: u32 = 0xFF4;
@@ -25,7 +25,7 @@ const MAX_ROOT_CLUSTERS: u32 = 100;
 const DIR_CHUNK: usize = 4096;
 /// All root-directory bytes one probe may scan for the label (a FAT32
 /// chain of 99 clusters of 512 KiB would otherwise be 50 MiB of reads).
-const MAX_LABEL_SCAN_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_LABEL_SCAN_BYTES: u64 = 4 * 1024 * 1024;
 /// FAT32 FSInfo sector: lead and struct signatures (or all zeros).
 const FSINFO_SIG1: [&[u8; 4]; 3] = [b"RRaA", b"RRdA", &[0; 4]];
 const FSINFO_SIG2: [&[u8; 4]; 2] = [b"rrAa", &[0; 4]];
@@ -121,7 +121,11 @@ fn valid_superblock(b: &[u8]) -> Option<Geometry> {
     }
     let fat16_length = u32::from(le16(b, FAT_LENGTH_OFF));
     let fat32_length = le32(b, FAT32_LENGTH_OFF);
-    let fat_length = if fat16_length == 0 { fat32_length } else { fat16_length };
+    let fat_length = if fat16_length == 0 {
+        fat32_length
+    } else {
+        fat16_length
+    };
     let fat_size = fat_length.wrapping_mul(fats);
     let dir_size = (dir_entries * DIR_ENTRY as u32).div_ceil(sector_size);
     let cluster_count = sect_count
@@ -234,7 +238,10 @@ pub(super) fn probe(dev: &Dev) -> Result<Option<Filesystem>, ProbeError> {
     // LABEL comes from the root directory only; the boot sector's copy is
     // blkid's LABEL_FATBOOT, which udev does not link.
     let (label, serno) = if le16(&b, FAT_LENGTH_OFF) != 0 {
-        let root_start = g.reserved.wrapping_add(g.fat_size).wrapping_mul(g.sector_size);
+        let root_start = g
+            .reserved
+            .wrapping_add(g.fat_size)
+            .wrapping_mul(g.sector_size);
         let entries = u32::from(le16(&b, DIR_ENTRIES_OFF));
         let label = search_label(dev, u64::from(root_start), entries, &mut budget)?;
         let serno = matches!(u8_at(&b, MS_EXT_BOOT_SIGN_OFF), 0x28 | 0x29)
@@ -244,8 +251,7 @@ pub(super) fn probe(dev: &Dev) -> Result<Option<Filesystem>, ProbeError> {
         let buf_size = g.cluster_size * g.sector_size;
         let start_data_sect = g.reserved.wrapping_add(g.fat_size);
         // u64 product, truncated to u32 as in blkid.
-        let entries =
-            (u64::from(le32(&b, FAT32_LENGTH_OFF)) * u64::from(g.sector_size) / 4) as u32;
+        let entries = (u64::from(le32(&b, FAT32_LENGTH_OFF)) * u64::from(g.sector_size) / 4) as u32;
         let mut next = le32(&b, ROOT_CLUSTER_OFF);
         let mut label = None;
         let mut loops = MAX_ROOT_CLUSTERS;
