@@ -348,7 +348,7 @@ pub fn load_plan_with(
         let mut skips = Vec::new();
         if let Ok(mut st) = state.lock() {
             for k in 0..n {
-                if invalid.get(k).copied().unwrap_or(false) {
+                if invalid.get(k).copied().unwrap_or(false) && st.status.get(k) == Some(&Status::Waiting) {
                     shared.fail_and_skip(&mut st, k, &mut skips);
                 }
             }
@@ -359,7 +359,7 @@ pub fn load_plan_with(
             }
         }
         for (k, cause) in skips {
-            shared.emit_skip(k, cause, 0, true);
+            shared.emit_skip(k, cause, 0);
         }
     }
 
@@ -427,7 +427,7 @@ impl Shared<'_> {
         }
     }
 
-    fn emit_skip(&self, k: usize, cause: Option<String>, thread: usize, _initial: bool) {
+    fn emit_skip(&self, k: usize, cause: Option<String>, thread: usize) {
         let Some(entry) = self.plan.modules.get(k) else { return };
         let outcome = Err(match cause {
             Some(dependency) => LoadError::DependencyFailed { module: entry.name.clone(), dependency },
@@ -465,7 +465,7 @@ impl Shared<'_> {
                         }
                         drop(st);
                         for (x, cause) in skips {
-                            self.emit_skip(x, cause, thread, false);
+                            self.emit_skip(x, cause, thread);
                         }
                         self.wake.notify_all();
                         return;
@@ -514,7 +514,7 @@ impl Shared<'_> {
             }
             (self.on_event)(&LoadEvent { entry, start, duration: end.saturating_sub(start), thread, outcome });
             for (x, cause) in skips {
-                self.emit_skip(x, cause, thread, false);
+                self.emit_skip(x, cause, thread);
             }
         }
     }
@@ -545,6 +545,7 @@ mod tests {
         concurrent: AtomicUsize,
         max_concurrent: AtomicUsize,
         plan: Plan,
+        delay: Duration,
     }
 
     impl Fake {
@@ -557,6 +558,7 @@ mod tests {
                 concurrent: AtomicUsize::new(0),
                 max_concurrent: AtomicUsize::new(0),
                 plan: plan.clone(),
+                delay: Duration::from_millis(5),
             }
         }
     }
@@ -574,7 +576,7 @@ mod tests {
             let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_concurrent.fetch_max(now, Ordering::SeqCst);
             self.calls.lock().unwrap().push(entry.name.clone());
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(self.delay);
             self.concurrent.fetch_sub(1, Ordering::SeqCst);
             if let Some(&errno) = self.fail.get(&entry.name) {
                 return Err(LoadError::Insert {
@@ -670,6 +672,12 @@ mod tests {
         assert_eq!(report.loaded, 1);
         assert_eq!(report.skipped, 3);
         assert_eq!(events.len(), 4);
+        // Two invalid entries, the second a user of the first: one event each.
+        let p = Plan { modules: vec![entry("a", &[9]), entry("b", &[0, 9]), entry("c", &[])], notes: vec![] };
+        let fake = Fake::new(&p);
+        let (report, events) = run(&p, &fake, 1);
+        assert_eq!((report.loaded, report.skipped), (1, 2));
+        assert_eq!(events.len(), 3);
     }
 
     #[test]
@@ -697,6 +705,51 @@ mod tests {
         let mut e = entry("nul", &[]);
         e.options = "a=\0".to_owned();
         assert!(matches!(k.insert(&e), Err(LoadError::BadOptions { .. })));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Random DAGs and random failures: one event per module, every
+        /// module starts after its dependencies are live (checked by the
+        /// fake), and exactly the transitive users of failures are skipped.
+        #[test]
+        fn random_plans_load_correctly(
+            deps in proptest::collection::vec(proptest::collection::vec(0usize..100, 0..3), 1..25),
+            failing in proptest::collection::vec(0usize..25, 0..4),
+            threads in 1usize..5,
+        ) {
+            let n = deps.len();
+            let modules: Vec<PlanEntry> = deps
+                .iter()
+                .enumerate()
+                .map(|(k, ds)| {
+                    let ds: Vec<usize> = if k == 0 { vec![] } else { ds.iter().map(|d| d % k).collect() };
+                    entry(&format!("m{k}"), &ds)
+                })
+                .collect();
+            let p = Plan { modules, notes: vec![] };
+            let mut fake = Fake::new(&p);
+            fake.delay = Duration::ZERO;
+            for f in &failing {
+                fake.fail.insert(format!("m{}", f % n), 5);
+            }
+            let (report, events) = run(&p, &fake, threads);
+            proptest::prop_assert_eq!(events.len(), n);
+            let mut bad = vec![false; n];
+            let mut expect_skipped = 0;
+            for k in 0..n {
+                let name = format!("m{k}");
+                let dep_bad = p.modules[k].deps.iter().any(|&d| bad[d]);
+                if dep_bad {
+                    expect_skipped += 1;
+                    bad[k] = true;
+                } else if fake.fail.contains_key(&name) {
+                    bad[k] = true;
+                }
+            }
+            proptest::prop_assert_eq!(report.skipped, expect_skipped);
+            proptest::prop_assert_eq!(report.loaded + report.failed + report.skipped, n);
+        }
     }
 
     #[test]
