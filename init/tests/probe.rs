@@ -739,6 +739,25 @@ fn iso9660_matches_blkid() {
         &["-J", "-input-charset", "utf-8", "-V", "Daten ä/ö"],
     );
     assert_fs_matches_blkid(&unicode, None).unwrap();
+    // El Torito: a boot record descriptor sits between the primary and
+    // the Joliet one.
+    std::fs::create_dir_all(d.path("boot.iso.d")).unwrap();
+    std::fs::write(d.path("boot.iso.d").join("boot.img"), vec![0u8; 2048]).unwrap();
+    let boot = mkiso(
+        &d,
+        "boot.iso",
+        &[
+            "-J",
+            "-V",
+            "Bootable Disc",
+            "-b",
+            "boot.img",
+            "-no-emul-boot",
+        ],
+    );
+    assert_eq!(read_at(&boot, 0x8800, 6), b"\0CD001", "boot record second");
+    let fs = assert_fs_matches_blkid(&boot, None).unwrap();
+    assert_eq!(fs.label.as_deref(), Some("Bootable Disc"));
 }
 
 #[test]
