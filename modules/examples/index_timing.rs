@@ -1,5 +1,6 @@
 //! Prints how long each step of loading the index takes (release build):
 //! `cargo run --release -p kestrel-modules --example index_timing [DIR]`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Instant;
 

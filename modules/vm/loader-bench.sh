@@ -13,7 +13,8 @@ RUNS=${1:-3}
 K=6.1.0-56-amd64
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# KEEP=DIR keeps the console logs there.
+trap 'if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/log-* "$KEEP"/; fi; rm -rf "$work"' EXIT
 target=${CARGO_TARGET_DIR:-/work/target-modules-static}
 (cd "$here" && CARGO_TARGET_DIR=$target RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build --release -q -p kestrel-modules --example vm_loader --target x86_64-unknown-linux-gnu)
