@@ -72,9 +72,17 @@ fn guest() -> Result<(), String> {
     config.apply_kernel_cmdline(&tokens);
     let t0 = loader::boottime();
     let index = ModuleIndex::load(&Path::new("/lib/modules").join(&release)).map_err(|e| e.to_string())?.with_config(config);
+    let t_index = loader::boottime();
     let requests = read_modaliases(Path::new("/modaliases"))?;
     let plan = index.plan_lenient(&requests);
     let t1 = loader::boottime();
+    // Twice more, now that the binary's pages and the heap are warm.
+    let t_warm = loader::boottime();
+    for _ in 0..2 {
+        let i = ModuleIndex::load(&Path::new("/lib/modules").join(&release)).map_err(|e| e.to_string())?;
+        let _ = i.plan_lenient(&requests);
+    }
+    let warm = loader::boottime().saturating_sub(t_warm) / 2;
     let first_start = Mutex::new(None);
     let report = loader::load_plan(&plan, threads, &|ev: &LoadEvent| {
         if let Ok(mut f) = first_start.lock() {
@@ -94,13 +102,15 @@ fn guest() -> Result<(), String> {
     });
     println!(
         "KESTREL-VM result threads={threads} modules={} loaded={} already={} failed={} skipped={} \
-         index_and_plan_ms={:.3} wall_ms={:.3}",
+         index_and_plan_ms={:.3} (index {:.3}, warm index+plan {:.3}) wall_ms={:.3}",
         plan.modules.len(),
         report.loaded,
         report.already,
         report.failed,
         report.skipped,
         (t1.saturating_sub(t0)).as_secs_f64() * 1e3,
+        (t_index.saturating_sub(t0)).as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3,
         report.wall.as_secs_f64() * 1e3
     );
     Ok(())

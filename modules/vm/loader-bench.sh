@@ -66,7 +66,7 @@ while [ $i -lt "$RUNS" ]; do
 	i=$((i + 1))
 done
 for t in 1 2 4; do
-	grep "threads=$t " "$work/results" | sed 's/.*wall_ms=//' | sort -n |
+	grep "threads=$t " "$work/results" | sed "s/.*wall_ms=//" | sort -n |
 		awk -v t=$t '{a[NR]=$1} END {printf "threads=%d median wall %.1f ms (min %.1f, max %.1f, n=%d)\n", t, a[int((NR+1)/2)], a[1], a[NR], NR}'
 done
 
