@@ -315,6 +315,10 @@ impl ModuleIndex {
     /// /lib/modules/6.1.0-56-amd64). Missing optional files are fine; a
     /// missing modules.dep is an error naming the path.
     pub fn load(dir: &Path) -> Result<Self, ModulesError> {
+        // Plan paths must be absolute (as kmod makes them): a relative dir
+        // is taken from the current directory, without touching the tree.
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let dir = absolute.as_path();
         let dep_path = dir.join("modules.dep");
         let dep_text = read_bounded_index(&dep_path)?;
         let alias_text = read_optional(&dir.join("modules.alias"))?.unwrap_or_default();
@@ -928,6 +932,17 @@ mod tests {
         assert_eq!(i.lookup_alias("ext4"), vec!["ext4"]);
         assert_eq!(i.lookup_alias("net-pf-1"), vec!["unix"]);
         assert_eq!(i.lookup_alias("fs-ext4"), vec!["ext4"]);
+    }
+
+    #[test]
+    fn relative_dir_gives_absolute_paths() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        std::fs::write(dir.path().join("modules.dep"), "kernel/a.ko:\n").unwrap();
+        let rel = dir.path().strip_prefix(std::env::current_dir().unwrap()).unwrap_or(dir.path()).to_path_buf();
+        let i = ModuleIndex::load(&rel).unwrap();
+        let p = i.module_path("a").unwrap();
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.ends_with("kernel/a.ko"));
     }
 
     #[test]
