@@ -3,8 +3,9 @@ TARGET      := x86_64-unknown-linux-gnu
 INIT        := target/$(TARGET)/release/kestrel-init
 KESTREL     := target/release/kestrel
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := uevent_netlink uevent_sysfs probe_any
 
-.PHONY: all setup init tools demo test unit vm-test lint fuzz bench clean
+.PHONY: all setup init tools demo test lint fuzz bench clean
 
 all: init tools
 
@@ -24,9 +25,27 @@ tools:
 demo: setup init tools
 	$(KESTREL) run --report -- /bin/sh -c 'echo "hello from $$(uname -sr) on $$(nproc) CPUs"; echo "modules loaded: $$(cut -d" " -f1 /proc/modules | tr "\n" " ")"'
 
-# Every test: unit, property, oracle (kmod), and the VM tests.
+# Every test: unit, property, oracle (kmod), the VM tests, and a short
+# fuzz run of every parser.
 test: setup init
 	cargo test --workspace
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
+# Coverage-guided fuzzing (cargo-fuzz/libFuzzer, needs a nightly toolchain):
+# each target for FUZZ_SECONDS from the real-capture seeds; a crash fails.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@if ! rustup run nightly rustc --version >/dev/null 2>&1; then \
+		echo "fuzz: SKIPPED: no nightly toolchain (rustup toolchain install nightly); the property tests cover the same parsers on stable" >&2; \
+	else \
+		for t in $(FUZZ_TARGETS); do \
+			mkdir -p fuzz/corpus/$$t; \
+			seeds=$$(ls -d fuzz/seeds/$$t 2>/dev/null); \
+			max=8300; [ $$t = probe_any ] && max=300000; \
+			[ $$t = uevent_netlink ] && seeds="uevent/tests/fixtures/host-netlink uevent/tests/fixtures/guest-pc/modules"; \
+			(cd fuzz && cargo +nightly fuzz run $$t corpus/$$t $$(for d in $$seeds; do echo ../$$d; done) -- -max_total_time=$(FUZZ_SECONDS) -max_len=$$max) || exit 1; \
+		done; \
+	fi
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -137,17 +137,18 @@ fn is_key_byte(b: u8) -> bool {
 
 /// Appends `value` escaped to `out`.
 pub fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(nibble: u8) -> u8 {
+        if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        }
+    }
     for &b in value {
         if is_plain(b) {
             out.push(b);
         } else {
-            out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
+            out.extend_from_slice(&[b'\\', b'x', hex(b >> 4), hex(b & 0xf)]);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Shared helpers for the VM tests: every test boots the real Debian kernel
 //! under qemu with the real static init, through the same library the
 //! `kestrel` binary uses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use kestrel::run::{RunOptions, RunOutcome};
 use std::ffi::OsString;

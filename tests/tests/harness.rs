@@ -2,6 +2,7 @@
 //! analysis with every phase in order, a hung guest is killed at the
 //! timeout with the last phase named, and the bench comparison runs end to
 //! end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use kestrel::analyze::analyze;
 use kestrel::bench;
@@ -29,15 +30,17 @@ fn check_profile(profile: Profile) {
     assert!(!a.modules.is_empty(), "{profile:?}: no module loads");
 }
 
-/// pc (i440fx, virtio-pci); q35 is the default every other test boots.
+/// pc (i440fx, virtio-pci).
 #[test]
 fn pc_profile_boots_with_every_phase_in_order() {
     check_profile(Profile::Pc);
 }
 
-/// microvm: virtio-mmio devices found through their ACPI alias.
+/// q35 (PCIe); microvm (virtio-mmio found through its ACPI alias) is the
+/// default every other test boots, and is checked here too.
 #[test]
-fn microvm_profile_boots_with_every_phase_in_order() {
+fn q35_and_microvm_profiles_boot_with_every_phase_in_order() {
+    check_profile(Profile::Q35);
     check_profile(Profile::Microvm);
 }
 
@@ -69,4 +72,36 @@ fn bench_compares_two_configurations_pair_by_pair() {
     let total = c.a.phases.iter().find(|p| p.name.starts_with("total")).expect("total phase");
     assert_eq!(total.n, 1);
     assert!(bench::render_comparison(&c).contains("median B/A"));
+}
+
+/// The kernel unpacks the base archive in every compression the builder
+/// writes (followed by the uncompressed run archive), and the init runs.
+#[test]
+fn the_kernel_boots_every_compression() {
+    for compression in ["gzip", "zstd", "xz"] {
+        let opts = RunOptions { compression: compression.parse().unwrap(), ..test_options() };
+        let out = run(&["/bin/echo", compression], &opts);
+        assert_eq!(out.exit_code, 0, "{compression}: {:?}", out.failure);
+        assert_eq!(out.stdout, format!("{compression}\n").as_bytes());
+    }
+}
+
+/// A frozen plan: no discovery, the baked modules loaded one at a time in
+/// plan order, and the machine still comes up.
+#[test]
+fn a_frozen_plan_skips_discovery() {
+    let opts = RunOptions { frozen_plan: true, ..test_options() };
+    let out = run(&["/bin/true"], &opts);
+    assert_eq!(out.exit_code, 0, "{:?}", out.failure);
+    let events: Vec<_> = out.log.events.iter().map(|s| &s.item).collect();
+    assert!(!events.iter().any(|e| e.kind == kestrel_init::event::kind::COLDPLUG), "discovery ran");
+    let plan = events.iter().find(|e| e.kind == kestrel_init::event::kind::MODULES_PLAN).expect("a plan");
+    assert_eq!(plan.get_u64("threads"), Some(1));
+    let loaded: Vec<String> = events.iter().filter(|e| e.kind == kestrel_init::event::kind::MODULE).filter_map(|e| e.get_str("name")).collect();
+    let transport = opts.profile.spec().modules[0];
+    for m in [transport, "virtio_console", "virtio_blk", "ext4"] {
+        assert!(loaded.iter().any(|n| n == m), "{m} not in {loaded:?}");
+    }
+    let pos = |m: &str| loaded.iter().position(|n| n == m).unwrap();
+    assert!(pos("virtio") < pos(transport) && pos("jbd2") < pos("ext4"), "{loaded:?}");
 }

@@ -1,6 +1,6 @@
 //! PID 1 duties and failures that must explain themselves, on real boots.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use kestrel::qemu::PCI_MODULES;
 use kestrel::run::RunOptions;
 use kestrel::vm::StdinSource;
 use kestrel_init::event::kind;
@@ -56,7 +56,7 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
     let release = kestrel::run::load_kernel(&test_options()).unwrap().release;
     let src = Path::new("/lib/modules").join(&release);
     let index = ModuleIndex::load(&src).unwrap();
-    let requests: Vec<Request> = PCI_MODULES.iter().map(|m| Request::Name(m.to_string())).collect();
+    let requests: Vec<Request> = test_options().profile.spec().modules.iter().map(|m| Request::Name(m.to_string())).collect();
     let plan = index.plan(&requests).unwrap();
     // A module tree of our own: the index files and the machine's modules,
     // with virtio_rng's module replaced by garbage.

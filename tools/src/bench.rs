@@ -57,9 +57,10 @@ pub fn apply_override(opts: &mut RunOptions, spec: &str) -> Result<()> {
         "quiet" => opts.quiet = parse_bool(value)?,
         "pvh" => opts.pvh = parse_bool(value)?,
         "compression" => opts.compression = value.parse().map_err(|e| anyhow::anyhow!("compression {value:?}: {e}"))?,
+        "frozen_plan" => opts.frozen_plan = parse_bool(value)?,
         "cpus" => opts.cpus = value.parse()?,
         "memory" => opts.memory_mb = value.parse()?,
-        _ => bail!("unknown --versus key {key:?} (machine, append, quiet, pvh, compression, cpus, memory)"),
+        _ => bail!("unknown --versus key {key:?} (machine, append, quiet, pvh, compression, frozen_plan, cpus, memory)"),
     }
     Ok(())
 }

@@ -84,6 +84,8 @@ pub struct BuildSpec<'a> {
     pub init: &'a Path,
     pub kernel: &'a Kernel,
     pub modules: Vec<String>,
+    /// MODALIAS values whose modules are included too (`--host-modules`).
+    pub aliases: Vec<String>,
     pub compression: Compression,
     /// Write the plan's order to /kestrel/plan (see `kestrel_init::config::PLAN_FILE`).
     pub frozen_plan: bool,
@@ -130,7 +132,13 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
         return Ok(a);
     };
     let index = ModuleIndex::load(dir).with_context(|| format!("failed to load the module index of {}", dir.display()))?;
-    let requests: Vec<Request> = spec.modules.iter().cloned().map(Request::Name).collect();
+    let requests: Vec<Request> = spec
+        .modules
+        .iter()
+        .cloned()
+        .map(Request::Name)
+        .chain(spec.aliases.iter().cloned().map(Request::Alias))
+        .collect();
     let plan = index.plan(&requests).context("failed to resolve the module closure")?;
     let dest = format!("lib/modules/{}", spec.kernel.release);
     let mut names = BTreeSet::new();
@@ -139,6 +147,11 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
             .module_relpath(&entry.name)
             .with_context(|| format!("module {} has no path in modules.dep", entry.name))?;
         let data = kestrel_initrd::read_module(&entry.path)?;
+        // A module we cannot read the firmware list of still goes in: the
+        // kernel is the judge of a module file, and reports it at boot.
+        if let Err(e) = a.add_module_firmware(&entry.name, &data, Path::new(kestrel_initrd::FIRMWARE_DIR), &spec.kernel.release) {
+            eprintln!("kestrel: warning: module {}: cannot read its firmware list: {e}", entry.name);
+        }
         let path = format!("{dest}/{}", stored_relpath(rel));
         a.add_file(&path, 0o644, data)?;
         a.set_reason(&path, &entry.reason);
@@ -161,6 +174,16 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
 fn strip_compression_suffixes(dep: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(dep);
     text.replace(".ko.xz", ".ko").replace(".ko.zst", ".ko").replace(".ko.gz", ".ko").into_bytes()
+}
+
+/// The MODALIAS of every device of this host (`--host-modules`): an
+/// initrd that boots this machine's own hardware.
+pub fn host_modaliases() -> Result<Vec<String>> {
+    let walk = kestrel_uevent::walk::walk_devices(Path::new("/sys")).context("failed to walk /sys")?;
+    let mut aliases: Vec<String> = walk.devices.iter().filter_map(|d| d.modalias()).map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+    aliases.sort();
+    aliases.dedup();
+    Ok(aliases)
 }
 
 /// The run archive: the payload and its configuration.
@@ -236,6 +259,43 @@ mod tests {
         assert!(resolve_payload(&[], vec![], None).is_err());
         let p = resolve_payload(&["sh".into(), "-c".into()], vec![], None).unwrap();
         assert!(p.program.is_absolute());
+    }
+
+    /// The closure the builder puts in for the default machine is exactly
+    /// kmod's: the union of `modprobe --show-depends` for each module.
+    #[test]
+    fn default_machine_closure_equals_kmod() {
+        let Ok(kernel_path) = crate::kernel::default_kernel() else {
+            eprintln!("SKIP: no kernel in /boot");
+            return;
+        };
+        let kernel = crate::kernel::read_kernel(&kernel_path, &std::env::temp_dir(), false).unwrap();
+        let spec = BuildSpec {
+            init: Path::new("/bin/true"),
+            kernel: &kernel,
+            modules: crate::qemu::PCI_MODULES.iter().map(|s| s.to_string()).collect(),
+            aliases: vec![],
+            compression: Compression::None,
+            frozen_plan: false,
+        };
+        let archive = base_archive(&spec).unwrap();
+        let ours: BTreeSet<String> = archive
+            .manifest()
+            .into_iter()
+            .filter(|e| e.path.ends_with(".ko"))
+            .map(|e| e.path.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        let mut kmod = BTreeSet::new();
+        for m in crate::qemu::PCI_MODULES {
+            let out = std::process::Command::new("modprobe").args(["-S", &kernel.release, "--show-depends", m]).output().unwrap();
+            assert!(out.status.success(), "modprobe --show-depends {m}");
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(path) = line.strip_prefix("insmod ") {
+                    kmod.insert(stored_relpath(path.trim()).rsplit('/').next().unwrap().to_owned());
+                }
+            }
+        }
+        assert_eq!(ours, kmod);
     }
 
     #[test]

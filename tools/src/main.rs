@@ -24,7 +24,7 @@ struct MachineArgs {
     #[arg(long)]
     kernel: Option<PathBuf>,
     /// Machine profile.
-    #[arg(long, value_enum, default_value = "q35")]
+    #[arg(long, value_enum, default_value = "microvm")]
     machine: Profile,
     /// Extra modules to include (besides the machine's own).
     #[arg(long = "module")]
@@ -41,6 +41,9 @@ struct MachineArgs {
     /// Module tree to take modules from (default /lib/modules/RELEASE).
     #[arg(long)]
     modules_dir: Option<PathBuf>,
+    /// Also include the modules this host's own devices use (their MODALIAS).
+    #[arg(long)]
+    host_modules: bool,
 }
 
 /// How to boot: shared by run, boot and bench.
@@ -56,7 +59,8 @@ struct VmArgs {
     timeout: f64,
     #[arg(long, default_value_t = 512)]
     memory: u32,
-    #[arg(long, default_value_t = 2)]
+    /// vCPUs (0: 1 under TCG, where it is faster, 2 under KVM).
+    #[arg(long, default_value_t = 0)]
     cpus: u32,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
@@ -97,6 +101,7 @@ impl VmArgs {
             frozen_plan: self.machine.frozen_plan,
             include: self.machine.include,
             modules_dir: self.machine.modules_dir,
+            host_modules: self.machine.host_modules,
             modules: self.machine.modules,
             disks: self.disks.iter().map(|d| parse_disk(d)).collect(),
             qemu_args: self.qemu_args,
@@ -145,7 +150,7 @@ enum Command {
         #[arg(short, default_value_t = 1)]
         j: usize,
         /// Compare with a second configuration, interleaved A B A B:
-        /// KEY=VALUE overrides of A (machine=, append=, quiet=, pvh=, compression=, cpus=, memory=).
+        /// KEY=VALUE overrides of A (machine=, append=, quiet=, pvh=, compression=, frozen_plan=, cpus=, memory=).
         #[arg(long)]
         versus: Vec<String>,
         /// Write the report as JSON.
@@ -254,7 +259,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let init = initrd::find_init()?;
             let mut modules: Vec<String> = machine.machine.spec().modules.iter().map(|s| s.to_string()).collect();
             modules.extend(machine.modules);
-            let spec = BuildSpec { init: &init, kernel: &kernel, modules, compression: machine.compression, frozen_plan: machine.frozen_plan };
+            let aliases = if machine.host_modules { initrd::host_modaliases()? } else { Vec::new() };
+            let spec = BuildSpec { init: &init, kernel: &kernel, modules, aliases, compression: machine.compression, frozen_plan: machine.frozen_plan };
             let base = initrd::base_archive(&spec)?;
             let run_archive = if cmd.is_empty() {
                 None
