@@ -6,6 +6,12 @@
 //! `uevent` file and reports when every triggered event has come back.
 //!
 //! uevent-dump [--sys DIR] [--listen SECONDS [--save DIR] [--trigger]]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
