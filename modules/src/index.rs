@@ -630,7 +630,9 @@ impl ModuleIndex {
 
     /// The absolute path of a module file, from modules.dep.
     pub fn module_path(&self, name: &str) -> Option<PathBuf> {
-        self.module_relpath(name).map(|rel| self.dir.join(rel))
+        use std::os::unix::ffi::OsStrExt;
+        let id = self.id_of(&normalize_name(name))?;
+        self.rel_bytes_of(id).map(|rel| self.dir.join(std::ffi::OsStr::from_bytes(rel)))
     }
 
     /// Path of module relative to the index dir, as written in modules.dep
@@ -659,6 +661,12 @@ impl ModuleIndex {
             Some(m) => self.dep_ids.get(m.deps.0 as usize..m.deps.1 as usize).unwrap_or_default(),
             None => &[],
         }
+    }
+
+    /// The path of a module as written in modules.dep, as bytes (paths
+    /// need not be UTF-8).
+    pub(crate) fn rel_bytes_of(&self, id: u32) -> Option<&[u8]> {
+        self.modules.get(id as usize).map(|m| slice(&self.dep_text, m.rel))
     }
 
     /// The path of a module as written in modules.dep.

@@ -12,6 +12,7 @@
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::index::{ModuleIndex, Resolved};
@@ -388,7 +389,8 @@ impl ModuleIndex {
         let mut modules = Vec::with_capacity(n);
         for &k in &sorted {
             let Some(item) = order.get(k).and_then(|&i| walk.items.get(i)) else { continue };
-            let Some(rel) = item.id.and_then(|id| self.rel_of(id)) else { continue };
+            // Never drop an entry here: the dependency indices count them all.
+            let rel = item.id.and_then(|id| self.rel_bytes_of(id)).unwrap_or_default();
             let mut d: Vec<usize> = deps
                 .get(k)
                 .map(|ds| ds.iter().filter_map(|&x| new_index.get(x).copied()).collect())
@@ -396,7 +398,7 @@ impl ModuleIndex {
             d.sort_unstable();
             modules.push(PlanEntry {
                 name: item.name.clone(),
-                path: self.dir().join(rel),
+                path: self.dir().join(std::ffi::OsStr::from_bytes(rel)),
                 deps: d,
                 options: self.options_for(&item.name, item.alias.as_deref()),
                 reason: item.reason.clone(),

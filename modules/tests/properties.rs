@@ -22,8 +22,13 @@ fn check_plan(plan: &Plan) {
     }
 }
 
+/// 2,000 cases per property by default; PROPTEST_CASES overrides.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// Arbitrary bytes in every index file and config.
     #[test]
