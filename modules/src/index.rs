@@ -162,9 +162,10 @@ pub struct ModuleIndex {
     /// Hash table of literal heads: bucket -> first alias (chained through
     /// `AliasEntry::next`); the length is a power of two.
     alias_table: Vec<u32>,
-    /// The longest literal head: no longer prefix of a MODALIAS can match
-    /// (saves probing every prefix of 900-byte cpu: aliases).
-    max_head: usize,
+    /// The distinct lengths of literal heads, ascending: only prefixes of a
+    /// MODALIAS of these lengths are probed (a 900-byte cpu: MODALIAS needs
+    /// a few dozen probes, not 900).
+    head_lengths: Vec<usize>,
     softdep_text: Option<Vec<u8>>,
     softdep_file: Config,
     builtin_text: Option<Vec<u8>>,
@@ -188,14 +189,6 @@ pub(crate) struct Resolved {
     pub(crate) alias: Option<String>,
 }
 
-fn fnv1a_start() -> u64 {
-    0xcbf2_9ce4_8422_2325
-}
-
-fn fnv1a_step(h: u64, b: u8) -> u64 {
-    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-}
-
 fn bucket(hash: u64, buckets: usize) -> usize {
     // buckets is a power of two; fold the high bits in.
     ((hash ^ (hash >> 32)) as usize) & (buckets.wrapping_sub(1))
@@ -209,7 +202,7 @@ fn slice(text: &[u8], (a, b): (u32, u32)) -> &[u8] {
 struct PatternScan {
     /// Length of the literal head (before the first `*`, `?`, `[`).
     head: usize,
-    /// FNV-1a of the head.
+    /// [`head_hash`] of the head.
     hash: u64,
     /// [`byte_set`] of the bytes after the head that must appear literally.
     needs: u64,
@@ -229,42 +222,57 @@ fn byte_set(s: &[u8]) -> u64 {
 }
 
 fn scan_pattern(p: &[u8]) -> PatternScan {
-    let mut scan = PatternScan { head: p.len(), hash: fnv1a_start(), needs: 0, needs_normalizing: false };
-    let mut in_head = true;
+    let head = wild_head(p);
+    let mut scan = PatternScan {
+        head,
+        hash: head_hash(p.get(..head).unwrap_or_default()),
+        needs: 0,
+        needs_normalizing: memchr::memchr3(b'-', b'[', b']', p).is_some(),
+    };
+    // A bracket head: nothing after it is worth collecting.
+    if p.get(head) == Some(&b'[') {
+        return scan;
+    }
     // After a bracket the requirements are not worth working out (members
     // are alternatives, `]` may be a member): stop collecting, stay safe.
-    let mut collecting = true;
     let mut escaped = false;
-    for (i, &b) in p.iter().enumerate() {
-        if matches!(b, b'-' | b'[' | b']') {
-            scan.needs_normalizing = true;
-        }
-        if in_head {
-            if matches!(b, b'*' | b'?' | b'[') {
-                in_head = false;
-                scan.head = i;
-                collecting = b != b'[';
-            } else {
-                scan.hash = fnv1a_step(scan.hash, b);
-            }
-            continue;
-        }
-        if !collecting {
-            continue;
-        }
+    for &b in p.get(head..).unwrap_or_default() {
         if escaped {
             scan.needs |= byte_bit(b);
             escaped = false;
             continue;
         }
         match b {
-            b'[' => collecting = false,
+            b'[' => break,
             b'\\' => escaped = true,
             b'*' | b'?' => {}
             _ => scan.needs |= byte_bit(b),
         }
     }
     scan
+}
+
+/// Hash of a literal head, eight bytes at a time (FxHash steps, then the
+/// length): computed once per pattern at load, and per distinct head length
+/// at lookup.
+fn head_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        if let Some(dst) = w.get_mut(..rest.len()) {
+            dst.copy_from_slice(rest);
+        }
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    (h.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(K)
 }
 
 /// The literal head of a pattern as libkmod's trie walk sees it.
@@ -349,7 +357,7 @@ impl ModuleIndex {
             alias_norm: Vec::new(),
             aliases: Vec::new(),
             alias_table: Vec::new(),
-            max_head: 0,
+            head_lengths: Vec::new(),
             softdep_text: None,
             softdep_file: Config::new(),
             builtin_text: None,
@@ -517,7 +525,10 @@ impl ModuleIndex {
             }
         }
         self.alias_table = table;
-        self.max_head = self.aliases.iter().map(|a| a.head as usize).max().unwrap_or(0);
+        let mut lengths: Vec<usize> = self.aliases.iter().map(|a| a.head as usize).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        self.head_lengths = lengths;
     }
 
     /// depmod's priority of a module named in modules.alias: its position
@@ -581,11 +592,9 @@ impl ModuleIndex {
         let mut hits: Vec<(u32, u32)> = Vec::new();
         let buckets = self.alias_table.len();
         let have = byte_set(q);
-        let mut h = fnv1a_start();
-        for k in 0..=q.len().min(self.max_head) {
-            if k > 0 {
-                h = fnv1a_step(h, q.get(k - 1).copied().unwrap_or(0));
-            }
+        for &k in &self.head_lengths {
+            let Some(head) = q.get(..k) else { break };
+            let h = head_hash(head);
             let mut i = self.alias_table.get(bucket(h, buckets)).copied().unwrap_or(NO_ALIAS);
             while let Some(a) = self.aliases.get(i as usize) {
                 if a.hash == h && a.head as usize == k && a.needs & !have == 0 && wild_match(self.pattern(a), k, q) {
