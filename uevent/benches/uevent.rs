@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kestrel_uevent::walk::walk_devices;
+use kestrel_uevent::walk::{walk_devices, walk_subsystems};
 use kestrel_uevent::{parse_netlink, parse_sysfs};
 
 fn fixtures() -> PathBuf {
@@ -99,6 +99,16 @@ fn walk(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.sample_size(30);
         g.bench_function(name, |b| b.iter(|| black_box(walk_devices(&tree).unwrap())));
+        g.finish();
+    }
+    if Path::new("/sys/bus").is_dir() {
+        let n = walk_subsystems(Path::new("/sys")).unwrap().devices.len();
+        let mut g = c.benchmark_group("walk_subsystems");
+        g.throughput(Throughput::Elements(n as u64));
+        g.sample_size(30);
+        g.bench_function("live_sys", |b| {
+            b.iter(|| black_box(walk_subsystems(Path::new("/sys")).unwrap()))
+        });
         g.finish();
     }
 }

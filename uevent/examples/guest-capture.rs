@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kestrel_uevent::coldplug::{SysfsWriter, Trigger};
 use kestrel_uevent::socket::UeventSocket;
-use kestrel_uevent::walk::walk_devices;
+use kestrel_uevent::walk::{walk_devices, walk_subsystems};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::mount::{mount, MountFlags};
 use rustix::system::{finit_module, reboot, RebootCommand};
@@ -131,12 +131,29 @@ fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let again = walk_devices(Path::new("/sys"))?;
     let second = started.elapsed();
+    let started = Instant::now();
+    let by_links = walk_subsystems(Path::new("/sys"))?;
+    let links = started.elapsed();
+    let with_subsystem = again
+        .devices
+        .iter()
+        .filter(|d| d.subsystem().is_some())
+        .count();
+    let same = by_links.devices.len() == with_subsystem
+        && by_links
+            .devices
+            .iter()
+            .zip(again.devices.iter().filter(|d| d.subsystem().is_some()))
+            .all(|(a, b)| a.devpath() == b.devpath() && a.fields().eq(b.fields()));
     writeln!(
         out,
-        "# walk_devices: first {} us, second {} us ({} devices)",
+        "# walk_devices: first {} us, second {} us ({} devices); walk_subsystems: {} us ({} devices, {} skipped, same as walk_devices with a subsystem: {same})",
         first.as_micros(),
         second.as_micros(),
-        again.devices.len()
+        again.devices.len(),
+        links.as_micros(),
+        by_links.devices.len(),
+        by_links.skipped,
     )?;
     let mut trigger = Trigger::with_unique_batch();
     let written = trigger.trigger_all(&mut SysfsWriter, Path::new("/sys"), &walk.devices)?;

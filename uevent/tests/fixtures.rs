@@ -386,3 +386,40 @@ fn guest_boot_stream_is_complete_ordered_and_deduplicated() {
         assert_eq!(port, [Action::Add, Action::Change], "{guest}");
     }
 }
+
+/// The walk through bus and class links finds, on this live machine, exactly
+/// the devices of the full walk that have a subsystem, with the same fields,
+/// in the same order.
+#[test]
+fn subsystem_walk_matches_the_full_walk_on_this_machine() {
+    let sys = Path::new("/sys");
+    if !sys.join("bus").is_dir() {
+        eprintln!("SKIPPED: no /sys/bus here");
+        return;
+    }
+    let full = walk_devices(sys).unwrap();
+    let by_links = kestrel_uevent::walk::walk_subsystems(sys).unwrap();
+    assert_eq!(by_links.skipped, 0);
+    let want: Vec<_> = full
+        .devices
+        .iter()
+        .filter(|d| d.subsystem().is_some())
+        .collect();
+    let got: Vec<_> = by_links
+        .devices
+        .iter()
+        .map(|d| d.devpath().escape_ascii().to_string())
+        .collect();
+    let wanted: Vec<_> = want
+        .iter()
+        .map(|d| d.devpath().escape_ascii().to_string())
+        .collect();
+    assert_eq!(got, wanted);
+    for (a, b) in by_links.devices.iter().zip(want) {
+        assert_eq!(
+            a.fields().collect::<Vec<_>>(),
+            b.fields().collect::<Vec<_>>(),
+            "{a:?}"
+        );
+    }
+}
