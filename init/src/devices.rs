@@ -86,48 +86,40 @@ impl Devices {
                 return;
             }
             self.load_aliases(&aliases);
-            // Drain what the socket saw meanwhile: those devices are in
-            // the next walk anyway.
-            self.drain_socket(false);
+            // What the socket saw meanwhile (even an overflow) is in the
+            // next walk anyway.
+            let _ = self.drain_socket();
         }
         log::warn("coldplug did not settle: modules kept creating devices");
     }
 
     /// Handles every uevent waiting on the socket; returns how many were read.
+    /// An overflow (ENOBUFS: events were lost) re-walks /sys.
     pub fn handle_events(&mut self) -> usize {
-        self.drain_socket(true)
-    }
-
-    fn drain_socket(&mut self, load: bool) -> usize {
-        let mut events = Vec::new();
-        let mut overflow = false;
-        if let Some(socket) = self.socket.as_mut() {
-            loop {
-                match socket.recv() {
-                    Ok(Some(ev)) => events.push(ev),
-                    Ok(None) => break,
-                    Err(UeventError::Overflow) => {
-                        overflow = true;
-                        break;
-                    }
-                    Err(e) => {
-                        log::warn(&format!("bad uevent dropped: {e}"));
-                    }
-                }
-            }
-        }
-        let n = events.len();
-        if load {
-            let aliases = self.new_aliases(events.iter());
-            if !aliases.is_empty() {
-                self.load_aliases(&aliases);
-            }
+        let (events, overflow) = self.drain_socket();
+        let aliases = self.new_aliases(events.iter());
+        if !aliases.is_empty() {
+            self.load_aliases(&aliases);
         }
         if overflow {
             log::warn("uevent socket overflowed; walking /sys again");
             self.coldplug();
         }
-        n
+        events.len()
+    }
+
+    /// Reads every pending uevent; true when the socket overflowed.
+    fn drain_socket(&mut self) -> (Vec<Uevent>, bool) {
+        let mut events = Vec::new();
+        let Some(socket) = self.socket.as_mut() else { return (events, false) };
+        loop {
+            match socket.recv() {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => return (events, false),
+                Err(UeventError::Overflow) => return (events, true),
+                Err(e) => log::warn(&format!("bad uevent dropped: {e}")),
+            }
+        }
     }
 
     fn new_aliases<'a>(&mut self, devices: impl Iterator<Item = &'a Uevent>) -> Vec<String> {

@@ -80,13 +80,9 @@ impl Profile {
             Profile::Pc => ProfileSpec { machine: "pc", virtio_suffix: "pci", append: "", modules: PCI_MODULES },
             Profile::Q35 => ProfileSpec { machine: "q35", virtio_suffix: "pci", append: "", modules: PCI_MODULES },
             // Under TCG the microvm kernel often hangs calibrating the TSC
-            // against a PIT it does not have; tell it the frequency.
-            Profile::Microvm => ProfileSpec {
-                machine: "microvm,acpi=on",
-                virtio_suffix: "device",
-                append: "tsc_early_khz=2000000",
-                modules: MMIO_MODULES,
-            },
+            // against a PIT it does not have; `kernel_append` tells it the
+            // frequency (see `tsc_hint`).
+            Profile::Microvm => ProfileSpec { machine: "microvm,acpi=on", virtio_suffix: "device", append: "", modules: MMIO_MODULES },
         }
     }
 }
@@ -178,18 +174,34 @@ impl VmConfig {
     }
 }
 
+/// Fallback TSC rate when it cannot be measured.
+const TSC_KHZ_FALLBACK: u64 = 2_000_000;
+
+/// `tsc_early_khz=` for machines without a timer to calibrate against
+/// (microvm). It must be the real rate: under TCG the guest's TSC is the
+/// host's, and a wrong hint makes every guest timestamp run fast or slow
+/// (2 GHz on a 2.6 GHz host made guest clocks run 1.3x fast).
+pub fn tsc_hint() -> String {
+    static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let khz = KHZ.get_or_init(|| crate::sys::measure_tsc_khz(std::time::Duration::from_millis(20)).unwrap_or(TSC_KHZ_FALLBACK));
+    format!("tsc_early_khz={khz}")
+}
+
 /// The kernel command line for a Kestrel boot.
 pub fn kernel_append(profile: Profile, quiet: bool, extra: &str) -> String {
-    let mut parts = vec!["console=ttyS0", "panic=-1", "printk.devkmsg=on", "rdinit=/init"];
+    let mut parts: Vec<String> = ["console=ttyS0", "panic=-1", "printk.devkmsg=on", "rdinit=/init"].map(String::from).to_vec();
     if quiet {
-        parts.push("quiet");
+        parts.push("quiet".into());
     }
     let spec = profile.spec();
     if !spec.append.is_empty() {
-        parts.push(spec.append);
+        parts.push(spec.append.into());
+    }
+    if profile == Profile::Microvm {
+        parts.push(tsc_hint());
     }
     if !extra.is_empty() {
-        parts.push(extra);
+        parts.push(extra.into());
     }
     parts.join(" ")
 }
