@@ -128,7 +128,9 @@ impl Devices {
             if self.make_nodes {
                 sync_node(dev);
             }
-            if let Some(alias) = dev.modalias() {
+            // The kernel ends some netlink MODALIAS values (x86 cpu) with a
+            // newline the sysfs walk does not have.
+            if let Some(alias) = dev.modalias().map(|a| a.trim_ascii_end()).filter(|a| !a.is_empty()) {
                 if self.seen_aliases.insert(alias.to_vec()) {
                     let alias = String::from_utf8_lossy(alias).into_owned();
                     log::debug(&format!("modalias {alias} of {}", String::from_utf8_lossy(dev.devpath())));
