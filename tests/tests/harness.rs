@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 const MILESTONES: &[&str] = &[
-    "qemu_start", "kernel_start", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit",
+    "qemu_start", "guest_clock_zero", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit",
 ];
 
 fn check_profile(profile: Profile) {

@@ -1,8 +1,11 @@
 //! Where the time went: the phases of one boot on one timeline (host
 //! milliseconds since qemu started). Guest records carry CLOCK_BOOTTIME,
-//! which starts with the kernel; the offset between the two clocks is the
-//! smallest (arrival - guest time) over all records, i.e. the record that
-//! was delayed least, and that offset is also when the kernel started.
+//! whose zero is where the guest's clock starts: on x86 the kernel starts
+//! CLOCK_BOOTTIME at the TSC's count, and the TSC starts with the vCPUs (so
+//! zero is about when qemu has finished setting up), unless the kernel
+//! cannot use the TSC early (then zero is the kernel's timekeeping init).
+//! The offset between the two clocks is the smallest (arrival - guest time)
+//! over all records, i.e. the record that was delayed least.
 
 use crate::vm::BootLog;
 use kestrel_init::event::kind;
@@ -82,7 +85,7 @@ pub fn analyze(log: &BootLog) -> Analysis {
             phases.push(Phase { name: name.to_owned(), start_ms, end_ms, thread: None });
         }
     };
-    let kernel_start = offset_ns.map(|o| o.max(0) as f64 / 1e6);
+    let clock_zero = offset_ns.map(|o| o.max(0) as f64 / 1e6);
     let first_console = log.console.first().map(|s| ms(s.host_ns));
     let init_start = first(kind::INIT_START);
     let mut modules: Vec<Phase> = log
@@ -106,7 +109,7 @@ pub fn analyze(log: &BootLog) -> Analysis {
 
     let milestones: Vec<Milestone> = [
         ("qemu_start", Some(0.0)),
-        ("kernel_start", kernel_start),
+        ("guest_clock_zero", clock_zero),
         ("init_start", init_start),
         ("modules_start", modules_start),
         ("modules_end", modules_end),
@@ -128,9 +131,9 @@ pub fn analyze(log: &BootLog) -> Analysis {
     initcalls.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
     initcalls.truncate(TOP_INITCALLS);
 
-    push("qemu start → kernel start (firmware, kernel load)", Some(0.0), kernel_start);
+    push("qemu start → guest clock 0 (qemu setup, firmware)", Some(0.0), clock_zero);
     push("qemu start → first console output", Some(0.0), first_console);
-    push("kernel start → /init (kernel init, initcalls)", kernel_start, init_start);
+    push("guest clock 0 → /init (kernel, initcalls)", clock_zero, init_start);
     push("/init → modules start (mounts, index, coldplug)", init_start, modules_start);
     push("modules (first start → last end)", modules_start, modules_end);
     push("/init → ready (devices, events port)", init_start, ready);
@@ -201,14 +204,14 @@ mod tests {
         let log = BootLog::read_log(text).unwrap();
         let a = analyze(&log);
         let names: Vec<&str> = a.phases.iter().map(|p| p.name.as_str()).collect();
-        for want in ["kernel start → /init", "modules (first", "payload", "power off → qemu exit", "total"] {
+        for want in ["guest clock 0 → /init", "modules (first", "payload", "power off → qemu exit", "total"] {
             assert!(names.iter().any(|n| n.starts_with(want)), "{want} missing from {names:?}");
         }
         for p in &a.phases {
             assert!(p.start_ms <= p.end_ms + 0.001, "{p:?}");
         }
         let names: Vec<&str> = a.milestones.iter().map(|m| m.name).collect();
-        assert_eq!(names, ["qemu_start", "kernel_start", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit"]);
+        assert_eq!(names, ["qemu_start", "guest_clock_zero", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit"]);
         assert!(a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{:?}", a.milestones);
         assert!(!a.modules.is_empty());
         assert!(a.modules.iter().any(|m| m.name == "virtio_pci"));

@@ -172,9 +172,13 @@ enum Command {
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
-    /// The phase table of a saved boot log (`kestrel run --log`).
+    /// The phase table of a saved boot log (`kestrel run --log`), or of a
+    /// boot made now (`--boot`, running /bin/true with the default machine).
     Analyze {
-        log: PathBuf,
+        #[arg(required_unless_present = "boot")]
+        log: Option<PathBuf>,
+        #[arg(long, conflicts_with = "log")]
+        boot: bool,
         /// JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -279,9 +283,23 @@ fn dispatch(cli: Cli) -> Result<i32> {
             eprintln!("kestrel: wrote {} for kernel {}", output.display(), kernel.release);
             Ok(0)
         }
-        Command::Analyze { log, json, svg } => {
-            let text = std::fs::read_to_string(&log).with_context(|| format!("failed to read {}", log.display()))?;
-            let a = analyze::analyze(&vm::BootLog::read_log(&text)?);
+        Command::Analyze { log, boot, json, svg } => {
+            let boot_log = match log {
+                Some(log) => {
+                    let text = std::fs::read_to_string(&log).with_context(|| format!("failed to read {}", log.display()))?;
+                    vm::BootLog::read_log(&text)?
+                }
+                None => {
+                    debug_assert!(boot);
+                    let opts = RunOptions { stream_output: false, ..RunOptions::default() };
+                    let outcome = run::run(&[OsString::from("/bin/true")], &opts)?;
+                    if let Some(why) = outcome.failure {
+                        anyhow::bail!("the boot failed: {why}");
+                    }
+                    outcome.log
+                }
+            };
+            let a = analyze::analyze(&boot_log);
             if let Some(path) = svg {
                 std::fs::write(&path, kestrel::svg::render_svg(&a)).with_context(|| format!("failed to write {}", path.display()))?;
             }
