@@ -131,11 +131,12 @@ pub fn default_cpus(accel: Accel) -> u32 {
     }
 }
 
-/// Says once why TCG is used when `auto` was asked for.
+/// Says once per process why TCG is used when `auto` was asked for.
 pub fn pick_accel(accel: Accel) -> Accel {
+    static SAID: std::sync::Once = std::sync::Once::new();
     let (accel, why) = qemu::resolve_accel(accel);
     if let Some(why) = why {
-        eprintln!("kestrel: using TCG (software emulation): {why}");
+        SAID.call_once(|| eprintln!("kestrel: using TCG (software emulation): {why}"));
     }
     accel
 }
