@@ -23,7 +23,8 @@ tools:
 
 # The main job: boot a VM with Kestrel, run a command, show the phase table.
 demo: setup init tools
-	$(KESTREL) run --report -- /bin/sh -c 'echo "hello from $$(uname -sr) on $$(nproc) CPUs"; echo "modules loaded: $$(cut -d" " -f1 /proc/modules | tr "\n" " ")"'
+	$(KESTREL) run --report -- /bin/sh -c 'read -r v < /proc/version; echo "hello from: $$v"; \
+		printf "modules the init loaded:"; while read -r m rest; do printf " %s" "$$m"; done < /proc/modules; echo'
 
 # Every test: unit, property, oracle (kmod), the VM tests, and a short
 # fuzz run of every parser.
