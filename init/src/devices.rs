@@ -8,7 +8,7 @@
 use crate::log;
 use kestrel_init::event::kind;
 use kestrel_modules::loader::{self, LoadEvent, Loaded};
-use kestrel_modules::{ModuleIndex, Plan, Request};
+use kestrel_modules::{Config, ModuleIndex, Plan, PlanNote, Request};
 use kestrel_uevent::socket::UeventSocket;
 use kestrel_uevent::{walk, Uevent, UeventError};
 use std::collections::BTreeSet;
@@ -18,6 +18,8 @@ use std::sync::Mutex;
 
 pub const SYS: &str = "/sys";
 pub const MODULES_ROOT: &str = "/lib/modules";
+/// modprobe.d directories, in kmod's order of precedence.
+pub const MODPROBE_DIRS: &[&str] = &["/etc/modprobe.d", "/run/modprobe.d", "/lib/modprobe.d"];
 /// Coldplug passes before giving up on reaching a fixed point (each pass
 /// only follows devices created by the previous pass's modules).
 const MAX_PASSES: usize = 8;
@@ -38,14 +40,21 @@ impl Devices {
     /// Opens the uevent socket before anything else (so nothing that appears
     /// during the walk is missed) and loads the module index. Neither is
     /// fatal: a kernel with everything built in needs no index.
-    pub fn start(threads: usize, make_nodes: bool) -> Devices {
+    /// `params` are the kernel's `key=value` parameters (for
+    /// `modprobe.blacklist=`, `module_blacklist=` and `NAME.param=`).
+    pub fn start(threads: usize, make_nodes: bool, params: &[String]) -> Devices {
         let socket = UeventSocket::open()
             .map_err(|e| log::warn(&format!("no uevent socket, coldplug only: {e}")))
             .ok();
         let release = rustix::system::uname().release().to_string_lossy().into_owned();
         let dir = Path::new(MODULES_ROOT).join(&release);
+        let mut config = Config::load_paths(MODPROBE_DIRS).unwrap_or_else(|e| {
+            log::warn(&format!("modprobe.d ignored: {e}"));
+            Config::default()
+        });
+        config.apply_kernel_cmdline(params);
         let index = match ModuleIndex::load(&dir) {
-            Ok(index) => Some(index),
+            Ok(index) => Some(index.with_config(config)),
             Err(e) => {
                 log::warn(&format!("no module index, relying on built-in drivers: {e}"));
                 None
@@ -169,13 +178,18 @@ impl Devices {
 
     fn load_requests(&mut self, requests: &[Request], threads: usize) {
         let Some(index) = self.index.as_ref() else { return };
-        let plan = match index.plan(requests) {
-            Ok(plan) => without_live(plan, &self.live),
-            Err(e) => {
-                log::error(&format!("failed to plan modules: {e}"), false);
-                return;
+        // Lenient: one unknown name or a cycle must not cost every other
+        // module of the request; what was left out is reported.
+        let plan = index.plan_lenient(requests);
+        for note in &plan.notes {
+            match note {
+                PlanNote::NotFound { name } => log::warn(&format!("module {name} not found in the module index")),
+                PlanNote::Unknown { module, reason } => log::warn(&format!("module {module} ({reason}) has no file and is not built in")),
+                PlanNote::CycleBroken { cycle } => log::warn(&format!("module dependency cycle broken: {}", cycle.join(" -> "))),
+                other => log::debug(&format!("{other:?}")),
             }
-        };
+        }
+        let plan = without_live(plan, &self.live);
         if plan.modules.is_empty() {
             return;
         }
@@ -279,7 +293,9 @@ fn without_live(plan: Plan, live: &BTreeSet<String>) -> Plan {
         .zip(&keep)
         .filter(|(_, k)| k.is_some())
         .map(|(mut m, _)| {
-            m.deps = m.deps.iter().filter_map(|&d| keep.get(d).copied().flatten()).collect();
+            let remap = |ds: &[usize]| -> Vec<usize> { ds.iter().filter_map(|&d| keep.get(d).copied().flatten()).collect() };
+            m.deps = remap(&m.deps);
+            m.soft_deps = remap(&m.soft_deps);
             m
         })
         .collect();

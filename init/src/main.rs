@@ -93,7 +93,15 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     let signals = sys::signalfd().map_err(InitError::Signals)?;
 
     hang_if_asked(&opts, "modules");
-    let mut devices = devices::Devices::start(opts.threads, make_nodes);
+    let params: Vec<String> = opts
+        .params
+        .iter()
+        .map(|p| match &p.value {
+            Some(v) => format!("{}={v}", p.key),
+            None => p.key.clone(),
+        })
+        .collect();
+    let mut devices = devices::Devices::start(opts.threads, make_nodes, &params);
     match frozen_plan(&opts)? {
         Some(plan) => devices.load_frozen(&plan),
         None => devices.coldplug(),

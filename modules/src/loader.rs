@@ -410,11 +410,26 @@ impl Shared<'_> {
         self.skip_users(st, k, &self.name(k), skips);
     }
 
+    /// `x` is done (live, or failed only as a softdep of `u`): `u` waits on one less.
+    fn release(st: &mut State, u: usize) {
+        if let Some(r) = st.remaining.get_mut(u) {
+            *r = r.saturating_sub(1);
+            if *r == 0 && st.status.get(u) == Some(&Status::Waiting) {
+                st.ready.push(Reverse(u));
+            }
+        }
+    }
+
+    /// `k` failed: its users are skipped, transitively, except those for
+    /// which it (or a skipped module) is only a softdep: they go on.
     fn skip_users(&self, st: &mut State, k: usize, cause: &str, skips: &mut Vec<(usize, Option<String>)>) {
         let mut stack = vec![k];
         while let Some(x) = stack.pop() {
             for &u in self.users.get(x).map(Vec::as_slice).unwrap_or_default() {
-                if st.status.get(u) == Some(&Status::Waiting) {
+                let soft = self.plan.modules.get(u).is_some_and(|e| e.soft_deps.contains(&x));
+                if soft {
+                    Self::release(st, u);
+                } else if st.status.get(u) == Some(&Status::Waiting) {
                     if let Some(s) = st.status.get_mut(u) {
                         *s = Status::Skipped;
                     }
@@ -497,12 +512,7 @@ impl Shared<'_> {
                         *s = Status::Live;
                     }
                     for &u in self.users.get(k).map(Vec::as_slice).unwrap_or_default() {
-                        if let Some(r) = st.remaining.get_mut(u) {
-                            *r = r.saturating_sub(1);
-                            if *r == 0 && st.status.get(u) == Some(&Status::Waiting) {
-                                st.ready.push(Reverse(u));
-                            }
-                        }
+                        Self::release(&mut st, u);
                     }
                 } else {
                     if let Some(s) = st.status.get_mut(k) {
@@ -531,6 +541,7 @@ mod tests {
             name: name.to_owned(),
             path: PathBuf::from(format!("/m/{name}.ko")),
             deps: deps.to_vec(),
+            soft_deps: Vec::new(),
             options: String::new(),
             reason: "test".to_owned(),
         }
@@ -568,7 +579,7 @@ mod tests {
             // Every dependency must be live before we are called.
             {
                 let live = self.live.lock().unwrap();
-                for &d in &entry.deps {
+                for &d in entry.deps.iter().filter(|d| !entry.soft_deps.contains(d)) {
                     let dep = &self.plan.modules[d].name;
                     assert!(live.contains(dep), "{} started before its dependency {dep}", entry.name);
                 }
@@ -661,6 +672,26 @@ mod tests {
             assert!(msg.contains("failed to insert module a") && msg.contains("os error 22"), "{msg}");
             let d = events.iter().find(|e| e.0 == "d").unwrap();
             assert_eq!(d.1.as_ref().unwrap_err(), "skipped module d: its dependency a failed to load");
+        }
+    }
+
+    /// ext4's case: a failed softdep (crc32c_intel, ENODEV without SSE4.2)
+    /// does not stop the module; a failed hard dependency does.
+    #[test]
+    fn a_failed_softdep_does_not_skip_its_user() {
+        let mut x = entry("x", &[0, 1]);
+        x.soft_deps = vec![0];
+        let p = Plan { modules: vec![entry("soft", &[]), entry("hard", &[]), x, entry("y", &[0])], notes: vec![] };
+        let mut fake = Fake::new(&p);
+        fake.fail.insert("soft".to_owned(), 19);
+        for threads in [1, 3] {
+            fake.calls.lock().unwrap().clear();
+            fake.live.lock().unwrap().clear();
+            let (report, events) = run(&p, &fake, threads);
+            assert_eq!((report.failed, report.loaded, report.skipped), (1, 2, 1), "{events:?}");
+            assert!(events.iter().find(|e| e.0 == "x").unwrap().1.is_ok());
+            let y = events.iter().find(|e| e.0 == "y").unwrap();
+            assert_eq!(y.1.as_ref().unwrap_err(), "skipped module y: its dependency soft failed to load");
         }
     }
 

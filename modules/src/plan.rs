@@ -51,6 +51,11 @@ pub struct PlanEntry {
     /// Indices into [`Plan::modules`] of modules that must be live first
     /// (hard deps + softdep pre, and the module whose softdep post this is).
     pub deps: Vec<usize>,
+    /// The part of `deps` that only orders the load (softdeps, not symbol
+    /// dependencies): when one of these fails, this module still loads,
+    /// as with kmod. E.g. ext4's `pre: crc32c` matches crc32c_intel, which
+    /// fails with ENODEV on a CPU without SSE4.2; crc32c_generic serves.
+    pub soft_deps: Vec<usize>,
     /// Parameters for finit_module ("" if none).
     pub options: String,
     /// Why it is in the plan: "alias pci:v00001AF4d...", "name ext4",
@@ -308,6 +313,7 @@ impl ModuleIndex {
         // softdep this is" when it did come after it.
         let n = order.len();
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut hard: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (k, &i) in order.iter().enumerate() {
             let Some(item) = walk.items.get(i) else { continue };
             let mut edges: Vec<usize> = Vec::new();
@@ -315,6 +321,9 @@ impl ModuleIndex {
                 for &d in self.deps_of(id) {
                     if let Some(&p) = self.modules.get(d as usize).and_then(|dm| pos.get(&dm.name)) {
                         edges.push(p);
+                        if let Some(h) = hard.get_mut(k) {
+                            h.push(p);
+                        }
                     }
                 }
             }
@@ -396,10 +405,16 @@ impl ModuleIndex {
                 .map(|ds| ds.iter().filter_map(|&x| new_index.get(x).copied()).collect())
                 .unwrap_or_default();
             d.sort_unstable();
+            let hard_of: Vec<usize> = hard
+                .get(k)
+                .map(|hs| hs.iter().filter_map(|&x| new_index.get(x).copied()).collect())
+                .unwrap_or_default();
+            let soft_deps: Vec<usize> = d.iter().copied().filter(|x| !hard_of.contains(x)).collect();
             modules.push(PlanEntry {
                 name: item.name.clone(),
                 path: self.dir().join(std::ffi::OsStr::from_bytes(rel)),
                 deps: d,
+                soft_deps,
                 options: self.options_for(&item.name, item.alias.as_deref()),
                 reason: item.reason.clone(),
             });
