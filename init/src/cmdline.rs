@@ -13,6 +13,16 @@ pub struct Param {
     pub value: Option<String>,
 }
 
+impl std::fmt::Display for Param {
+    /// `key=value` or `key`, as modprobe's config wants them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
+}
+
 /// Splits a command line into parameters. Quotes may wrap the whole
 /// parameter or only its value (`a="b c"`), as the kernel accepts.
 /// Parameters after a lone `--` are not the kernel's and are left out.

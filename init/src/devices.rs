@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 pub const SYS: &str = "/sys";
 pub const MODULES_ROOT: &str = "/lib/modules";
@@ -23,6 +24,8 @@ pub const MODPROBE_DIRS: &[&str] = &["/etc/modprobe.d", "/run/modprobe.d", "/lib
 /// Coldplug passes before giving up on reaching a fixed point (each pass
 /// only follows devices created by the previous pass's modules).
 const MAX_PASSES: usize = 8;
+/// How often sysfs is re-checked when there is no uevent socket.
+const NO_SOCKET_TICK: Duration = Duration::from_millis(5);
 
 pub struct Devices {
     index: Option<ModuleIndex>,
@@ -70,6 +73,20 @@ impl Devices {
 
     pub fn socket_fd(&self) -> Option<BorrowedFd<'_>> {
         self.socket.as_ref().map(|s| s.as_fd())
+    }
+
+    /// Sleeps until a uevent arrives or `max` passes, then handles what
+    /// came. Without a socket (no netlink), a plain short sleep: callers
+    /// re-check sysfs after each call.
+    pub fn wait_and_handle(&mut self, max: Duration) {
+        match self.socket_fd() {
+            Some(fd) => {
+                let timeout = rustix::time::Timespec::try_from(max).ok();
+                let _ = rustix::event::poll(&mut [rustix::event::PollFd::from_borrowed_fd(fd, rustix::event::PollFlags::IN)], timeout.as_ref());
+            }
+            None => std::thread::sleep(max.min(NO_SOCKET_TICK)),
+        }
+        self.handle_events();
     }
 
     /// Walks /sys and loads modules for every new MODALIAS, repeating

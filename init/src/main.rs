@@ -18,7 +18,6 @@ mod sys;
 
 use kestrel_init::cmdline::{self, BootOptions};
 use kestrel_init::event::{kind, EVENTS_PORT};
-use rustix::event::{poll, PollFd, PollFlags};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -93,14 +92,7 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     let signals = sys::signalfd().map_err(InitError::Signals)?;
 
     hang_if_asked(&opts, "modules");
-    let params: Vec<String> = opts
-        .params
-        .iter()
-        .map(|p| match &p.value {
-            Some(v) => format!("{}={v}", p.key),
-            None => p.key.clone(),
-        })
-        .collect();
+    let params: Vec<String> = opts.params.iter().map(ToString::to_string).collect();
     let mut devices = devices::Devices::start(opts.threads, make_nodes, &params);
     match frozen_plan(&opts)? {
         Some(plan) => devices.load_frozen(&plan),
@@ -116,14 +108,7 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     hang_if_asked(&opts, "payload");
     let result = match (payload::load_spec()?, &opts.root.device) {
         (Some(spec), _) => payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from),
-        (None, Some(spec)) => root::mount_root(&opts.root, spec, &mut devices, opts.timeout)
-            .map_err(InitError::from)
-            .and_then(|_| {
-                forward_kmsg(&mut kmsg);
-                // The kernel hands init the words after `--`; they are the real init's.
-                let args: Vec<String> = std::env::args().skip(1).collect();
-                Err(root::switch_root(&opts.root, &args).into())
-            }),
+        (None, Some(spec)) => Err(hand_over_to_root(&opts, spec, &mut devices, &mut kmsg)),
         (None, None) => Err(InitError::NothingToDo),
     };
     forward_kmsg(&mut kmsg);
@@ -135,6 +120,17 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
         }
         other => other,
     }
+}
+
+/// Root mode: mount the root and exec its init; returns only on failure.
+fn hand_over_to_root(opts: &BootOptions, spec: &cmdline::RootSpec, devices: &mut devices::Devices, kmsg: &mut Option<kmsg::Kmsg>) -> InitError {
+    if let Err(e) = root::mount_root(&opts.root, spec, devices, opts.timeout) {
+        return e.into();
+    }
+    forward_kmsg(kmsg);
+    // The kernel hands init the words after `--`; they are the real init's.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    root::switch_root(&opts.root, &args).into()
 }
 
 /// `kestrel.plan=` wins over the baked /kestrel/plan.
@@ -192,15 +188,7 @@ fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg
         }
         // Sleep until a uevent (the port's name arrives as a `change`) or a
         // short tick, for kernels that send none.
-        let tick = rustix::time::Timespec::try_from(left.min(Duration::from_millis(20))).ok();
-        match devices.socket_fd() {
-            Some(fd) => {
-                let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-                let _ = poll(&mut fds, tick.as_ref());
-            }
-            None => std::thread::sleep(left.min(Duration::from_millis(5))),
-        }
-        devices.handle_events();
+        devices.wait_and_handle(left.min(Duration::from_millis(20)));
         forward_kmsg(kmsg);
     }
 }

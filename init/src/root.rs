@@ -8,7 +8,6 @@ use crate::disks::{self, BlockDev};
 use crate::log;
 use kestrel_init::cmdline::{RootOptions, RootSpec};
 use kestrel_init::event::kind;
-use rustix::event::{poll, PollFd, PollFlags};
 use rustix::mount::MountFlags;
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -44,7 +43,6 @@ pub fn mount_root(opts: &RootOptions, spec: &RootSpec, devices: &mut Devices, ti
     }
     let start = Instant::now();
     let dev = loop {
-        devices.handle_events();
         let devs = disks::scan(Path::new(disks::SYS_CLASS_BLOCK));
         disks::make_links(&devs);
         if let Some(dev) = devs.iter().find(|d| d.matches(spec)) {
@@ -55,13 +53,7 @@ pub fn mount_root(opts: &RootOptions, spec: &RootSpec, devices: &mut Devices, ti
             let seen: Vec<String> = devs.iter().map(BlockDev::describe).collect();
             return Err(RootError::NotFound { spec: spec.clone(), waited, seen: seen.join("; ") });
         }
-        let tick = rustix::time::Timespec::try_from(Duration::from_millis(50)).ok();
-        match devices.socket_fd() {
-            Some(fd) => {
-                let _ = poll(&mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)], tick.as_ref());
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
+        devices.wait_and_handle(Duration::from_millis(50));
     };
     let fstype = match (&opts.fstype, &dev.fs) {
         (Some(t), _) => t.clone(),
