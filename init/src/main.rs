@@ -212,7 +212,9 @@ fn emergency_shell() {
         return;
     }
     eprintln!("kestrel: starting {EMERGENCY_SHELL}; exit it to power off");
-    match std::process::Command::new(EMERGENCY_SHELL).status() {
+    let mut shell = std::process::Command::new(EMERGENCY_SHELL);
+    sys::unblock_in_child(&mut shell);
+    match shell.status() {
         Ok(_) => {}
         Err(e) => log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}")),
     }

@@ -182,6 +182,7 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
         // Its own process group, so signals to the group spare PID 1.
         let stdin = if spec.stdin { Stdio::piped() } else { Stdio::null() };
         cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        sys::unblock_in_child(&mut cmd);
     }
     let env: Vec<&[u8]> = if spec.env.is_empty() {
         DEFAULT_ENV.iter().map(|e| e.as_bytes()).collect()

@@ -141,6 +141,8 @@ pub fn switch_root(opts: &RootOptions, args: &[String]) -> RootError {
     {
         return e;
     }
+    // The real init starts with the signal mask a fresh PID 1 has.
+    let _ = crate::sys::unblock_signals();
     let source = std::process::Command::new(&init).args(args).exec();
     RootError::Exec { init, source }
 }

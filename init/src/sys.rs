@@ -22,8 +22,9 @@ fn handled_set() -> libc::sigset_t {
 }
 
 /// Blocks the handled signals in this thread (and threads started after)
-/// and returns a non-blocking signalfd that reads them. Children started
-/// through std get an empty mask back (std resets it in the child).
+/// and returns a non-blocking signalfd that reads them. Children inherit
+/// the mask (std does not reset it): every child is started through
+/// [`unblock_in_child`], and the real init gets [`unblock_signals`].
 pub fn signalfd() -> io::Result<OwnedFd> {
     let set = handled_set();
     // SAFETY: `set` is initialised; a null old-set pointer is allowed.
@@ -38,6 +39,30 @@ pub fn signalfd() -> io::Result<OwnedFd> {
     }
     // SAFETY: signalfd returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Unblocks the handled signals in the calling thread. Only `sigprocmask`,
+/// which is async-signal-safe, so it may run between fork and exec.
+pub fn unblock_signals() -> io::Result<()> {
+    let set = handled_set();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The child gets the default signal mask back before it execs, so a
+/// payload can be stopped with SIGTERM and sees its children exit.
+pub fn unblock_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook only calls sigprocmask (async-signal-safe) and
+    // touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(unblock_signals);
+    }
 }
 
 /// Reads one pending signal number from a signalfd, if any.
@@ -81,13 +106,14 @@ pub fn dup_onto(src: &OwnedFd, target: libc::c_int) -> io::Result<()> {
 
 /// The child starts a new session and takes the console (its inherited
 /// stdin) as controlling terminal, so a shell there has job control and
-/// Ctrl-C reaches it.
+/// Ctrl-C reaches it; its signal mask is reset as in [`unblock_in_child`].
 pub fn console_session(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and touch
     // no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
+            unblock_signals()?;
             if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -97,3 +97,12 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
     let errors: Vec<String> = out.log.events.iter().filter(|s| s.item.kind == kind::ERROR || s.item.kind == kind::WARN).filter_map(|s| s.item.get_str("msg")).collect();
     assert!(errors.iter().any(|m| m.contains("no_such_module")), "{errors:?}");
 }
+
+/// SIGTERM to PID 1 is forwarded to the payload's process group: a shell
+/// that sends it to PID 1 and then spins dies of it (128 + 15).
+#[test]
+fn sigterm_to_pid1_reaches_the_payload() {
+    let out = run(&["/bin/sh", "-c", "echo before; kill -TERM 1; while :; do :; done"], &test_options());
+    assert_eq!(out.exit_code, 128 + 15, "{:?}", out.failure);
+    assert_eq!(out.stdout, b"before\n");
+}
