@@ -106,8 +106,12 @@ fn stored_relpath(relpath: &str) -> &str {
     relpath
 }
 
-/// The base archive: init, device nodes, modules.
+/// The base archive: init, device nodes, modules. A compression the
+/// kernel cannot unpack (its config says no RD_*) is refused here, not
+/// discovered as a silent boot failure.
 pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
+    let config = kestrel_initrd::kernel_config_path(Path::new(crate::kernel::BOOT_DIR), &spec.kernel.release);
+    kestrel_initrd::check_compression(&config, spec.compression)?;
     let mut a = Archive::new();
     for (dir, mode) in BASE_DIRS {
         a.add_dir(dir, *mode)?;
