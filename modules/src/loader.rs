@@ -463,6 +463,12 @@ impl Shared<'_> {
                         return;
                     }
                     if let Some(Reverse(k)) = st.ready.pop() {
+                        // A module can be queued twice (released as a soft
+                        // user and found ready by the start-up scan) or be
+                        // skipped after it was queued: only a waiting one runs.
+                        if st.status.get(k) != Some(&Status::Waiting) || self.plan.modules.get(k).is_none() {
+                            continue;
+                        }
                         if let Some(s) = st.status.get_mut(k) {
                             *s = Status::Running;
                         }
@@ -471,10 +477,12 @@ impl Shared<'_> {
                     }
                     if st.running == 0 {
                         // Nothing runs and nothing is ready: the rest waits
-                        // on a cycle. Report it instead of hanging.
+                        // on a cycle. Report it instead of hanging; modules
+                        // that only softdep on it are released and still run.
                         let mut skips = Vec::new();
                         for x in 0..n {
-                            if st.status.get(x) == Some(&Status::Waiting) {
+                            let stuck = st.status.get(x) == Some(&Status::Waiting) && st.remaining.get(x).is_some_and(|&r| r > 0);
+                            if stuck {
                                 self.fail_and_skip(&mut st, x, &mut skips);
                             }
                         }
@@ -483,7 +491,11 @@ impl Shared<'_> {
                             self.emit_skip(x, cause, thread);
                         }
                         self.wake.notify_all();
-                        return;
+                        st = match self.state.lock() {
+                            Ok(g) => g,
+                            Err(_) => return,
+                        };
+                        continue;
                     }
                     st = match self.wake.wait(st) {
                         Ok(g) => g,
@@ -692,6 +704,27 @@ mod tests {
             assert!(events.iter().find(|e| e.0 == "x").unwrap().1.is_ok());
             let y = events.iter().find(|e| e.0 == "y").unwrap();
             assert_eq!(y.1.as_ref().unwrap_err(), "skipped module y: its dependency soft failed to load");
+        }
+    }
+
+    /// A soft user of an impossible entry is released at start-up and
+    /// also found ready by the scan: it must load once, and the rest of
+    /// the plan must still load (found in review).
+    #[test]
+    fn a_module_released_twice_loads_once_and_nothing_is_lost() {
+        let mut u = entry("u", &[0]);
+        u.soft_deps = vec![0];
+        let p = Plan { modules: vec![entry("x", &[99]), u, entry("a", &[]), entry("b", &[]), entry("c", &[2])], notes: vec![] };
+        let fake = Fake::new(&p);
+        for threads in [1, 4] {
+            fake.calls.lock().unwrap().clear();
+            fake.live.lock().unwrap().clear();
+            let (report, events) = run(&p, &fake, threads);
+            let mut calls = fake.calls.lock().unwrap().clone();
+            calls.sort();
+            assert_eq!(calls, ["a", "b", "c", "u"], "{events:?}");
+            assert_eq!((report.loaded, report.skipped), (4, 1));
+            assert_eq!(events.len(), 5, "one event per module");
         }
     }
 

@@ -101,8 +101,9 @@ pub const SYSFS_CLASS_DIR: &str = "class";
 /// order (parents before children, by path components), fewer directories
 /// listed: no attribute directories at all.
 ///
-/// Links that do not point into `devices/` and unreadable entries are
-/// skipped and counted. An unreadable `<sys>`, `<sys>/bus` or `<sys>/class`
+/// Unlike [`walk_devices`], this resolves the bus and class links (that is
+/// how it finds the devices); a link is used only when its text points into
+/// `devices/`, and others are skipped and counted, as are unreadable entries. An unreadable `<sys>`, `<sys>/bus` or `<sys>/class`
 /// is an error.
 pub fn walk_subsystems(sys: &Path) -> Result<Walk, UeventError> {
     let io_err = |op, path: PathBuf, e: Errno| UeventError::Io {
@@ -224,7 +225,8 @@ fn devpath_of_link(target: &[u8], ups: usize) -> Option<Vec<u8>> {
     Some(devpath)
 }
 
-const FILE_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::CLOEXEC);
+/// The `uevent` file itself is never a link in sysfs: refuse one.
+const FILE_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
