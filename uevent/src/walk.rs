@@ -33,7 +33,9 @@ pub const SUBSYSTEM_LINK: &str = "subsystem";
 /// counted.
 pub const WALK_MAX_DEPTH: usize = 64;
 /// The most devices one walk returns before failing.
-pub const WALK_MAX_DEVICES: usize = 1 << 20;
+// 64 Ki devices of up to 8 KiB each is a 512 MiB ceiling, the memory of
+// a whole default guest; real machines have hundreds to a few thousand.
+pub const WALK_MAX_DEVICES: usize = 1 << 16;
 
 /// The result of a walk.
 #[derive(Debug, Default)]
