@@ -35,10 +35,10 @@ test: setup init
 # Coverage-guided fuzzing (cargo-fuzz/libFuzzer, needs a nightly toolchain):
 # each target for FUZZ_SECONDS from the real-capture seeds; a crash fails.
 fuzz:
-	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	@if ! rustup run nightly rustc --version >/dev/null 2>&1; then \
 		echo "fuzz: SKIPPED: no nightly toolchain (rustup toolchain install nightly); the property tests cover the same parsers on stable" >&2; \
 	else \
+		command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || exit 1; \
 		for t in $(FUZZ_TARGETS); do \
 			mkdir -p fuzz/corpus/$$t; \
 			seeds=$$(ls -d fuzz/seeds/$$t 2>/dev/null); \

@@ -154,7 +154,7 @@ pub struct BootOptions {
     /// Module loader threads (`kestrel.threads=N`, 0 = one per CPU).
     pub threads: usize,
     /// Test hook: stop before this phase and wait forever
-    /// (`kestrel.hang=modules|ready|payload`), so the host's timeout
+    /// (`kestrel.hang=modules|payload`), so the host's timeout
     /// handling can be tested against a real hung guest.
     pub hang: Option<String>,
     /// Extra modules to load (`kestrel.modules=a,b`).
@@ -217,6 +217,16 @@ fn number<T: std::str::FromStr>(value: &Option<String>, key: &str) -> Result<T, 
     })
 }
 
+/// A non-negative, finite number of seconds (Duration::from_secs_f64
+/// would panic on `-1`, `nan` or `1e30`, which f64 parsing accepts).
+fn seconds(value: &Option<String>, key: &str) -> Result<Duration, CmdlineError> {
+    Duration::try_from_secs_f64(number(value, key)?).map_err(|_| CmdlineError::BadValue {
+        key: key.to_owned(),
+        what: "a number of seconds",
+        value: value.clone().unwrap_or_default(),
+    })
+}
+
 /// Reads Kestrel's options out of a command line.
 pub fn parse_boot_options(cmdline: &str) -> Result<BootOptions, CmdlineError> {
     let mut opts = BootOptions {
@@ -234,7 +244,7 @@ pub fn parse_boot_options(cmdline: &str) -> Result<BootOptions, CmdlineError> {
             "ro" => opts.root.read_write = false,
             "rw" => opts.root.read_write = true,
             "rootwait" => opts.root.wait_forever = true,
-            "rootdelay" => opts.root.delay = Some(Duration::from_secs_f64(number(&value, &key)?)),
+            "rootdelay" => opts.root.delay = Some(seconds(&value, &key)?),
             "init" => opts.root.init = value.clone(),
             _ => {}
         }
@@ -244,7 +254,7 @@ pub fn parse_boot_options(cmdline: &str) -> Result<BootOptions, CmdlineError> {
         match key.as_str() {
             "kestrel.modules" => opts.modules = list(&value),
             "kestrel.plan" => opts.plan = Some(list(&value)),
-            "kestrel.timeout" => opts.timeout = Duration::from_secs_f64(number(&value, &key)?),
+            "kestrel.timeout" => opts.timeout = seconds(&value, &key)?,
             "kestrel.shell" => opts.shell_on_failure = flag(&value, &key)?,
             "kestrel.debug" => opts.debug = flag(&value, &key)?,
             "kestrel.threads" => opts.threads = number(&value, &key)?,
@@ -316,5 +326,9 @@ mod tests {
         let e = parse_boot_options("kestrel.timeout=soon").unwrap_err();
         assert!(e.to_string().contains("kestrel.timeout"), "{e}");
         assert!(parse_boot_options("kestrel.shell=maybe").is_err());
+        for bad in ["-1", "nan", "inf", "1e30"] {
+            assert!(parse_boot_options(&format!("kestrel.timeout={bad}")).is_err(), "{bad}");
+            assert!(parse_boot_options(&format!("rootdelay={bad}")).is_err(), "{bad}");
+        }
     }
 }

@@ -8,6 +8,9 @@
 pub const CONFIG_DIR: &str = "/kestrel";
 /// NUL-terminated argv of the payload; present means run mode.
 pub const ARGV_FILE: &str = "/kestrel/argv";
+/// The program to exec, as resolved on the host (its path in the initrd);
+/// argv[0] stays what the user typed. Absent: argv[0] is looked up.
+pub const EXE_FILE: &str = "/kestrel/exe";
 /// NUL-terminated `KEY=VALUE` environment of the payload.
 pub const ENV_FILE: &str = "/kestrel/env";
 /// The payload's working directory (bytes, no terminator).

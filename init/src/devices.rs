@@ -37,6 +37,8 @@ pub struct Devices {
     pub failed: usize,
     /// No devtmpfs: make and remove nodes from uevents.
     make_nodes: bool,
+    /// A frozen plan is in force: uevents make nodes but load no modules.
+    frozen: bool,
 }
 
 impl Devices {
@@ -68,7 +70,7 @@ impl Devices {
         } else {
             threads
         };
-        Devices { index, socket, seen_aliases: BTreeSet::new(), live: BTreeSet::new(), threads, loaded: 0, failed: 0, make_nodes }
+        Devices { index, socket, seen_aliases: BTreeSet::new(), live: BTreeSet::new(), threads, loaded: 0, failed: 0, make_nodes, frozen: false }
     }
 
     pub fn socket_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -124,10 +126,10 @@ impl Devices {
     pub fn handle_events(&mut self) -> usize {
         let (events, overflow) = self.drain_socket();
         let aliases = self.new_aliases(events.iter());
-        if !aliases.is_empty() {
+        if !aliases.is_empty() && !self.frozen {
             self.load_aliases(&aliases);
         }
-        if overflow {
+        if overflow && !self.frozen {
             log::warn("uevent socket overflowed; walking /sys again");
             self.coldplug();
         }
@@ -143,6 +145,12 @@ impl Devices {
                 Ok(Some(ev)) => events.push(ev),
                 Ok(None) => return (events, false),
                 Err(UeventError::Overflow) => return (events, true),
+                // One bad datagram is dropped and the next read goes on;
+                // anything else is reported once per drain, never spun on.
+                Err(e @ (UeventError::Socket { .. } | UeventError::Io { .. })) => {
+                    log::warn(&format!("uevent socket: {e}"));
+                    return (events, false);
+                }
                 Err(e) => log::warn(&format!("bad uevent dropped: {e}")),
             }
         }
@@ -189,6 +197,7 @@ impl Devices {
     /// A frozen plan: exactly these modules (with their dependencies),
     /// one at a time in the order given, and no discovery.
     pub fn load_frozen(&mut self, names: &[String]) {
+        self.frozen = true;
         let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
         self.load_requests(&requests, 1);
     }

@@ -39,14 +39,15 @@ pub mod kind {
     /// One record of the kernel log forwarded from /dev/kmsg; fields:
     /// `prio`, `seq`, `ts_us` (kernel monotonic), `msg`.
     pub const KMSG: &str = "kmsg";
-    /// Device discovery finished a pass; fields: `devices`, `modaliases`.
+    /// Device discovery finished a pass; fields: `devices`, `new_modaliases`.
     pub const COLDPLUG: &str = "coldplug";
     /// A module load plan was made; fields: `modules`, `threads`.
     pub const MODULES_PLAN: &str = "modules_plan";
     /// One module load attempt; fields: `name`, `start_ns`, `dur_us`,
-    /// `thread`, `result` (`ok`, `exists`, `skipped`, `error`), `error`.
+    /// `thread`, `result` (`ok`, `exists`, `error`; a module skipped because
+    /// a dependency failed is an `error` saying so), `error`.
     pub const MODULE: &str = "module";
-    /// All modules of the plan were tried; fields: `loaded`, `failed`.
+    /// All modules of the plan were tried; fields: `loaded`, `failed`, `skipped`.
     pub const MODULES_DONE: &str = "modules_done";
     /// A virtio port the init waited for appeared; fields: `name`, `dev`.
     pub const PORT_OPEN: &str = "port_open";

@@ -16,6 +16,8 @@ pub const PENDING_MAX: usize = 4 << 20;
 struct Sink {
     pending: Vec<u8>,
     port: Option<File>,
+    /// No port will come: records go to the console as they are made.
+    console: bool,
     dropped: u64,
     verbose: bool,
 }
@@ -23,6 +25,7 @@ struct Sink {
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     pending: Vec::new(),
     port: None,
+    console: false,
     dropped: 0,
     verbose: false,
 });
@@ -48,6 +51,10 @@ impl Sink {
                 return;
             }
             self.port = None;
+        }
+        if self.console {
+            let _ = std::io::stdout().write_all(line);
+            return;
         }
         if self.pending.len() + line.len() <= PENDING_MAX {
             self.pending.extend_from_slice(line);
@@ -123,10 +130,12 @@ pub fn dropped() -> u64 {
     sink().dropped
 }
 
-/// Without a port, the records still reach the host over the console.
-pub fn flush_pending_to_console() {
+/// No port will come: what is buffered and every later record goes to the
+/// console (slower, but streamed, and the host parses records there too).
+pub fn use_console() {
     let mut s = sink();
-    if s.port.is_none() && !s.pending.is_empty() {
+    if s.port.is_none() {
+        s.console = true;
         let pending = std::mem::take(&mut s.pending);
         let _ = std::io::stdout().write_all(&pending);
         let _ = std::io::stdout().flush();

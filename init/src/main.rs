@@ -78,8 +78,8 @@ fn main() {
 fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     log::emit(kind::INIT_START, &[("version", env!("CARGO_PKG_VERSION").as_bytes())]);
     stdio::ensure();
-    *mounted = mounts::mount_early()?;
-    let make_nodes = mounts::ensure_dev(mounted)?;
+    let (early, make_nodes) = mounts::mount_early()?;
+    *mounted = early;
     stdio::ensure();
     // Ctrl-Alt-Del becomes SIGINT to PID 1 (forwarded to the payload)
     // instead of an immediate reboot.
@@ -129,7 +129,7 @@ fn hand_over_to_root(opts: &BootOptions, spec: &cmdline::RootSpec, devices: &mut
     }
     forward_kmsg(kmsg);
     // The kernel hands init the words after `--`; they are the real init's.
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     root::switch_root(&opts.root, &args).into()
 }
 
@@ -184,6 +184,7 @@ fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg
                 devices.loaded,
                 devices.failed
             ));
+            log::use_console();
             return;
         }
         // Sleep until a uevent (the port's name arrives as a `change`) or a
@@ -198,7 +199,7 @@ fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg
 fn hang_if_asked(opts: &BootOptions, phase: &str) {
     if opts.hang.as_deref() == Some(phase) {
         log::warn(&format!("kestrel.hang={phase}: stopping here as asked"));
-        log::flush_pending_to_console();
+        log::use_console();
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
@@ -213,7 +214,7 @@ fn emergency_shell() {
     }
     eprintln!("kestrel: starting {EMERGENCY_SHELL}; exit it to power off");
     let mut shell = std::process::Command::new(EMERGENCY_SHELL);
-    sys::unblock_in_child(&mut shell);
+    sys::console_session(&mut shell);
     match shell.status() {
         Ok(_) => {}
         Err(e) => log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}")),

@@ -47,9 +47,12 @@ pub struct MountError {
     pub source: std::io::Error,
 }
 
-/// Mounts the table; returns the targets mounted, for shutdown.
-pub fn mount_early() -> Result<Vec<&'static str>, MountError> {
+/// Mounts the table; returns the targets mounted (for shutdown) and
+/// whether the init must make device nodes itself (no devtmpfs: /dev is
+/// then a tmpfs, mounted right away so /dev/pts and the links land on it).
+pub fn mount_early() -> Result<(Vec<&'static str>, bool), MountError> {
     let mut mounted = Vec::new();
+    let mut make_nodes = false;
     for m in EARLY_MOUNTS {
         let _ = std::fs::create_dir_all(m.target);
         let result = rustix::mount::mount(m.source, m.target, m.fstype, m.flags, m.data)
@@ -60,7 +63,18 @@ pub fn mount_early() -> Result<Vec<&'static str>, MountError> {
                 log::emit(kind::MOUNT, &[("target", m.target.as_bytes()), ("fstype", m.fstype.as_bytes())]);
             }
             // Already mounted (e.g. the kernel mounted devtmpfs itself).
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => mounted.push(m.target),
+            Err(_) if m.target == DEV_TMPFS.target => {
+                let d = &DEV_TMPFS;
+                rustix::mount::mount(d.source, d.target, d.fstype, d.flags, d.data)
+                    .map_err(|e| MountError { fstype: d.fstype, target: d.target, source: e.into() })?;
+                mounted.push(d.target);
+                make_nodes = true;
+                log::warn("no devtmpfs: /dev is a tmpfs and the init makes the device nodes");
+                for (node, major, minor) in STATIC_NODES {
+                    let _ = rustix::fs::mknodat(rustix::fs::CWD, *node, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from_raw_mode(0o666), rustix::fs::makedev(*major, *minor));
+                }
+            }
             Err(source) if m.required => {
                 return Err(MountError { fstype: m.fstype, target: m.target, source });
             }
@@ -70,28 +84,11 @@ pub fn mount_early() -> Result<Vec<&'static str>, MountError> {
     for (link, target) in DEV_LINKS {
         let _ = std::os::unix::fs::symlink(target, link);
     }
-    Ok(mounted)
+    Ok((mounted, make_nodes))
 }
 
 /// The fallback /dev when the kernel has no devtmpfs.
-pub const DEV_TMPFS: Mount = Mount { source: "tmpfs", target: "/dev", fstype: "tmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: true };
-
-/// Mounts a tmpfs on /dev when devtmpfs is missing; true when the init
-/// must then make device nodes itself.
-pub fn ensure_dev(mounted: &mut Vec<&'static str>) -> Result<bool, MountError> {
-    if mounted.contains(&"/dev") {
-        return Ok(false);
-    }
-    let m = &DEV_TMPFS;
-    rustix::mount::mount(m.source, m.target, m.fstype, m.flags, m.data)
-        .map_err(|e| MountError { fstype: m.fstype, target: m.target, source: e.into() })?;
-    mounted.push(m.target);
-    log::warn("no devtmpfs: /dev is a tmpfs and the init makes the device nodes");
-    for (node, major, minor) in STATIC_NODES {
-        let _ = rustix::fs::mknodat(rustix::fs::CWD, *node, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from_raw_mode(0o666), rustix::fs::makedev(*major, *minor));
-    }
-    Ok(true)
-}
+const DEV_TMPFS: Mount = Mount { source: "tmpfs", target: "/dev", fstype: "tmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: true };
 
 /// Nodes every userspace expects, made only without devtmpfs (which has them).
 const STATIC_NODES: &[(&str, u32, u32)] = &[("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0), ("/dev/ptmx", 5, 2)];

@@ -32,6 +32,8 @@ const OUTPUT_LINGER: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSpec {
     pub argv: Vec<Vec<u8>>,
+    /// What to exec, when the host resolved it (see `config::EXE_FILE`).
+    pub exe: Option<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
     pub cwd: Option<Vec<u8>>,
     /// Interactive: the console is the payload's terminal.
@@ -84,9 +86,10 @@ pub fn load_spec() -> Result<Option<RunSpec>, PayloadError> {
     }
     let env = read_config(config::ENV_FILE)?.map(|e| decode_list(&e)).unwrap_or_default();
     let cwd = read_config(config::CWD_FILE)?;
+    let exe = read_config(config::EXE_FILE)?;
     let console = std::path::Path::new(config::CONSOLE_FILE).exists();
     let stdin = std::path::Path::new(config::STDIN_FILE).exists();
-    Ok(Some(RunSpec { argv, env, cwd, console, stdin }))
+    Ok(Some(RunSpec { argv, exe, env, cwd, console, stdin }))
 }
 
 /// Default environment when the host passes none.
@@ -173,9 +176,10 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
 
 /// Starts the payload and serves it until it exits; returns its status.
 pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: &mut Devices) -> Result<i32, PayloadError> {
-    let (program, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
+    let (arg0, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
+    let program = spec.exe.as_deref().unwrap_or(arg0);
     let mut cmd = Command::new(OsStr::from_bytes(program));
-    cmd.args(args.iter().map(|a| OsStr::from_bytes(a))).env_clear();
+    cmd.arg0(OsStr::from_bytes(arg0)).args(args.iter().map(|a| OsStr::from_bytes(a))).env_clear();
     if spec.console {
         sys::console_session(&mut cmd);
     } else {
@@ -217,6 +221,10 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
     }
     let mut feeder = child.stdin.take().map(|s| StdinFeeder::new(OwnedFd::from(s)));
     let mut host = if feeder.is_some() { HostInput::open() } else { None };
+    if host.is_none() {
+        // No events port to read stdin from: the payload gets EOF at once.
+        feeder = None;
+    }
     let payload = i32::try_from(pid).ok().and_then(Pid::from_raw);
     let mut status: Option<WaitStatus> = None;
     let mut exited_at: Option<Instant> = None;

@@ -111,7 +111,7 @@ fn free_initramfs(dir: &Path, root_dev: u64) {
 
 /// Moves the mounts, frees the initramfs, enters the new root and execs
 /// the real init. Returns only on failure.
-pub fn switch_root(opts: &RootOptions, args: &[String]) -> RootError {
+pub fn switch_root(opts: &RootOptions, args: &[std::ffi::OsString]) -> RootError {
     let init = opts.init.clone().unwrap_or_else(|| DEFAULT_INIT.to_owned());
     let in_new_root = Path::new(NEW_ROOT).join(init.trim_start_matches('/'));
     // A dangling link may still resolve inside the new root after chroot.

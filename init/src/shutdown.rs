@@ -34,7 +34,7 @@ fn reap_until(deadline: Instant) -> bool {
 /// with the ACK line), so no output is lost in flight.
 fn wait_for_ack() {
     let Some(mut input) = HostInput::open() else {
-        log::flush_pending_to_console();
+        log::use_console();
         return;
     };
     let deadline = Instant::now() + ACK_DEADLINE;

@@ -3,7 +3,7 @@
 //! else /dev/null, so no later open() lands on 0-2 by accident.
 
 use crate::sys;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 pub fn ensure() {
     for fd in 0..=2 {
@@ -15,8 +15,15 @@ pub fn ensure() {
             .write(fd != 0)
             .open("/dev/console")
             .or_else(|_| std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"));
-        if let Ok(file) = file {
-            let owned = OwnedFd::from(file);
+        let Ok(file) = file else { continue };
+        let owned = OwnedFd::from(file);
+        if owned.as_raw_fd() == fd {
+            // open() took the lowest free fd, which is this one: keep it,
+            // inheritable (std opens with O_CLOEXEC).
+            let _ = rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::empty());
+            std::mem::forget(owned);
+        } else {
+            // dup2 makes an inheritable copy; the original closes on drop.
             let _ = sys::dup_onto(&owned, fd);
         }
     }

@@ -65,7 +65,9 @@ pub fn resolve_payload(argv: &[OsString], env: Vec<OsString>, cwd: Option<OsStri
     let Some(first) = argv.first() else { bail!("no command given (kestrel run -- CMD ARGS...)") };
     let first_path = Path::new(first);
     let program = if first.as_bytes().contains(&b'/') {
-        first_path.to_owned()
+        // `./prog` runs in the guest from wherever --cwd says: keep the
+        // host's meaning by making it absolute.
+        std::path::absolute(first_path).with_context(|| format!("failed to resolve {first:?}"))?
     } else {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
@@ -203,6 +205,9 @@ pub fn run_archive(payload: &Payload, include: &[PathBuf], interactive: bool, st
     a.set_reason(&archive_path(&payload.program), "the payload");
     let argv = config::encode_list(payload.argv.iter().map(|s| s.as_bytes()))?;
     a.add_file(config::ARGV_FILE, 0o644, argv)?;
+    // The guest execs exactly what was resolved here (its PATH may differ);
+    // argv[0] stays as typed.
+    a.add_file(config::EXE_FILE, 0o644, payload.program.as_os_str().as_bytes().to_vec())?;
     if !payload.env.is_empty() {
         a.add_file(config::ENV_FILE, 0o644, config::encode_list(payload.env.iter().map(|s| s.as_bytes()))?)?;
     }

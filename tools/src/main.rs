@@ -55,8 +55,8 @@ struct VmArgs {
     #[arg(long, value_enum, default_value = "auto")]
     accel: Accel,
     /// Seconds before a hung guest is killed.
-    #[arg(long, default_value_t = 120.0)]
-    timeout: f64,
+    #[arg(long, default_value = "120", value_parser = parse_seconds)]
+    timeout: Duration,
     #[arg(long, default_value_t = 512)]
     memory: u32,
     /// vCPUs (0: 1 under TCG, where it is faster, 2 under KVM).
@@ -91,7 +91,7 @@ impl VmArgs {
             kernel: self.machine.kernel,
             accel: self.accel,
             profile: self.machine.machine,
-            timeout: Duration::from_secs_f64(self.timeout),
+            timeout: self.timeout,
             memory_mb: self.memory,
             cpus: self.cpus,
             append: self.append,
@@ -200,6 +200,11 @@ fn main() {
     std::process::exit(code);
 }
 
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?} is not a usable number of seconds: {e}"))
+}
+
 fn parse_disk(s: &str) -> (PathBuf, bool) {
     match s.strip_suffix(",ro") {
         Some(p) => (p.into(), true),
@@ -278,7 +283,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     }
                 }
             }
-            let cached = initrd::cached_base(&base, machine.compression, &run::cache_dir())?;
+            let cached = initrd::cached_base(&base, machine.compression, &run::cache_dir()?)?;
             initrd::write_initrd(&cached, run_archive.as_ref(), &output)?;
             eprintln!("kestrel: wrote {} for kernel {}", output.display(), kernel.release);
             Ok(0)

@@ -137,7 +137,7 @@ impl VmConfig {
         push("-device");
         push(&format!("{},id=vserial", dev("virtio-serial")));
         push("-chardev");
-        push(&format!("socket,id=events,path={}", self.events_socket.display()));
+        push(&format!("socket,id=events,path={}", qemu_escape(&self.events_socket)));
         push("-device");
         push(&format!("virtserialport,bus=vserial.0,chardev=events,name={}", kestrel_init::event::EVENTS_PORT));
         // A scratch disk that costs no file: reads give zeroes.
@@ -149,7 +149,7 @@ impl VmConfig {
             push("-drive");
             push(&format!(
                 "if=none,id=disk{i},format=raw,file={}{}",
-                path.display(),
+                qemu_escape(path),
                 if *ro { ",readonly=on" } else { "" }
             ));
             push("-device");
@@ -185,6 +185,12 @@ pub fn tsc_hint() -> String {
     static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let khz = KHZ.get_or_init(|| crate::sys::measure_tsc_khz(std::time::Duration::from_millis(20)).unwrap_or(TSC_KHZ_FALLBACK));
     format!("tsc_early_khz={khz}")
+}
+
+/// A path inside a qemu `key=value,...` option: commas are doubled, or
+/// they would end the value (and could inject options).
+fn qemu_escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// The kernel command line for a Kestrel boot.
@@ -226,11 +232,13 @@ impl Vm {
             bail!("kernel {} does not exist", config.kernel.display());
         }
         let mut cmd = Command::new(qemu);
-        cmd.args(config.args()).stderr(Stdio::piped()).process_group(0);
+        cmd.args(config.args()).stderr(Stdio::piped());
         if config.interactive {
+            // qemu must stay in our (foreground) process group to use the
+            // terminal, or it is stopped with SIGTTOU/SIGTTIN.
             cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
         } else {
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).process_group(0);
         }
         crate::sys::die_with_parent(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("failed to start {QEMU}"))?;
@@ -238,8 +246,11 @@ impl Vm {
     }
 
     pub fn kill(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        // A qemu that leads its own group (not interactive) is killed with
+        // whatever it started.
+        let pid = i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            if rustix::process::getpgid(Some(pid)).ok() == Some(pid) {
                 let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
             }
         }

@@ -96,16 +96,29 @@ pub struct RunOutcome {
     pub kernel: Kernel,
 }
 
-/// Where cached kernels and initrds live.
-pub fn cache_dir() -> PathBuf {
+/// Where cached kernels and initrds live: $KESTREL_CACHE, else the user's
+/// cache directory. Without HOME, a per-user directory in /tmp that must be
+/// ours and private: a booted kernel or initrd is never taken from a place
+/// another user could have written.
+pub fn cache_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("KESTREL_CACHE") {
-        return d.into();
+        return Ok(d.into());
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    if let Some(base) = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("kestrel")
+    {
+        return Ok(base.join("kestrel"));
+    }
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("kestrel-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        anyhow::bail!("{} is not a private directory of ours; set KESTREL_CACHE or HOME", dir.display());
+    }
+    Ok(dir)
 }
 
 /// Writes a cache file so that concurrent writers (parallel boots, tests)
@@ -146,7 +159,7 @@ pub fn load_kernel(opts: &RunOptions) -> Result<Kernel> {
         Some(k) => k.clone(),
         None => kernel::default_kernel()?,
     };
-    let mut kernel = kernel::read_kernel(&path, &cache_dir(), opts.pvh)?;
+    let mut kernel = kernel::read_kernel(&path, &cache_dir()?, opts.pvh)?;
     if let Some(dir) = &opts.modules_dir {
         kernel.modules_dir = Some(dir.clone());
     }
@@ -169,7 +182,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     modules.extend(opts.modules.iter().cloned());
     let aliases = if opts.host_modules { initrd::host_modaliases()? } else { Vec::new() };
     let spec = BuildSpec { init: &init, kernel: &kernel, modules, aliases, compression: opts.compression, frozen_plan: opts.frozen_plan };
-    let cache = cache_dir();
+    let cache = cache_dir()?;
     let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
     let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, &opts.include, opts.interactive, opts.stdin.is_some())).transpose()?;
     let work = tempfile::Builder::new().prefix("kestrel-run-").tempdir().context("failed to make a temporary directory")?;

@@ -29,3 +29,19 @@ fn a_missing_payload_fails_before_booting() {
     assert!(!err.contains("using TCG"), "a VM was being prepared: {err}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A program found on the host's PATH in a directory the guest's PATH does
+/// not have (here a script in a temporary directory) runs in the guest as
+/// resolved, with argv[0] as typed.
+#[test]
+fn a_program_from_the_host_path_runs_as_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("kestrel-test-prog");
+    std::fs::write(&prog, "#!/bin/sh\necho \"$0 ran with $1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = kestrel().env("PATH", path).args(["run", "--", "kestrel-test-prog", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{} ran with x\n", prog.display()));
+}
