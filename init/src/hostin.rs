@@ -1,7 +1,7 @@
 //! What the host sends down the events port: records (payload stdin as
-//! `in`/`in_eof`) and the `ack` line after `poweroff`. Reads happen only
-//! after poll says the port is readable, so the port stays blocking for
-//! the writer that shares its open file.
+//! `in`/`in_eof`) and the `ack` line after `poweroff`. The port is
+//! non-blocking (shared with the writer in `log`); reads happen after poll
+//! says it is readable.
 
 use kestrel_init::event::{self, Event};
 use std::fs::File;
@@ -38,8 +38,11 @@ impl HostInput {
     pub fn read_lines(&mut self) -> Vec<HostLine> {
         let mut chunk = [0u8; 16 * 1024];
         match self.port.read(&mut chunk) {
-            Ok(0) | Err(_) => self.eof = true,
+            Ok(0) => self.eof = true,
             Ok(n) => self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            // The port is non-blocking: a wake-up without data is no EOF.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
+            Err(_) => self.eof = true,
         }
         let mut lines = Vec::new();
         while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {

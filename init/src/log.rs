@@ -9,6 +9,7 @@ use kestrel_init::event::{self, kind};
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Bound of the in-memory buffer used until the port opens.
 pub const PENDING_MAX: usize = 4 << 20;
@@ -42,15 +43,48 @@ pub fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// How long one record may wait for room on the port. The host reads
+/// continuously, so only a host that stopped reading gets here; the port is
+/// then dropped for good and records go to the console.
+const PORT_STALL_MAX: Duration = Duration::from_secs(10);
+
+/// Writes all of `data` to the non-blocking port, waiting for room at most
+/// [`PORT_STALL_MAX`]: output is not dropped while the host keeps up, and a
+/// stalled host cannot hang PID 1.
+fn write_port(port: &mut File, data: &[u8]) -> std::io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::io::ErrorKind;
+    let deadline = Instant::now() + PORT_STALL_MAX;
+    let mut rest = data;
+    while !rest.is_empty() {
+        match port.write(rest) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let timeout = rustix::time::Timespec::try_from(left).map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?;
+                if left.is_zero() || poll(&mut [PollFd::new(&*port, PollFlags::OUT)], Some(&timeout))? == 0 {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Sink {
     fn write(&mut self, line: &[u8]) {
         if let Some(port) = self.port.as_mut() {
-            // Blocking write: the host reads continuously, and payload
-            // output must not be lost. A dead port is dropped for good.
-            if port.write_all(line).is_ok() {
+            if write_port(port, line).is_ok() {
                 return;
             }
+            // Not through warn(): that would take this lock again.
             self.port = None;
+            self.console = true;
+            self.dropped += 1;
+            let _ = writeln!(std::io::stderr(), "kestrel: warning: the events port stopped taking records; using the console");
         }
         if self.console {
             let _ = std::io::stdout().write_all(line);
@@ -109,11 +143,12 @@ pub fn warn(msg: &str) {
     console("warning", msg);
 }
 
-/// Starts writing to the events port: everything buffered goes first.
+/// Starts writing to the events port (opened non-blocking): everything
+/// buffered goes first.
 pub fn attach_port(mut port: File) {
     let mut s = sink();
     let pending = std::mem::take(&mut s.pending);
-    if port.write_all(&pending).is_ok() {
+    if write_port(&mut port, &pending).is_ok() {
         s.port = Some(port);
     } else {
         s.pending = pending;

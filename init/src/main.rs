@@ -18,6 +18,7 @@ mod sys;
 
 use kestrel_init::cmdline::{self, BootOptions};
 use kestrel_init::event::{kind, EVENTS_PORT};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -165,7 +166,9 @@ fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg
         let found = ports::list_ports(Path::new(ports::VIRTIO_PORTS_CLASS));
         if let Some((_, dev)) = found.iter().find(|(name, _)| name == EVENTS_PORT) {
             ports::link_ports(&found);
-            match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+            // Non-blocking: a host that stops reading must not hang PID 1
+            // (see log::write_port).
+            match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(dev) {
                 Ok(port) => {
                     log::attach_port(port);
                     log::emit(kind::PORT_OPEN, &[("name", EVENTS_PORT.as_bytes()), ("dev", dev.as_os_str().as_encoded_bytes())]);

@@ -59,3 +59,20 @@ fn a_signal_gives_128_plus_n() {
     let exit = out.log.last(kind::PAYLOAD_EXIT).expect("payload_exit event");
     assert_eq!(exit.get_u64("signal"), Some(9));
 }
+
+/// A lot of output (about 0.9 MB in 30,000 writes) arrives whole and in
+/// order: the non-blocking port waits for room instead of dropping.
+#[test]
+fn bulk_output_arrives_whole() {
+    let script = "i=0; while [ $i -lt 30000 ]; do echo \"line $i of the payload's output, padded to be longer\"; i=$((i+1)); done";
+    let out = run(&["/bin/sh", "-c", script], &test_options());
+    assert_eq!(out.exit_code, 0, "{:?}", out.failure);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 30000);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(*l, format!("line {i} of the payload's output, padded to be longer"));
+    }
+    let dropped = out.log.last(kind::POWEROFF).and_then(|e| e.get_u64("dropped"));
+    assert_eq!(dropped, Some(0));
+}
