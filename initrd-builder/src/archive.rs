@@ -569,42 +569,17 @@ impl Archive {
         )
     }
 
-    pub fn add_char_dev(
-        &mut self,
-        path: &str,
-        mode: u32,
-        major: u32,
-        minor: u32,
-    ) -> Result<(), InitrdError> {
-        let (_, full) = self.place(path)?;
-        self.insert(
-            path,
-            full,
-            Node::CharDev {
-                mode: mode & PERM_MASK,
-                major,
-                minor,
-            },
-        )
+    pub fn add_char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), InitrdError> {
+        self.add_node(path, Node::CharDev { mode: mode & PERM_MASK, major, minor })
     }
 
-    pub fn add_block_dev(
-        &mut self,
-        path: &str,
-        mode: u32,
-        major: u32,
-        minor: u32,
-    ) -> Result<(), InitrdError> {
+    pub fn add_block_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), InitrdError> {
+        self.add_node(path, Node::BlockDev { mode: mode & PERM_MASK, major, minor })
+    }
+
+    fn add_node(&mut self, path: &str, node: Node) -> Result<(), InitrdError> {
         let (_, full) = self.place(path)?;
-        self.insert(
-            path,
-            full,
-            Node::BlockDev {
-                mode: mode & PERM_MASK,
-                major,
-                minor,
-            },
-        )
+        self.insert(path, full, node)
     }
 
     /// A second name for the regular file `existing` (an archive path). The
