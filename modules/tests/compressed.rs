@@ -16,10 +16,27 @@ use std::process::Command;
 use kestrel_modules::loader::{Inserter, KernelInserter, LoadError};
 use kestrel_modules::{decompress_needed, Compression, ModuleIndex, Request};
 
-const KERNEL: &str = "6.1.0-56-amd64";
+/// The Debian kernel whose module tree is the oracle: 6.1.0-56-amd64 when
+/// installed (the fixtures were captured with it), else the newest tree
+/// with a modules.dep (a fresh machine may get a newer ABI).
+fn kernel() -> String {
+    const CAPTURED: &str = "6.1.0-56-amd64";
+    if std::path::Path::new("/lib/modules").join(CAPTURED).join("modules.dep").exists() {
+        return CAPTURED.to_owned();
+    }
+    let mut found: Vec<String> = std::fs::read_dir("/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("modules.dep").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    found.sort_by_key(|v| v.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).collect::<Vec<_>>());
+    found.pop().unwrap_or_else(|| CAPTURED.to_owned())
+}
 
 fn kernel_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(format!("/lib/modules/{KERNEL}"));
+    let dir = PathBuf::from(format!("/lib/modules/{}", kernel()));
     if dir.join("modules.dep").exists() {
         Some(dir)
     } else {
@@ -44,7 +61,7 @@ fn add_module(real: &Path, tree: &Path, rel: &str, tool: &str, ext: &str) -> Str
 fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let Some(real) = kernel_dir() else { return };
     let root = tempfile::tempdir().unwrap();
-    let tree = root.path().join("lib/modules").join(KERNEL);
+    let tree = root.path().join("lib/modules").join(kernel());
     std::fs::create_dir_all(&tree).unwrap();
     for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
         std::fs::copy(real.join(f), tree.join(f)).unwrap();
@@ -53,7 +70,7 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let ring = add_module(&real, &tree, "kernel/drivers/virtio/virtio_ring.ko", "xz", "xz");
     let virtio = add_module(&real, &tree, "kernel/drivers/virtio/virtio.ko", "zstd", "zst");
     let blk = add_module(&real, &tree, "kernel/drivers/block/virtio_blk.ko", "zstd", "zst");
-    let out = Command::new("depmod").arg("-b").arg(root.path()).arg(KERNEL).output().expect("depmod runs");
+    let out = Command::new("depmod").arg("-b").arg(root.path()).arg(kernel()).output().expect("depmod runs");
     assert!(out.status.success(), "depmod failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let index = ModuleIndex::load(&tree).unwrap();
@@ -70,7 +87,7 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let out = Command::new("modprobe")
         .arg("-d")
         .arg(root.path())
-        .args(["-S", KERNEL, "-C", "/dev/null", "--show-depends", "virtio-blk"])
+        .args(["-S", &kernel(), "-C", "/dev/null", "--show-depends", "virtio-blk"])
         .output()
         .expect("modprobe runs");
     let theirs: Vec<String> = String::from_utf8(out.stdout)
