@@ -1,16 +1,17 @@
 //! Index load time and MODALIAS resolution against the full Debian index
-//! (/lib/modules/6.1.0-56-amd64). Skips with a message when it is absent.
+//! (the installed tree, see tests/common). Skips with a message when absent.
 
 // Test code: a failed expectation must stop the run loudly (clippy.toml
 // allows this in unit tests; integration tests and benches need it spelled out).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use kestrel_modules::{ModuleIndex, Request};
 
-const KERNEL_DIR: &str = "/lib/modules/6.1.0-56-amd64";
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 /// The MODALIAS of every device of a Debian 6.1 q35 guest with Kestrel's
 /// virtio device set (captured by tests/fixtures/capture.sh).
@@ -21,9 +22,10 @@ fn modaliases() -> Vec<&'static str> {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = Path::new(KERNEL_DIR);
+    let dir = PathBuf::from("/lib/modules").join(common::kernel());
+    let dir = dir.as_path();
     if !dir.join("modules.dep").exists() {
-        eprintln!("SKIPPING kestrel-modules benchmarks: {KERNEL_DIR} is not installed");
+        eprintln!("SKIPPING kestrel-modules benchmarks: {} is not installed", dir.display());
         return;
     }
     c.bench_function("index_load_debian_6.1", |b| b.iter(|| ModuleIndex::load(black_box(dir)).unwrap()));

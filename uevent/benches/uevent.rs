@@ -19,24 +19,14 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kestrel_uevent::walk::{walk_devices, walk_subsystems};
 use kestrel_uevent::{parse_netlink, parse_sysfs};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{fixtures, read_datagrams};
 
 /// The captured kernel datagrams, as received: this host's triggered
 /// coldplug, and a guest boot's coldplug and module loading.
 fn datagrams() -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for dir in ["host-netlink", "guest-pc/coldplug", "guest-pc/modules"] {
-        let mut files: Vec<_> = fs::read_dir(fixtures().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-            .collect();
-        files.sort();
-        out.extend(files.iter().map(|p| Bytes::from(fs::read(p).unwrap())));
-    }
-    out
+    ["host-netlink", "guest-pc/coldplug", "guest-pc/modules"].iter().flat_map(|d| read_datagrams(d)).collect()
 }
 
 fn parse(c: &mut Criterion) {

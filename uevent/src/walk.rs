@@ -184,9 +184,9 @@ pub fn walk_subsystems(sys: &Path) -> Result<Walk, UeventError> {
     Ok(walker.walk)
 }
 
-/// The names of the entries of type `kind` in `dirfd`, sorted.
-fn list(dirfd: &OwnedFd, kind: FileType) -> Result<Vec<CString>, Errno> {
-    let mut dir = Dir::read_from(dirfd)?;
+/// Every entry of `dir` but `.` and `..`, with its type (asked for with
+/// lstat when getdents does not say).
+fn entries(dir: &mut Dir) -> Result<Vec<(CString, FileType)>, Errno> {
     let mut out = Vec::new();
     while let Some(entry) = dir.read() {
         let entry = entry?;
@@ -194,14 +194,22 @@ fn list(dirfd: &OwnedFd, kind: FileType) -> Result<Vec<CString>, Errno> {
         if matches!(name.to_bytes(), b"." | b"..") {
             continue;
         }
-        let t = match entry.file_type() {
-            FileType::Unknown => file_type_at(dirfd.as_fd(), name),
+        let kind = match entry.file_type() {
+            FileType::Unknown => file_type_at(dir.fd()?, name),
             known => known,
         };
-        if t == kind {
-            out.push(name.to_owned());
-        }
+        out.push((name.to_owned(), kind));
     }
+    Ok(out)
+}
+
+/// The names of the entries of type `kind` in `dirfd`, sorted.
+fn list(dirfd: &OwnedFd, kind: FileType) -> Result<Vec<CString>, Errno> {
+    let mut out: Vec<CString> = entries(&mut Dir::read_from(dirfd)?)?
+        .into_iter()
+        .filter(|(_, t)| *t == kind)
+        .map(|(name, _)| name)
+        .collect();
     out.sort_unstable();
     Ok(out)
 }
@@ -253,18 +261,9 @@ impl Walker {
         let mut subdirs: Vec<CString> = Vec::new();
         let mut has_uevent = false;
         let mut has_subsystem = false;
-        while let Some(entry) = dir.read() {
-            let entry = entry?;
-            let name = entry.file_name();
-            if matches!(name.to_bytes(), b"." | b"..") {
-                continue;
-            }
-            let kind = match entry.file_type() {
-                FileType::Unknown => file_type_at(dir.fd()?, name),
-                known => known,
-            };
+        for (name, kind) in entries(&mut dir)? {
             match (kind, name.to_bytes()) {
-                (FileType::Directory, _) => subdirs.push(name.to_owned()),
+                (FileType::Directory, _) => subdirs.push(name),
                 (FileType::RegularFile, b"uevent") => has_uevent = true,
                 (FileType::Symlink, b"subsystem") => has_subsystem = true,
                 _ => {}

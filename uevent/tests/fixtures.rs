@@ -17,14 +17,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use kestrel_uevent::track::{Dedup, SeqnumCheck, SeqnumTracker};
 use kestrel_uevent::walk::walk_devices;
 use kestrel_uevent::{parse_netlink, Action, Uevent};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod common;
+use common::{fixtures, read_datagrams};
 
 /// Every directory below `dir` (not through symlinks) with a `uevent` file,
 /// as (devpath, expected fields).
@@ -195,19 +193,9 @@ fn this_machines_own_sys_walks_completely() {
     }
 }
 
-/// The datagrams of a capture directory, in the order received.
+/// The datagrams of a capture directory, parsed, in the order received.
 fn datagrams(dir: &str) -> Vec<Uevent> {
-    let dir = fixtures().join(dir);
-    let mut files: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| parse_netlink(Bytes::from(fs::read(p).unwrap())).unwrap())
-        .collect()
+    read_datagrams(dir).into_iter().map(|d| parse_netlink(d).unwrap()).collect()
 }
 
 fn netlink_fixture() -> Vec<Uevent> {
