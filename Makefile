@@ -48,7 +48,10 @@ fuzz:
 		done; \
 	fi
 
+# Layout (rustfmt.toml) and clippy, both as errors; CI runs it before the tests.
 lint:
+	cargo fmt --all --check
+	cd fuzz && cargo fmt --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 bench: init

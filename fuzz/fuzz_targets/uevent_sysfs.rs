@@ -8,7 +8,9 @@ use kestrel_uevent::{parse_sysfs, Action};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let (devpath, content) = rest.split_at(usize::from(n).min(rest.len()));
     if let Ok(ev) = parse_sysfs(devpath, Bytes::copy_from_slice(content)) {
         assert_eq!(ev.devpath(), devpath);
@@ -18,6 +20,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(!v.contains(&b'\n'));
             assert!(ev.get(k).is_some());
         }
-        let _ = (ev.seqnum(), ev.major_minor(), ev.modalias(), ev.driver(), ev.devtype());
+        let _ = (
+            ev.seqnum(),
+            ev.major_minor(),
+            ev.modalias(),
+            ev.driver(),
+            ev.devtype(),
+        );
     }
 });

@@ -108,7 +108,14 @@ impl RootSpec {
         };
         match &spec {
             RootSpec::Path(_) => Ok(spec),
-            RootSpec::Uuid(v) | RootSpec::Label(v) | RootSpec::PartUuid(v) | RootSpec::PartLabel(v) if !v.is_empty() => Ok(spec),
+            RootSpec::Uuid(v)
+            | RootSpec::Label(v)
+            | RootSpec::PartUuid(v)
+            | RootSpec::PartLabel(v)
+                if !v.is_empty() =>
+            {
+                Ok(spec)
+            }
             _ => Err(bad()),
         }
     }
@@ -234,11 +241,18 @@ pub fn parse_boot_options(cmdline: &str) -> Result<BootOptions, CmdlineError> {
         ..BootOptions::default()
     };
     let list = |v: &Option<String>| -> Vec<String> {
-        v.as_deref().unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        v.as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     };
     for Param { key, value } in opts.params.clone() {
         match key.as_str() {
-            "root" => opts.root.device = Some(RootSpec::parse(value.as_deref().unwrap_or_default())?),
+            "root" => {
+                opts.root.device = Some(RootSpec::parse(value.as_deref().unwrap_or_default())?)
+            }
             "rootfstype" => opts.root.fstype = value.clone(),
             "rootflags" => opts.root.flags = value.clone(),
             "ro" => opts.root.read_write = false,
@@ -297,7 +311,8 @@ mod tests {
 
     #[test]
     fn reads_kestrel_options() {
-        let o = parse_boot_options("quiet kestrel.timeout=2.5 kestrel.shell kestrel.threads=3").unwrap();
+        let o = parse_boot_options("quiet kestrel.timeout=2.5 kestrel.shell kestrel.threads=3")
+            .unwrap();
         assert_eq!(o.timeout, Duration::from_millis(2500));
         assert!(o.shell_on_failure);
         assert!(!o.debug);
@@ -314,7 +329,13 @@ mod tests {
         assert_eq!(o.root.init.as_deref(), Some("/bin/sh"));
         assert_eq!(o.modules, vec!["a", "b"]);
         assert_eq!(o.plan, Some(vec!["x".to_owned(), "y".to_owned()]));
-        assert_eq!(parse_boot_options("\"root=LABEL=my root\"").unwrap().root.device, Some(RootSpec::Label("my root".into())));
+        assert_eq!(
+            parse_boot_options("\"root=LABEL=my root\"")
+                .unwrap()
+                .root
+                .device,
+            Some(RootSpec::Label("my root".into()))
+        );
         assert!(parse_boot_options("root=/dev/../etc/passwd").is_err());
         assert!(parse_boot_options("root=UUID=").is_err());
         assert!(parse_boot_options("root=sda1").is_err());
@@ -327,8 +348,14 @@ mod tests {
         assert!(e.to_string().contains("kestrel.timeout"), "{e}");
         assert!(parse_boot_options("kestrel.shell=maybe").is_err());
         for bad in ["-1", "nan", "inf", "1e30"] {
-            assert!(parse_boot_options(&format!("kestrel.timeout={bad}")).is_err(), "{bad}");
-            assert!(parse_boot_options(&format!("rootdelay={bad}")).is_err(), "{bad}");
+            assert!(
+                parse_boot_options(&format!("kestrel.timeout={bad}")).is_err(),
+                "{bad}"
+            );
+            assert!(
+                parse_boot_options(&format!("rootdelay={bad}")).is_err(),
+                "{bad}"
+            );
         }
     }
 }

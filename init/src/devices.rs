@@ -51,7 +51,10 @@ impl Devices {
         let socket = UeventSocket::open()
             .map_err(|e| log::warn(&format!("no uevent socket, coldplug only: {e}")))
             .ok();
-        let release = rustix::system::uname().release().to_string_lossy().into_owned();
+        let release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
         let dir = Path::new(MODULES_ROOT).join(&release);
         let mut config = Config::load_paths(MODPROBE_DIRS).unwrap_or_else(|e| {
             log::warn(&format!("modprobe.d ignored: {e}"));
@@ -61,7 +64,9 @@ impl Devices {
         let index = match ModuleIndex::load(&dir) {
             Ok(index) => Some(index.with_config(config)),
             Err(e) => {
-                log::warn(&format!("no module index, relying on built-in drivers: {e}"));
+                log::warn(&format!(
+                    "no module index, relying on built-in drivers: {e}"
+                ));
                 None
             }
         };
@@ -70,7 +75,17 @@ impl Devices {
         } else {
             threads
         };
-        Devices { index, socket, seen_aliases: BTreeSet::new(), live: BTreeSet::new(), threads, loaded: 0, failed: 0, make_nodes, frozen: false }
+        Devices {
+            index,
+            socket,
+            seen_aliases: BTreeSet::new(),
+            live: BTreeSet::new(),
+            threads,
+            loaded: 0,
+            failed: 0,
+            make_nodes,
+            frozen: false,
+        }
     }
 
     pub fn socket_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -84,7 +99,13 @@ impl Devices {
         match self.socket_fd() {
             Some(fd) => {
                 let timeout = rustix::time::Timespec::try_from(max).ok();
-                let _ = rustix::event::poll(&mut [rustix::event::PollFd::from_borrowed_fd(fd, rustix::event::PollFlags::IN)], timeout.as_ref());
+                let _ = rustix::event::poll(
+                    &mut [rustix::event::PollFd::from_borrowed_fd(
+                        fd,
+                        rustix::event::PollFlags::IN,
+                    )],
+                    timeout.as_ref(),
+                );
             }
             None => std::thread::sleep(max.min(NO_SOCKET_TICK)),
         }
@@ -139,7 +160,9 @@ impl Devices {
     /// Reads every pending uevent; true when the socket overflowed.
     fn drain_socket(&mut self) -> (Vec<Uevent>, bool) {
         let mut events = Vec::new();
-        let Some(socket) = self.socket.as_mut() else { return (events, false) };
+        let Some(socket) = self.socket.as_mut() else {
+            return (events, false);
+        };
         loop {
             match socket.recv() {
                 Ok(Some(ev)) => events.push(ev),
@@ -164,10 +187,17 @@ impl Devices {
             }
             // The kernel ends some netlink MODALIAS values (x86 cpu) with a
             // newline the sysfs walk does not have.
-            if let Some(alias) = dev.modalias().map(|a| a.trim_ascii_end()).filter(|a| !a.is_empty()) {
+            if let Some(alias) = dev
+                .modalias()
+                .map(|a| a.trim_ascii_end())
+                .filter(|a| !a.is_empty())
+            {
                 if self.seen_aliases.insert(alias.to_vec()) {
                     let alias = String::from_utf8_lossy(alias).into_owned();
-                    log::debug(&format!("modalias {alias} of {}", String::from_utf8_lossy(dev.devpath())));
+                    log::debug(&format!(
+                        "modalias {alias} of {}",
+                        String::from_utf8_lossy(dev.devpath())
+                    ));
                     out.push(alias);
                 }
             }
@@ -182,7 +212,11 @@ impl Devices {
 
     /// Loads the modules for aliases not seen before (e.g. `fs-ext4`).
     pub fn request_aliases(&mut self, aliases: &[String]) {
-        let new: Vec<String> = aliases.iter().filter(|a| self.seen_aliases.insert(a.as_bytes().to_vec())).cloned().collect();
+        let new: Vec<String> = aliases
+            .iter()
+            .filter(|a| self.seen_aliases.insert(a.as_bytes().to_vec()))
+            .cloned()
+            .collect();
         if !new.is_empty() {
             self.load_aliases(&new);
         }
@@ -203,15 +237,24 @@ impl Devices {
     }
 
     fn load_requests(&mut self, requests: &[Request], threads: usize) {
-        let Some(index) = self.index.as_ref() else { return };
+        let Some(index) = self.index.as_ref() else {
+            return;
+        };
         // Lenient: one unknown name or a cycle must not cost every other
         // module of the request; what was left out is reported.
         let plan = index.plan_lenient(requests);
         for note in &plan.notes {
             match note {
-                PlanNote::NotFound { name } => log::warn(&format!("module {name} not found in the module index")),
-                PlanNote::Unknown { module, reason } => log::warn(&format!("module {module} ({reason}) has no file and is not built in")),
-                PlanNote::CycleBroken { cycle } => log::warn(&format!("module dependency cycle broken: {}", cycle.join(" -> "))),
+                PlanNote::NotFound { name } => {
+                    log::warn(&format!("module {name} not found in the module index"))
+                }
+                PlanNote::Unknown { module, reason } => log::warn(&format!(
+                    "module {module} ({reason}) has no file and is not built in"
+                )),
+                PlanNote::CycleBroken { cycle } => log::warn(&format!(
+                    "module dependency cycle broken: {}",
+                    cycle.join(" -> ")
+                )),
                 other => log::debug(&format!("{other:?}")),
             }
         }
@@ -230,16 +273,24 @@ impl Devices {
         let report = loader::load_plan(&plan, threads, &|ev: &LoadEvent| {
             emit_load_event(ev);
             if ev.outcome.is_ok() {
-                live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(ev.entry.name.clone());
+                live.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(ev.entry.name.clone());
             }
         });
-        self.live.extend(live.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.live.extend(
+            live.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         self.loaded += report.loaded + report.already;
         self.failed += report.failed + report.skipped;
         log::emit(
             kind::MODULES_DONE,
             &[
-                ("loaded", (report.loaded + report.already).to_string().as_bytes()),
+                (
+                    "loaded",
+                    (report.loaded + report.already).to_string().as_bytes(),
+                ),
                 ("failed", report.failed.to_string().as_bytes()),
                 ("skipped", report.skipped.to_string().as_bytes()),
             ],
@@ -253,15 +304,24 @@ fn sync_node(dev: &Uevent) {
     use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
     let Some(name) = dev.devname() else { return };
     let Some(path) = kestrel_init::devname::dev_path(name) else {
-        log::warn(&format!("refused device name {:?}: it would leave /dev", String::from_utf8_lossy(name)));
+        log::warn(&format!(
+            "refused device name {:?}: it would leave /dev",
+            String::from_utf8_lossy(name)
+        ));
         return;
     };
     if dev.action() == kestrel_uevent::Action::Remove {
         let _ = std::fs::remove_file(&path);
         return;
     }
-    let Some((major, minor)) = dev.major_minor() else { return };
-    let kind = if dev.subsystem() == Some(b"block") { FileType::BlockDevice } else { FileType::CharacterDevice };
+    let Some((major, minor)) = dev.major_minor() else {
+        return;
+    };
+    let kind = if dev.subsystem() == Some(b"block") {
+        FileType::BlockDevice
+    } else {
+        FileType::CharacterDevice
+    };
     let mode = dev
         .get(b"DEVMODE")
         .and_then(|m| u32::from_str_radix(std::str::from_utf8(m).ok()?, 8).ok())
@@ -270,13 +330,23 @@ fn sync_node(dev: &Uevent) {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = mknodat(CWD, &path, kind, Mode::from_raw_mode(mode), makedev(major, minor));
+    let _ = mknodat(
+        CWD,
+        &path,
+        kind,
+        Mode::from_raw_mode(mode),
+        makedev(major, minor),
+    );
 }
 
 fn emit_load_event(ev: &LoadEvent) {
     let start_ns = u64::try_from(ev.start.as_nanos()).unwrap_or(u64::MAX);
     let end_ns = start_ns.saturating_add(u64::try_from(ev.duration.as_nanos()).unwrap_or(0));
-    let (start, dur, thread) = (start_ns.to_string(), ev.duration.as_micros().to_string(), ev.thread.to_string());
+    let (start, dur, thread) = (
+        start_ns.to_string(),
+        ev.duration.as_micros().to_string(),
+        ev.thread.to_string(),
+    );
     let (result, error) = match &ev.outcome {
         Ok(Loaded::Inserted) => ("ok", None),
         Ok(Loaded::AlreadyLoaded) => ("exists", None),
@@ -319,7 +389,11 @@ fn without_live(plan: Plan, live: &BTreeSet<String>) -> Plan {
         .zip(&keep)
         .filter(|(_, k)| k.is_some())
         .map(|(mut m, _)| {
-            let remap = |ds: &[usize]| -> Vec<usize> { ds.iter().filter_map(|&d| keep.get(d).copied().flatten()).collect() };
+            let remap = |ds: &[usize]| -> Vec<usize> {
+                ds.iter()
+                    .filter_map(|&d| keep.get(d).copied().flatten())
+                    .collect()
+            };
             m.deps = remap(&m.deps);
             m.soft_deps = remap(&m.soft_deps);
             m

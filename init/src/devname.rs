@@ -12,11 +12,18 @@ pub const DEV: &str = "/dev";
 
 /// `/dev/DEVNAME`, or None for a name that would escape /dev.
 pub fn dev_path(devname: &[u8]) -> Option<PathBuf> {
-    if devname.is_empty() || devname.len() > DEVNAME_MAX || devname.contains(&0) || devname.starts_with(b"/") {
+    if devname.is_empty()
+        || devname.len() > DEVNAME_MAX
+        || devname.contains(&0)
+        || devname.starts_with(b"/")
+    {
         return None;
     }
     let name = std::str::from_utf8(devname).ok()?;
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return None;
     }
     Some(PathBuf::from(DEV).join(name))
@@ -30,8 +37,21 @@ mod tests {
     #[test]
     fn accepts_kernel_names_and_refuses_escapes() {
         assert_eq!(dev_path(b"vda1"), Some(PathBuf::from("/dev/vda1")));
-        assert_eq!(dev_path(b"input/event0"), Some(PathBuf::from("/dev/input/event0")));
-        for bad in [&b""[..], b"/etc/passwd", b"../etc/passwd", b"a/../../x", b"a//b", b"./x", b"x/.", b"a\0b", b"bus/"] {
+        assert_eq!(
+            dev_path(b"input/event0"),
+            Some(PathBuf::from("/dev/input/event0"))
+        );
+        for bad in [
+            &b""[..],
+            b"/etc/passwd",
+            b"../etc/passwd",
+            b"a/../../x",
+            b"a//b",
+            b"./x",
+            b"x/.",
+            b"a\0b",
+            b"bus/",
+        ] {
             assert_eq!(dev_path(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }

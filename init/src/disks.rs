@@ -37,9 +37,14 @@ impl BlockDev {
         let fs = self.fs.as_ref();
         match spec {
             RootSpec::Path(p) => Path::new(p) == self.node() || resolves_to(p, &self.node()),
-            RootSpec::Uuid(u) => fs.and_then(|f| f.uuid.as_deref()).is_some_and(|x| x.eq_ignore_ascii_case(u)),
+            RootSpec::Uuid(u) => fs
+                .and_then(|f| f.uuid.as_deref())
+                .is_some_and(|x| x.eq_ignore_ascii_case(u)),
             RootSpec::Label(l) => fs.and_then(|f| f.label.as_deref()) == Some(l.as_str()),
-            RootSpec::PartUuid(u) => self.partuuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u)),
+            RootSpec::PartUuid(u) => self
+                .partuuid
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(u)),
             RootSpec::PartLabel(l) => self.partlabel.as_deref() == Some(l.as_str()),
         }
     }
@@ -81,7 +86,9 @@ fn read_trimmed(path: &Path) -> Option<String> {
 /// Every block device with a size, probed. Devices that cannot be opened
 /// or read are listed without a filesystem (and reported in debug mode).
 pub fn scan(class_dir: &Path) -> Vec<BlockDev> {
-    let Ok(entries) = std::fs::read_dir(class_dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(class_dir) else {
+        return Vec::new();
+    };
     let mut devs: Vec<BlockDev> = entries
         .flatten()
         .filter_map(|e| {
@@ -98,14 +105,24 @@ pub fn scan(class_dir: &Path) -> Vec<BlockDev> {
                     .ok()
                     .and_then(|p| p.parent()?.file_name()?.to_str().map(str::to_owned)),
             );
-            let serial = read_trimmed(&dir.join("serial")).or_else(|| read_trimmed(&dir.join("device/serial")));
-            Some(BlockDev { name, size, partition, parent, serial, ..BlockDev::default() })
+            let serial = read_trimmed(&dir.join("serial"))
+                .or_else(|| read_trimmed(&dir.join("device/serial")));
+            Some(BlockDev {
+                name,
+                size,
+                partition,
+                parent,
+                serial,
+                ..BlockDev::default()
+            })
         })
         .collect();
     devs.sort_by(|a, b| a.name.cmp(&b.name));
     let mut tables: Vec<(String, PartitionTable)> = Vec::new();
     for dev in devs.iter_mut() {
-        let Ok(file) = std::fs::File::open(dev.node()) else { continue };
+        let Ok(file) = std::fs::File::open(dev.node()) else {
+            continue;
+        };
         match probe::probe_filesystem(&file, dev.size) {
             Ok(fs) => dev.fs = fs,
             Err(e) => log::debug(&format!("probe of {}: {e}", dev.name)),
@@ -117,10 +134,16 @@ pub fn scan(class_dir: &Path) -> Vec<BlockDev> {
         }
     }
     for dev in devs.iter_mut() {
-        let (Some(parent), Some(number)) = (dev.parent.as_ref(), dev.partition) else { continue };
-        let Some((_, table)) = tables.iter().find(|(n, _)| n == parent) else { continue };
+        let (Some(parent), Some(number)) = (dev.parent.as_ref(), dev.partition) else {
+            continue;
+        };
+        let Some((_, table)) = tables.iter().find(|(n, _)| n == parent) else {
+            continue;
+        };
         let parts = match table {
-            PartitionTable::Gpt { partitions, .. } | PartitionTable::Mbr { partitions, .. } => partitions,
+            PartitionTable::Gpt { partitions, .. } | PartitionTable::Mbr { partitions, .. } => {
+                partitions
+            }
         };
         if let Some(p) = parts.iter().find(|p| p.number == number) {
             dev.partuuid = p.partuuid.clone();

@@ -94,7 +94,8 @@ impl Event {
 
     /// The first value of `key` as (lossy) text.
     pub fn get_str(&self, key: &str) -> Option<String> {
-        self.get(key).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// The first value of `key` as an unsigned number.
@@ -299,13 +300,19 @@ mod tests {
             out,
             b"@kestrel 0.000000000 out data=a\\x20b\\x5c\\x20\\xc3\\xbc\\x0a\n"
         );
-        assert_eq!(parse_line(&out).unwrap().get("data"), Some("a b\\ ü\n".as_bytes()));
+        assert_eq!(
+            parse_line(&out).unwrap().get("data"),
+            Some("a b\\ ü\n".as_bytes())
+        );
     }
 
     #[test]
     fn rejects_malformed_lines() {
         assert_eq!(parse_line(b"hello"), Err(EventParseError::NotARecord));
-        assert!(matches!(parse_line(b"@kestrel 1.5 x"), Err(EventParseError::BadTime(_))));
+        assert!(matches!(
+            parse_line(b"@kestrel 1.5 x"),
+            Err(EventParseError::BadTime(_))
+        ));
         assert!(matches!(
             parse_line(b"@kestrel 1.000000000 Bad"),
             Err(EventParseError::BadKind(_))

@@ -26,7 +26,11 @@ pub enum HostLine {
 
 impl HostInput {
     pub fn open() -> Option<HostInput> {
-        crate::log::port_reader().map(|port| HostInput { port, buf: Vec::new(), eof: false })
+        crate::log::port_reader().map(|port| HostInput {
+            port,
+            buf: Vec::new(),
+            eof: false,
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -39,9 +43,15 @@ impl HostInput {
         let mut chunk = [0u8; 16 * 1024];
         match self.port.read(&mut chunk) {
             Ok(0) => self.eof = true,
-            Ok(n) => self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Ok(n) => self
+                .buf
+                .extend_from_slice(chunk.get(..n).unwrap_or_default()),
             // The port is non-blocking: a wake-up without data is no EOF.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => self.eof = true,
         }
         let mut lines = Vec::new();
@@ -53,7 +63,10 @@ impl HostInput {
             } else if let Ok(ev) = event::parse_line(line) {
                 lines.push(HostLine::Record(ev));
             } else {
-                crate::log::warn(&format!("ignored a malformed line from the host ({} bytes)", line.len()));
+                crate::log::warn(&format!(
+                    "ignored a malformed line from the host ({} bytes)",
+                    line.len()
+                ));
             }
         }
         if self.buf.len() > event::MAX_LINE {

@@ -50,7 +50,9 @@ impl Kmsg {
 }
 
 fn forward_record(record: &[u8]) {
-    let Some(semi) = record.iter().position(|&b| b == b';') else { return };
+    let Some(semi) = record.iter().position(|&b| b == b';') else {
+        return;
+    };
     let (header, rest) = record.split_at(semi);
     let msg = rest.get(1..).unwrap_or_default();
     let msg = msg.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -66,6 +68,11 @@ fn forward_record(record: &[u8]) {
         .unwrap_or_default();
     log::emit(
         kind::KMSG,
-        &[("prio", level.as_bytes()), ("seq", seq), ("ts_us", ts), ("msg", msg)],
+        &[
+            ("prio", level.as_bytes()),
+            ("seq", seq),
+            ("ts_us", ts),
+            ("msg", msg),
+        ],
     );
 }

@@ -34,7 +34,8 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
 fn sink() -> MutexGuard<'static, Sink> {
     // A poisoned lock only means another thread panicked mid-write; the
     // buffer is still usable and PID 1 must go on.
-    SINK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SINK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Guest CLOCK_BOOTTIME in nanoseconds: the clock of every record.
@@ -63,8 +64,11 @@ fn write_port(port: &mut File, data: &[u8]) -> std::io::Result<()> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let timeout = rustix::time::Timespec::try_from(left).map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?;
-                if left.is_zero() || poll(&mut [PollFd::new(&*port, PollFlags::OUT)], Some(&timeout))? == 0 {
+                let timeout = rustix::time::Timespec::try_from(left)
+                    .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?;
+                if left.is_zero()
+                    || poll(&mut [PollFd::new(&*port, PollFlags::OUT)], Some(&timeout))? == 0
+                {
                     return Err(ErrorKind::TimedOut.into());
                 }
             }
@@ -84,7 +88,10 @@ impl Sink {
             self.port = None;
             self.console = true;
             self.dropped += 1;
-            let _ = writeln!(std::io::stderr(), "kestrel: warning: the events port stopped taking records; using the console");
+            let _ = writeln!(
+                std::io::stderr(),
+                "kestrel: warning: the events port stopped taking records; using the console"
+            );
         }
         if self.console {
             let _ = std::io::stdout().write_all(line);
@@ -132,7 +139,10 @@ fn console(level: &str, msg: &str) {
 pub fn error(msg: &str, fatal: bool) {
     emit(
         kind::ERROR,
-        &[("msg", msg.as_bytes()), ("fatal", if fatal { b"yes" } else { b"no" })],
+        &[
+            ("msg", msg.as_bytes()),
+            ("fatal", if fatal { b"yes" } else { b"no" }),
+        ],
     );
     console("error", msg);
 }

@@ -77,7 +77,10 @@ fn main() {
 
 /// Phases 1-7; returns the status the host reports.
 fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
-    log::emit(kind::INIT_START, &[("version", env!("CARGO_PKG_VERSION").as_bytes())]);
+    log::emit(
+        kind::INIT_START,
+        &[("version", env!("CARGO_PKG_VERSION").as_bytes())],
+    );
     stdio::ensure();
     let (early, make_nodes) = mounts::mount_early()?;
     *mounted = early;
@@ -108,7 +111,9 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
 
     hang_if_asked(&opts, "payload");
     let result = match (payload::load_spec()?, &opts.root.device) {
-        (Some(spec), _) => payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from),
+        (Some(spec), _) => {
+            payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from)
+        }
         (None, Some(spec)) => Err(hand_over_to_root(&opts, spec, &mut devices, &mut kmsg)),
         (None, None) => Err(InitError::NothingToDo),
     };
@@ -124,7 +129,12 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
 }
 
 /// Root mode: mount the root and exec its init; returns only on failure.
-fn hand_over_to_root(opts: &BootOptions, spec: &cmdline::RootSpec, devices: &mut devices::Devices, kmsg: &mut Option<kmsg::Kmsg>) -> InitError {
+fn hand_over_to_root(
+    opts: &BootOptions,
+    spec: &cmdline::RootSpec,
+    devices: &mut devices::Devices,
+    kmsg: &mut Option<kmsg::Kmsg>,
+) -> InitError {
     if let Err(e) = root::mount_root(&opts.root, spec, devices, opts.timeout) {
         return e.into();
     }
@@ -140,7 +150,13 @@ fn frozen_plan(opts: &BootOptions) -> Result<Option<Vec<String>>, InitError> {
         return Ok(Some(plan.clone()));
     }
     match std::fs::read_to_string(PLAN_FILE) {
-        Ok(text) => Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())),
+        Ok(text) => Ok(Some(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(InitError::ReadPlan(e)),
     }
@@ -160,7 +176,11 @@ fn forward_kmsg(kmsg: &mut Option<kmsg::Kmsg>) {
 /// Waits for the events port, handling uevents (and so module loads) while
 /// it waits. A missing port is not fatal: the records then go out over the
 /// console, which is slower but loses nothing.
-fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg: &mut Option<kmsg::Kmsg>) {
+fn wait_for_events_port(
+    opts: &BootOptions,
+    devices: &mut devices::Devices,
+    kmsg: &mut Option<kmsg::Kmsg>,
+) {
     let deadline = Instant::now() + opts.timeout;
     loop {
         let found = ports::list_ports(Path::new(ports::VIRTIO_PORTS_CLASS));
@@ -168,10 +188,21 @@ fn wait_for_events_port(opts: &BootOptions, devices: &mut devices::Devices, kmsg
             ports::link_ports(&found);
             // Non-blocking: a host that stops reading must not hang PID 1
             // (see log::write_port).
-            match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(dev) {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(dev)
+            {
                 Ok(port) => {
                     log::attach_port(port);
-                    log::emit(kind::PORT_OPEN, &[("name", EVENTS_PORT.as_bytes()), ("dev", dev.as_os_str().as_encoded_bytes())]);
+                    log::emit(
+                        kind::PORT_OPEN,
+                        &[
+                            ("name", EVENTS_PORT.as_bytes()),
+                            ("dev", dev.as_os_str().as_encoded_bytes()),
+                        ],
+                    );
                 }
                 Err(e) => log::warn(&format!("failed to open {}: {e}", dev.display())),
             }
@@ -212,7 +243,9 @@ fn hang_if_asked(opts: &BootOptions, phase: &str) {
 /// `kestrel.shell`: an interactive shell on the console before power off.
 fn emergency_shell() {
     if !Path::new(EMERGENCY_SHELL).exists() {
-        log::warn(&format!("kestrel.shell: no {EMERGENCY_SHELL} in the initrd"));
+        log::warn(&format!(
+            "kestrel.shell: no {EMERGENCY_SHELL} in the initrd"
+        ));
         return;
     }
     eprintln!("kestrel: starting {EMERGENCY_SHELL}; exit it to power off");

@@ -21,13 +21,48 @@ const NOSUID_NODEV_NOEXEC: MountFlags = MountFlags::NOSUID
 
 /// In order: /dev needs nothing, /dev/pts needs /dev.
 pub const EARLY_MOUNTS: &[Mount] = &[
-    Mount { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: c"", required: true },
-    Mount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: c"", required: true },
+    Mount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: c"",
+        required: true,
+    },
+    Mount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: c"",
+        required: true,
+    },
     // Not required: without devtmpfs /dev becomes a tmpfs and the init
     // makes the nodes itself from MAJOR/MINOR (see devices.rs).
-    Mount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: false },
-    Mount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MountFlags::NOSUID.union(MountFlags::NODEV), data: c"mode=0755", required: false },
-    Mount { source: "devpts", target: "/dev/pts", fstype: "devpts", flags: MountFlags::NOSUID.union(MountFlags::NOEXEC), data: c"gid=5,mode=0620,ptmxmode=0666", required: false },
+    Mount {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MountFlags::NOSUID,
+        data: c"mode=0755",
+        required: false,
+    },
+    Mount {
+        source: "tmpfs",
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: c"mode=0755",
+        required: false,
+    },
+    Mount {
+        source: "devpts",
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
+        data: c"gid=5,mode=0620,ptmxmode=0666",
+        required: false,
+    },
 ];
 
 /// Links udev would make in /dev; failures are harmless.
@@ -60,25 +95,49 @@ pub fn mount_early() -> Result<(Vec<&'static str>, bool), MountError> {
         match result {
             Ok(()) => {
                 mounted.push(m.target);
-                log::emit(kind::MOUNT, &[("target", m.target.as_bytes()), ("fstype", m.fstype.as_bytes())]);
+                log::emit(
+                    kind::MOUNT,
+                    &[
+                        ("target", m.target.as_bytes()),
+                        ("fstype", m.fstype.as_bytes()),
+                    ],
+                );
             }
             // Already mounted (e.g. the kernel mounted devtmpfs itself).
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => mounted.push(m.target),
             Err(_) if m.target == DEV_TMPFS.target => {
                 let d = &DEV_TMPFS;
-                rustix::mount::mount(d.source, d.target, d.fstype, d.flags, d.data)
-                    .map_err(|e| MountError { fstype: d.fstype, target: d.target, source: e.into() })?;
+                rustix::mount::mount(d.source, d.target, d.fstype, d.flags, d.data).map_err(
+                    |e| MountError {
+                        fstype: d.fstype,
+                        target: d.target,
+                        source: e.into(),
+                    },
+                )?;
                 mounted.push(d.target);
                 make_nodes = true;
                 log::warn("no devtmpfs: /dev is a tmpfs and the init makes the device nodes");
                 for (node, major, minor) in STATIC_NODES {
-                    let _ = rustix::fs::mknodat(rustix::fs::CWD, *node, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from_raw_mode(0o666), rustix::fs::makedev(*major, *minor));
+                    let _ = rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        *node,
+                        rustix::fs::FileType::CharacterDevice,
+                        rustix::fs::Mode::from_raw_mode(0o666),
+                        rustix::fs::makedev(*major, *minor),
+                    );
                 }
             }
             Err(source) if m.required => {
-                return Err(MountError { fstype: m.fstype, target: m.target, source });
+                return Err(MountError {
+                    fstype: m.fstype,
+                    target: m.target,
+                    source,
+                });
             }
-            Err(e) => log::warn(&format!("failed to mount {} on {}: {e}", m.fstype, m.target)),
+            Err(e) => log::warn(&format!(
+                "failed to mount {} on {}: {e}",
+                m.fstype, m.target
+            )),
         }
     }
     for (link, target) in DEV_LINKS {
@@ -88,10 +147,25 @@ pub fn mount_early() -> Result<(Vec<&'static str>, bool), MountError> {
 }
 
 /// The fallback /dev when the kernel has no devtmpfs.
-const DEV_TMPFS: Mount = Mount { source: "tmpfs", target: "/dev", fstype: "tmpfs", flags: MountFlags::NOSUID, data: c"mode=0755", required: true };
+const DEV_TMPFS: Mount = Mount {
+    source: "tmpfs",
+    target: "/dev",
+    fstype: "tmpfs",
+    flags: MountFlags::NOSUID,
+    data: c"mode=0755",
+    required: true,
+};
 
 /// Nodes every userspace expects, made only without devtmpfs (which has them).
-const STATIC_NODES: &[(&str, u32, u32)] = &[("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0), ("/dev/ptmx", 5, 2)];
+const STATIC_NODES: &[(&str, u32, u32)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+    ("/dev/ptmx", 5, 2),
+];
 
 /// Unmounts in reverse order; a busy mount is detached lazily.
 pub fn unmount_all(mounted: &[&str]) {

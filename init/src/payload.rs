@@ -45,11 +45,17 @@ pub struct RunSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     #[error("failed to read {path}: {source}")]
-    ReadConfig { path: &'static str, source: std::io::Error },
+    ReadConfig {
+        path: &'static str,
+        source: std::io::Error,
+    },
     #[error("{ARGV} is empty: no payload to run", ARGV = config::ARGV_FILE)]
     EmptyArgv,
     #[error("failed to start {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 impl PayloadError {
@@ -57,7 +63,9 @@ impl PayloadError {
     /// program not found, 126 for one that cannot run.
     pub fn status(&self) -> i32 {
         match self {
-            PayloadError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
+            PayloadError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                127
+            }
             PayloadError::Spawn { .. } => 126,
             _ => 1,
         }
@@ -79,21 +87,36 @@ fn read_config(path: &'static str) -> Result<Option<Vec<u8>>, PayloadError> {
 
 /// The baked payload, or None when the initrd has none.
 pub fn load_spec() -> Result<Option<RunSpec>, PayloadError> {
-    let Some(argv) = read_config(config::ARGV_FILE)? else { return Ok(None) };
+    let Some(argv) = read_config(config::ARGV_FILE)? else {
+        return Ok(None);
+    };
     let argv = decode_list(&argv);
     if argv.is_empty() {
         return Err(PayloadError::EmptyArgv);
     }
-    let env = read_config(config::ENV_FILE)?.map(|e| decode_list(&e)).unwrap_or_default();
+    let env = read_config(config::ENV_FILE)?
+        .map(|e| decode_list(&e))
+        .unwrap_or_default();
     let cwd = read_config(config::CWD_FILE)?;
     let exe = read_config(config::EXE_FILE)?;
     let console = std::path::Path::new(config::CONSOLE_FILE).exists();
     let stdin = std::path::Path::new(config::STDIN_FILE).exists();
-    Ok(Some(RunSpec { argv, exe, env, cwd, console, stdin }))
+    Ok(Some(RunSpec {
+        argv,
+        exe,
+        env,
+        cwd,
+        console,
+        stdin,
+    }))
 }
 
 /// Default environment when the host passes none.
-const DEFAULT_ENV: &[&str] = &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"];
+const DEFAULT_ENV: &[&str] = &[
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/",
+    "TERM=linux",
+];
 
 struct Pipe {
     file: File,
@@ -104,7 +127,11 @@ struct Pipe {
 impl Pipe {
     fn new(fd: OwnedFd, fd_no: &'static [u8]) -> Pipe {
         let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
-        Pipe { file: File::from(fd), fd_no, open: true }
+        Pipe {
+            file: File::from(fd),
+            fd_no,
+            open: true,
+        }
     }
 
     /// Forwards what is readable now; marks the pipe closed at EOF.
@@ -113,7 +140,13 @@ impl Pipe {
         while self.open {
             match self.file.read(&mut buf) {
                 Ok(0) => self.open = false,
-                Ok(n) => log::emit(kind::OUTPUT, &[("fd", self.fd_no), ("data", buf.get(..n).unwrap_or_default())]),
+                Ok(n) => log::emit(
+                    kind::OUTPUT,
+                    &[
+                        ("fd", self.fd_no),
+                        ("data", buf.get(..n).unwrap_or_default()),
+                    ],
+                ),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(_) => self.open = false,
@@ -135,7 +168,11 @@ struct StdinFeeder {
 impl StdinFeeder {
     fn new(fd: OwnedFd) -> StdinFeeder {
         let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
-        StdinFeeder { pipe: File::from(fd), pending: Vec::new(), eof: false }
+        StdinFeeder {
+            pipe: File::from(fd),
+            pending: Vec::new(),
+            eof: false,
+        }
     }
 
     /// Writes what the pipe takes; true when done (EOF reached and all
@@ -158,8 +195,16 @@ impl StdinFeeder {
 }
 
 fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-    poll(&mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)], Some(&zero)).unwrap_or(0) > 0
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(
+        &mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)],
+        Some(&zero),
+    )
+    .unwrap_or(0)
+        > 0
 }
 
 /// The status the host reports for a wait status: the exit code, or
@@ -175,17 +220,31 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
 }
 
 /// Starts the payload and serves it until it exits; returns its status.
-pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: &mut Devices) -> Result<i32, PayloadError> {
+pub fn run(
+    spec: &RunSpec,
+    signals: &OwnedFd,
+    kmsg: &mut Option<Kmsg>,
+    devices: &mut Devices,
+) -> Result<i32, PayloadError> {
     let (arg0, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
     let program = spec.exe.as_deref().unwrap_or(arg0);
     let mut cmd = Command::new(OsStr::from_bytes(program));
-    cmd.arg0(OsStr::from_bytes(arg0)).args(args.iter().map(|a| OsStr::from_bytes(a))).env_clear();
+    cmd.arg0(OsStr::from_bytes(arg0))
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .env_clear();
     if spec.console {
         sys::console_session(&mut cmd);
     } else {
         // Its own process group, so signals to the group spare PID 1.
-        let stdin = if spec.stdin { Stdio::piped() } else { Stdio::null() };
-        cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let stdin = if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         sys::unblock_in_child(&mut cmd);
     }
     let env: Vec<&[u8]> = if spec.env.is_empty() {
@@ -219,8 +278,15 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
     if let Some(err) = child.stderr.take() {
         pipes.push(Pipe::new(err.into(), b"2"));
     }
-    let mut feeder = child.stdin.take().map(|s| StdinFeeder::new(OwnedFd::from(s)));
-    let mut host = if feeder.is_some() { HostInput::open() } else { None };
+    let mut feeder = child
+        .stdin
+        .take()
+        .map(|s| StdinFeeder::new(OwnedFd::from(s)));
+    let mut host = if feeder.is_some() {
+        HostInput::open()
+    } else {
+        None
+    };
     if host.is_none() {
         // No events port to read stdin from: the payload gets EOF at once.
         feeder = None;
@@ -231,11 +297,16 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
 
     loop {
         let linger_left = exited_at.map(|t| OUTPUT_LINGER.saturating_sub(t.elapsed()));
-        if pipes.iter().all(|p| !p.open) && status.is_some() || linger_left == Some(Duration::ZERO) {
+        if pipes.iter().all(|p| !p.open) && status.is_some() || linger_left == Some(Duration::ZERO)
+        {
             break;
         }
         {
-            let mut fds: Vec<PollFd> = pipes.iter().filter(|p| p.open).map(|p| PollFd::new(&p.file, PollFlags::IN)).collect();
+            let mut fds: Vec<PollFd> = pipes
+                .iter()
+                .filter(|p| p.open)
+                .map(|p| PollFd::new(&p.file, PollFlags::IN))
+                .collect();
             fds.push(PollFd::new(signals, PollFlags::IN));
             if let Some(k) = kmsg.as_ref() {
                 fds.push(PollFd::from_borrowed_fd(k.fd(), PollFlags::IN));
@@ -263,7 +334,9 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
             if f.pending.len() < STDIN_PENDING_MAX && !h.eof && readable(h.fd()) {
                 for line in h.read_lines() {
                     match line {
-                        HostLine::Record(ev) if ev.kind == hostin::IN => f.pending.extend_from_slice(ev.get("data").unwrap_or_default()),
+                        HostLine::Record(ev) if ev.kind == hostin::IN => f
+                            .pending
+                            .extend_from_slice(ev.get("data").unwrap_or_default()),
                         HostLine::Record(ev) if ev.kind == hostin::IN_EOF => f.eof = true,
                         _ => {}
                     }
@@ -281,7 +354,9 @@ pub fn run(spec: &RunSpec, signals: &OwnedFd, kmsg: &mut Option<Kmsg>, devices: 
         }
         while let Some(sig) = sys::read_signal(signals) {
             if sig == libc::SIGTERM || sig == libc::SIGINT {
-                if let (Some(pgid), Some(sig)) = (payload, rustix::process::Signal::from_named_raw(sig)) {
+                if let (Some(pgid), Some(sig)) =
+                    (payload, rustix::process::Signal::from_named_raw(sig))
+                {
                     let _ = rustix::process::kill_process_group(pgid, sig);
                 }
             }

@@ -9,7 +9,9 @@ pub const VIRTIO_PORTS_DIR: &str = "/dev/virtio-ports";
 
 /// Every named port now present: (name, device node).
 pub fn list_ports(class_dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(class_dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(class_dir) else {
+        return Vec::new();
+    };
     let mut ports: Vec<(String, PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
@@ -31,7 +33,9 @@ pub fn list_ports(class_dir: &Path) -> Vec<(String, PathBuf)> {
 pub fn link_ports(ports: &[(String, PathBuf)]) {
     let _ = std::fs::create_dir_all(VIRTIO_PORTS_DIR);
     for (name, dev) in ports {
-        let Some(node) = dev.file_name() else { continue };
+        let Some(node) = dev.file_name() else {
+            continue;
+        };
         let link = Path::new(VIRTIO_PORTS_DIR).join(name);
         let _ = std::os::unix::fs::symlink(Path::new("..").join(node), link);
     }
@@ -44,13 +48,20 @@ mod tests {
     #[test]
     fn lists_named_ports_and_refuses_escaping_names() {
         let dir = std::env::temp_dir().join(format!("kestrel-ports-{}", std::process::id()));
-        for (port, name) in [("vport0p1", "org.kestrel.events\n"), ("vport0p2", "../../etc\n"), ("vport0p3", "")] {
+        for (port, name) in [
+            ("vport0p1", "org.kestrel.events\n"),
+            ("vport0p2", "../../etc\n"),
+            ("vport0p3", ""),
+        ] {
             std::fs::create_dir_all(dir.join(port)).unwrap();
             std::fs::write(dir.join(port).join("name"), name).unwrap();
         }
         assert_eq!(
             list_ports(&dir),
-            vec![("org.kestrel.events".to_owned(), PathBuf::from("/dev/vport0p1"))]
+            vec![(
+                "org.kestrel.events".to_owned(),
+                PathBuf::from("/dev/vport0p1")
+            )]
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

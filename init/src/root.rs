@@ -23,21 +23,41 @@ const MOVED_MOUNTS: &[&str] = &["/dev", "/proc", "/sys", "/run"];
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
     #[error("root device {spec} did not appear within {waited:?}; block devices seen: [{seen}] (check root= and that the disk is attached; rootwait waits forever)")]
-    NotFound { spec: RootSpec, waited: Duration, seen: String },
+    NotFound {
+        spec: RootSpec,
+        waited: Duration,
+        seen: String,
+    },
     #[error("failed to mount {dev} ({fstype}) on {NEW_ROOT}: {source}{hint}")]
-    Mount { dev: String, fstype: String, source: std::io::Error, hint: &'static str },
+    Mount {
+        dev: String,
+        fstype: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
     #[error("root device {dev} has no filesystem the init recognises; give rootfstype=")]
     UnknownFs { dev: String },
     #[error("the root filesystem has no {init} (give init=)")]
     NoInit { init: String },
     #[error("failed to switch to the new root: {what}: {source}")]
-    Switch { what: &'static str, source: std::io::Error },
+    Switch {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("failed to start the real init {init}: {source}")]
-    Exec { init: String, source: std::io::Error },
+    Exec {
+        init: String,
+        source: std::io::Error,
+    },
 }
 
 /// Waits for the root device (handling uevents meanwhile) and mounts it.
-pub fn mount_root(opts: &RootOptions, spec: &RootSpec, devices: &mut Devices, timeout: Duration) -> Result<BlockDev, RootError> {
+pub fn mount_root(
+    opts: &RootOptions,
+    spec: &RootSpec,
+    devices: &mut Devices,
+    timeout: Duration,
+) -> Result<BlockDev, RootError> {
     if let Some(delay) = opts.delay {
         std::thread::sleep(delay);
     }
@@ -51,14 +71,22 @@ pub fn mount_root(opts: &RootOptions, spec: &RootSpec, devices: &mut Devices, ti
         let waited = start.elapsed();
         if waited >= timeout && !opts.wait_forever {
             let seen: Vec<String> = devs.iter().map(BlockDev::describe).collect();
-            return Err(RootError::NotFound { spec: spec.clone(), waited, seen: seen.join("; ") });
+            return Err(RootError::NotFound {
+                spec: spec.clone(),
+                waited,
+                seen: seen.join("; "),
+            });
         }
         devices.wait_and_handle(Duration::from_millis(50));
     };
     let fstype = match (&opts.fstype, &dev.fs) {
         (Some(t), _) => t.clone(),
         (None, Some(fs)) => fs.fstype.to_owned(),
-        (None, None) => return Err(RootError::UnknownFs { dev: dev.node().display().to_string() }),
+        (None, None) => {
+            return Err(RootError::UnknownFs {
+                dev: dev.node().display().to_string(),
+            })
+        }
     };
     // The filesystem driver is often a module: modules.alias maps fs-NAME.
     devices.request_aliases(&[format!("fs-{fstype}")]);
@@ -69,15 +97,22 @@ pub fn mount_root(opts: &RootOptions, spec: &RootSpec, devices: &mut Devices, ti
     }
     let data = CString::new(opts.flags.clone().unwrap_or_default()).unwrap_or_default();
     let node = dev.node();
-    rustix::mount::mount(&node, NEW_ROOT, fstype.as_str(), flags, data.as_c_str()).map_err(|e| {
-        let source = std::io::Error::from(e);
-        let hint = if source.raw_os_error() == Some(libc::ENODEV) {
-            " (the kernel does not know this filesystem type and no module provides it)"
-        } else {
-            ""
-        };
-        RootError::Mount { dev: node.display().to_string(), fstype: fstype.clone(), source, hint }
-    })?;
+    rustix::mount::mount(&node, NEW_ROOT, fstype.as_str(), flags, data.as_c_str()).map_err(
+        |e| {
+            let source = std::io::Error::from(e);
+            let hint = if source.raw_os_error() == Some(libc::ENODEV) {
+                " (the kernel does not know this filesystem type and no module provides it)"
+            } else {
+                ""
+            };
+            RootError::Mount {
+                dev: node.display().to_string(),
+                fstype: fstype.clone(),
+                source,
+                hint,
+            }
+        },
+    )?;
     log::emit(
         kind::ROOT,
         &[
@@ -93,10 +128,14 @@ pub fn mount_root(opts: &RootOptions, spec: &RootSpec, devices: &mut Devices, ti
 /// Deletes everything on the initramfs (the filesystem of `dir`), not
 /// descending into other filesystems (the new root, moved mounts).
 fn free_initramfs(dir: &Path, root_dev: u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.dev() != root_dev {
             continue;
         }
@@ -133,9 +172,19 @@ pub fn switch_root(opts: &RootOptions, args: &[std::ffi::OsString]) -> RootError
     if let Ok(meta) = std::fs::metadata("/") {
         free_initramfs(Path::new("/"), meta.dev());
     }
-    let step = |what: &'static str, r: rustix::io::Result<()>| r.map_err(|e| RootError::Switch { what, source: e.into() });
+    let step = |what: &'static str, r: rustix::io::Result<()>| {
+        r.map_err(|e| RootError::Switch {
+            what,
+            source: e.into(),
+        })
+    };
     if let Err(e) = step("chdir", rustix::process::chdir(NEW_ROOT))
-        .and_then(|()| step("move the new root onto /", rustix::mount::mount_move(".", "/")))
+        .and_then(|()| {
+            step(
+                "move the new root onto /",
+                rustix::mount::mount_move(".", "/"),
+            )
+        })
         .and_then(|()| step("chroot", rustix::process::chroot(".")))
         .and_then(|()| step("chdir /", rustix::process::chdir("/")))
     {

@@ -2,8 +2,8 @@
 //! power off. PID 1 must never exit (the kernel would panic), so this
 //! never returns.
 
-use crate::{log, mounts, sys};
 use crate::hostin::{HostInput, HostLine};
+use crate::{log, mounts, sys};
 use kestrel_init::event::kind;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{wait, WaitOptions};
@@ -40,11 +40,24 @@ fn wait_for_ack() {
     let deadline = Instant::now() + ACK_DEADLINE;
     while !input.eof {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(timeout) = rustix::time::Timespec::try_from(left) else { return };
-        if left.is_zero() || poll(&mut [PollFd::from_borrowed_fd(input.fd(), PollFlags::IN)], Some(&timeout)).unwrap_or(0) == 0 {
+        let Ok(timeout) = rustix::time::Timespec::try_from(left) else {
+            return;
+        };
+        if left.is_zero()
+            || poll(
+                &mut [PollFd::from_borrowed_fd(input.fd(), PollFlags::IN)],
+                Some(&timeout),
+            )
+            .unwrap_or(0)
+                == 0
+        {
             return;
         }
-        if input.read_lines().iter().any(|l| matches!(l, HostLine::Ack)) {
+        if input
+            .read_lines()
+            .iter()
+            .any(|l| matches!(l, HostLine::Ack))
+        {
             return;
         }
     }
@@ -60,7 +73,13 @@ pub fn power_off(status: i32, mounted: &[&str]) -> ! {
     mounts::unmount_all(mounted);
     let status_s = status.to_string();
     let dropped = log::dropped().to_string();
-    log::emit(kind::POWEROFF, &[("status", status_s.as_bytes()), ("dropped", dropped.as_bytes())]);
+    log::emit(
+        kind::POWEROFF,
+        &[
+            ("status", status_s.as_bytes()),
+            ("dropped", dropped.as_bytes()),
+        ],
+    );
     wait_for_ack();
     loop {
         let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);

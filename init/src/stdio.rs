@@ -14,7 +14,12 @@ pub fn ensure() {
             .read(fd == 0)
             .write(fd != 0)
             .open("/dev/console")
-            .or_else(|_| std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"));
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+            });
         let Ok(file) = file else { continue };
         let owned = OwnedFd::from(file);
         if owned.as_raw_fd() == fd {

@@ -9,7 +9,12 @@
 //! A missing tool fails the test (it does not skip): `make test` installs
 //! them. Debian packages: e2fsprogs xfsprogs btrfs-progs dosfstools
 //! util-linux fdisk gdisk genisoimage.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel_init::probe::{
     encode_link_name, probe_filesystem, probe_partitions, Filesystem, PartitionTable, ProbeError,

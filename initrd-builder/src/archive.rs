@@ -569,12 +569,38 @@ impl Archive {
         )
     }
 
-    pub fn add_char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), InitrdError> {
-        self.add_node(path, Node::CharDev { mode: mode & PERM_MASK, major, minor })
+    pub fn add_char_dev(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), InitrdError> {
+        self.add_node(
+            path,
+            Node::CharDev {
+                mode: mode & PERM_MASK,
+                major,
+                minor,
+            },
+        )
     }
 
-    pub fn add_block_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<(), InitrdError> {
-        self.add_node(path, Node::BlockDev { mode: mode & PERM_MASK, major, minor })
+    pub fn add_block_dev(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), InitrdError> {
+        self.add_node(
+            path,
+            Node::BlockDev {
+                mode: mode & PERM_MASK,
+                major,
+                minor,
+            },
+        )
     }
 
     fn add_node(&mut self, path: &str, node: Node) -> Result<(), InitrdError> {

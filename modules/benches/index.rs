@@ -3,7 +3,12 @@
 
 // Test code: a failed expectation must stop the run loudly (clippy.toml
 // allows this in unit tests; integration tests and benches need it spelled out).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 
@@ -18,17 +23,25 @@ mod common;
 const Q35_FIXTURE: &str = include_str!("../tests/fixtures/guest-modaliases-q35.txt");
 
 fn modaliases() -> Vec<&'static str> {
-    Q35_FIXTURE.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+    Q35_FIXTURE
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
     let dir = PathBuf::from("/lib/modules").join(common::kernel());
     let dir = dir.as_path();
     if !dir.join("modules.dep").exists() {
-        eprintln!("SKIPPING kestrel-modules benchmarks: {} is not installed", dir.display());
+        eprintln!(
+            "SKIPPING kestrel-modules benchmarks: {} is not installed",
+            dir.display()
+        );
         return;
     }
-    c.bench_function("index_load_debian_6.1", |b| b.iter(|| ModuleIndex::load(black_box(dir)).unwrap()));
+    c.bench_function("index_load_debian_6.1", |b| {
+        b.iter(|| ModuleIndex::load(black_box(dir)).unwrap())
+    });
     let index = ModuleIndex::load(dir).unwrap();
     let fixture = modaliases();
     c.bench_function("lookup_alias_q35_fixture", |b| {
@@ -40,23 +53,41 @@ fn bench(c: &mut Criterion) {
             n
         })
     });
-    let requests: Vec<Request> = fixture.iter().map(|m| Request::Alias((*m).to_owned())).collect();
-    c.bench_function("plan_q35_fixture", |b| b.iter(|| index.plan(black_box(&requests)).unwrap()));
+    let requests: Vec<Request> = fixture
+        .iter()
+        .map(|m| Request::Alias((*m).to_owned()))
+        .collect();
+    c.bench_function("plan_q35_fixture", |b| {
+        b.iter(|| index.plan(black_box(&requests)).unwrap())
+    });
     // What the init really reads: the subset the initrd builder writes for
     // the q35 guest's modules.
     let plan = index.plan(&requests).unwrap();
-    let names: std::collections::BTreeSet<String> = plan.modules.iter().map(|m| m.name.clone()).collect();
+    let names: std::collections::BTreeSet<String> =
+        plan.modules.iter().map(|m| m.name.clone()).collect();
     let subset_dir = tempfile::tempdir().unwrap();
     for (file, bytes) in index.subset_files(&names) {
         std::fs::write(subset_dir.path().join(file), bytes).unwrap();
     }
     let sub = subset_dir.path();
-    c.bench_function("index_load_q35_subset", |b| b.iter(|| ModuleIndex::load(black_box(sub)).unwrap()));
+    c.bench_function("index_load_q35_subset", |b| {
+        b.iter(|| ModuleIndex::load(black_box(sub)).unwrap())
+    });
     c.bench_function("load_and_plan_q35_subset", |b| {
-        b.iter(|| ModuleIndex::load(sub).unwrap().plan(black_box(&requests)).unwrap())
+        b.iter(|| {
+            ModuleIndex::load(sub)
+                .unwrap()
+                .plan(black_box(&requests))
+                .unwrap()
+        })
     });
     c.bench_function("load_and_plan_q35_fixture", |b| {
-        b.iter(|| ModuleIndex::load(dir).unwrap().plan(black_box(&requests)).unwrap())
+        b.iter(|| {
+            ModuleIndex::load(dir)
+                .unwrap()
+                .plan(black_box(&requests))
+                .unwrap()
+        })
     });
 }
 

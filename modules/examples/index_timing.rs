@@ -1,13 +1,20 @@
 //! Prints how long each step of loading the index takes (release build):
 //! `cargo run --release -p kestrel-modules --example index_timing [DIR]`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::time::Instant;
 
 use kestrel_modules::ModuleIndex;
 
 fn main() -> Result<(), kestrel_modules::ModulesError> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "/lib/modules/6.1.0-56-amd64".to_owned());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/lib/modules/6.1.0-56-amd64".to_owned());
     let dir = std::path::Path::new(&dir);
     let t = Instant::now();
     let dep = std::fs::read(dir.join("modules.dep")).unwrap_or_default();
@@ -21,7 +28,14 @@ fn main() -> Result<(), kestrel_modules::ModulesError> {
     let mut index = None;
     for _ in 0..50 {
         let t = Instant::now();
-        let i = ModuleIndex::from_bytes(dir, dep.clone(), alias.clone(), softdep.clone(), builtin.clone(), modinfo.clone())?;
+        let i = ModuleIndex::from_bytes(
+            dir,
+            dep.clone(),
+            alias.clone(),
+            softdep.clone(),
+            builtin.clone(),
+            modinfo.clone(),
+        )?;
         parse = parse.min(t.elapsed());
         index = Some(i);
     }
@@ -37,10 +51,23 @@ fn main() -> Result<(), kestrel_modules::ModulesError> {
         }
         best
     };
-    let only_dep = min_of(&|| ModuleIndex::from_bytes(dir, dep.clone(), Vec::new(), None, None, None));
-    let only_alias = min_of(&|| ModuleIndex::from_bytes(dir, Vec::new(), alias.clone(), None, None, None));
-    let rest = min_of(&|| ModuleIndex::from_bytes(dir, Vec::new(), Vec::new(), softdep.clone(), builtin.clone(), modinfo.clone()));
-    println!("modules.dep alone {only_dep:?}, modules.alias alone {only_alias:?}, the others {rest:?}");
+    let only_dep =
+        min_of(&|| ModuleIndex::from_bytes(dir, dep.clone(), Vec::new(), None, None, None));
+    let only_alias =
+        min_of(&|| ModuleIndex::from_bytes(dir, Vec::new(), alias.clone(), None, None, None));
+    let rest = min_of(&|| {
+        ModuleIndex::from_bytes(
+            dir,
+            Vec::new(),
+            Vec::new(),
+            softdep.clone(),
+            builtin.clone(),
+            modinfo.clone(),
+        )
+    });
+    println!(
+        "modules.dep alone {only_dep:?}, modules.alias alone {only_alias:?}, the others {rest:?}"
+    );
     let mut load = std::time::Duration::MAX;
     let mut index2 = None;
     for _ in 0..50 {

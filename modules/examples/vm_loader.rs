@@ -9,7 +9,12 @@
 //!        plans /modaliases against /lib/modules/$(uname -r), loads the plan
 //!        with N threads, prints one `KESTREL-VM` line per module and a
 //!        summary, then powers off. Never run it as init on the host.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,7 +24,8 @@ use kestrel_modules::loader::{self, LoadEvent};
 use kestrel_modules::{ModuleIndex, Request};
 
 fn read_modaliases(path: &Path) -> Result<Vec<Request>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("failed to read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
     Ok(text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -29,24 +35,35 @@ fn read_modaliases(path: &Path) -> Result<Vec<Request>, String> {
 
 fn prepare(module_dir: &Path, modaliases: &Path, out: &Path) -> Result<(), String> {
     let index = ModuleIndex::load(module_dir).map_err(|e| e.to_string())?;
-    let plan = index.plan(&read_modaliases(modaliases)?).map_err(|e| e.to_string())?;
-    let release = module_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let plan = index
+        .plan(&read_modaliases(modaliases)?)
+        .map_err(|e| e.to_string())?;
+    let release = module_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tree = out.join("lib/modules").join(release);
     let mut names = std::collections::BTreeSet::new();
     for m in &plan.modules {
-        let rel = index.module_relpath(&m.name).ok_or_else(|| format!("no path for {}", m.name))?;
+        let rel = index
+            .module_relpath(&m.name)
+            .ok_or_else(|| format!("no path for {}", m.name))?;
         let dst = tree.join(rel);
         if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
         }
-        std::fs::copy(&m.path, &dst).map_err(|e| format!("failed to copy {}: {e}", m.path.display()))?;
+        std::fs::copy(&m.path, &dst)
+            .map_err(|e| format!("failed to copy {}: {e}", m.path.display()))?;
         names.insert(m.name.clone());
         println!("{} {}", m.name, rel);
     }
     for (file, bytes) in index.subset_files(&names) {
-        std::fs::write(tree.join(&file), bytes).map_err(|e| format!("failed to write {file}: {e}"))?;
+        std::fs::write(tree.join(&file), bytes)
+            .map_err(|e| format!("failed to write {file}: {e}"))?;
     }
-    std::fs::copy(modaliases, out.join("modaliases")).map_err(|e| format!("failed to copy the list: {e}"))?;
+    std::fs::copy(modaliases, out.join("modaliases"))
+        .map_err(|e| format!("failed to copy the list: {e}"))?;
     Ok(())
 }
 
@@ -56,7 +73,11 @@ fn guest() -> Result<(), String> {
         // Already mounted is fine.
         let _ = mount(fs, dir, fs, MountFlags::empty(), None);
     }
-    if let Ok(console) = rustix::fs::open("/dev/console", rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty()) {
+    if let Ok(console) = rustix::fs::open(
+        "/dev/console",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    ) {
         let _ = rustix::stdio::dup2_stdout(&console);
         let _ = rustix::stdio::dup2_stderr(&console);
     }
@@ -67,11 +88,16 @@ fn guest() -> Result<(), String> {
         .find_map(|t| t.strip_prefix("kestrel.threads="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let mut config = Config::new();
     config.apply_kernel_cmdline(&tokens);
     let t0 = loader::boottime();
-    let index = ModuleIndex::load(&Path::new("/lib/modules").join(&release)).map_err(|e| e.to_string())?.with_config(config);
+    let index = ModuleIndex::load(&Path::new("/lib/modules").join(&release))
+        .map_err(|e| e.to_string())?
+        .with_config(config);
     let t_index = loader::boottime();
     let requests = read_modaliases(Path::new("/modaliases"))?;
     let plan = index.plan_lenient(&requests);
@@ -79,7 +105,8 @@ fn guest() -> Result<(), String> {
     // Twice more, now that the binary's pages and the heap are warm.
     let t_warm = loader::boottime();
     for _ in 0..2 {
-        let i = ModuleIndex::load(&Path::new("/lib/modules").join(&release)).map_err(|e| e.to_string())?;
+        let i = ModuleIndex::load(&Path::new("/lib/modules").join(&release))
+            .map_err(|e| e.to_string())?;
         let _ = i.plan_lenient(&requests);
     }
     let warm = loader::boottime().saturating_sub(t_warm) / 2;
@@ -118,9 +145,12 @@ fn guest() -> Result<(), String> {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let (Some("prepare"), Some(dir), Some(list), Some(out)) =
-        (args.get(1).map(String::as_str), args.get(2), args.get(3), args.get(4))
-    {
+    if let (Some("prepare"), Some(dir), Some(list), Some(out)) = (
+        args.get(1).map(String::as_str),
+        args.get(2),
+        args.get(3),
+        args.get(4),
+    ) {
         return match prepare(Path::new(dir), Path::new(list), Path::new(out)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

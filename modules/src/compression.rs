@@ -56,7 +56,9 @@ impl Compression {
     /// Reads what the running kernel supports from `sys_file` (normally
     /// [`SYS_MODULE_COMPRESSION`]); absent or unreadable means none.
     pub fn kernel_support(sys_file: &Path) -> Option<Self> {
-        std::fs::read(sys_file).ok().and_then(|c| Compression::from_sysfs(&c))
+        std::fs::read(sys_file)
+            .ok()
+            .and_then(|c| Compression::from_sysfs(&c))
     }
 }
 
@@ -82,9 +84,18 @@ mod tests {
 
     #[test]
     fn formats_from_names() {
-        assert_eq!(Compression::from_path(Path::new("a/ext4.ko.xz")), Some(Compression::Xz));
-        assert_eq!(Compression::from_path(Path::new("a/ext4.ko.zst")), Some(Compression::Zstd));
-        assert_eq!(Compression::from_path(Path::new("a/ext4.ko.gz")), Some(Compression::Gzip));
+        assert_eq!(
+            Compression::from_path(Path::new("a/ext4.ko.xz")),
+            Some(Compression::Xz)
+        );
+        assert_eq!(
+            Compression::from_path(Path::new("a/ext4.ko.zst")),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::from_path(Path::new("a/ext4.ko.gz")),
+            Some(Compression::Gzip)
+        );
         assert_eq!(Compression::from_path(Path::new("a/ext4.ko")), None);
     }
 
@@ -94,14 +105,20 @@ mod tests {
         assert_eq!(Compression::from_sysfs(b"xz\n"), Some(Compression::Xz));
         assert_eq!(Compression::from_sysfs(b"gzip\n"), Some(Compression::Gzip));
         assert_eq!(Compression::from_sysfs(b"lz4\n"), None);
-        assert_eq!(Compression::kernel_support(Path::new("/nonexistent/kestrel/compression")), None);
+        assert_eq!(
+            Compression::kernel_support(Path::new("/nonexistent/kestrel/compression")),
+            None
+        );
     }
 
     #[test]
     fn decompression_decision() {
         let xz = Path::new("m.ko.xz");
         assert_eq!(decompress_needed(xz, Some(Compression::Xz)), None);
-        assert_eq!(decompress_needed(xz, Some(Compression::Zstd)), Some(Compression::Xz));
+        assert_eq!(
+            decompress_needed(xz, Some(Compression::Zstd)),
+            Some(Compression::Xz)
+        );
         assert_eq!(decompress_needed(xz, None), Some(Compression::Xz));
         assert_eq!(decompress_needed(Path::new("m.ko"), None), None);
     }

@@ -13,8 +13,12 @@ use crate::ModulesError;
 
 /// Directories kmod 30 reads by default, in its priority order: a file name
 /// found in an earlier directory hides the same name in a later one.
-pub const DEFAULT_CONFIG_DIRS: [&str; 4] =
-    ["/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/lib/modprobe.d"];
+pub const DEFAULT_CONFIG_DIRS: [&str; 4] = [
+    "/etc/modprobe.d",
+    "/run/modprobe.d",
+    "/usr/local/lib/modprobe.d",
+    "/lib/modprobe.d",
+];
 
 /// A config file or line longer than this is refused (named bound; real
 /// modprobe.d files are a few KiB).
@@ -116,20 +120,36 @@ impl Config {
             let meta = match std::fs::metadata(path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ModulesError::Read { path: path.to_path_buf(), source: e }),
+                Err(e) => {
+                    return Err(ModulesError::Read {
+                        path: path.to_path_buf(),
+                        source: e,
+                    })
+                }
             };
             if meta.is_file() {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 add(name, path.to_path_buf(), &mut files);
                 continue;
             }
-            let entries =
-                std::fs::read_dir(path).map_err(|e| ModulesError::Read { path: path.to_path_buf(), source: e })?;
+            let entries = std::fs::read_dir(path).map_err(|e| ModulesError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
             let mut names = Vec::new();
             for entry in entries {
-                let entry = entry.map_err(|e| ModulesError::Read { path: path.to_path_buf(), source: e })?;
+                let entry = entry.map_err(|e| ModulesError::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || name.len() < 6 || !(name.ends_with(".conf") || name.ends_with(".alias")) {
+                if name.starts_with('.')
+                    || name.len() < 6
+                    || !(name.ends_with(".conf") || name.ends_with(".alias"))
+                {
                     continue;
                 }
                 if entry.path().is_dir() {
@@ -147,7 +167,9 @@ impl Config {
         let mut config = Config::new();
         for (name, path) in files {
             let text = read_bounded(&path)?;
-            config.parse_into(&text, &name).map_err(|e| e.with_path(&path))?;
+            config
+                .parse_into(&text, &name)
+                .map_err(|e| e.with_path(&path))?;
         }
         Ok(config)
     }
@@ -182,8 +204,15 @@ impl Config {
                 }
                 continue;
             }
-            let value = if value.contains(char::is_whitespace) { format!("\"{value}\"") } else { value.to_owned() };
-            self.options.push(ConfigOptions { module: normalize_config_word(module), options: format!("{name}={value}") });
+            let value = if value.contains(char::is_whitespace) {
+                format!("\"{value}\"")
+            } else {
+                value.to_owned()
+            };
+            self.options.push(ConfigOptions {
+                module: normalize_config_word(module),
+                options: format!("{name}={value}"),
+            });
         }
     }
 
@@ -197,10 +226,14 @@ impl Config {
             let Some(cmd) = next_word(&mut rest) else {
                 continue;
             };
-            let bad = |what: &str| format!("{file} line {lineno}: ignoring bad line starting with '{what}'");
+            let bad = |what: &str| {
+                format!("{file} line {lineno}: ignoring bad line starting with '{what}'")
+            };
             match cmd {
                 "alias" => {
-                    let (Some(pattern), Some(module)) = (next_word(&mut rest), next_word(&mut rest)) else {
+                    let (Some(pattern), Some(module)) =
+                        (next_word(&mut rest), next_word(&mut rest))
+                    else {
                         self.warnings.push(bad(cmd));
                         continue;
                     };
@@ -217,7 +250,8 @@ impl Config {
                     self.blacklist.push(normalize_config_word(module));
                 }
                 "options" => {
-                    let (Some(module), Some(options)) = (next_word(&mut rest), remainder(rest)) else {
+                    let (Some(module), Some(options)) = (next_word(&mut rest), remainder(rest))
+                    else {
                         self.warnings.push(bad(cmd));
                         continue;
                     };
@@ -241,10 +275,16 @@ impl Config {
                 }
                 "install" => {
                     let module = next_word(&mut rest).unwrap_or_default().to_owned();
-                    return Err(ModulesError::InstallUnsupported { file: file.to_owned(), line: lineno, module });
+                    return Err(ModulesError::InstallUnsupported {
+                        file: file.to_owned(),
+                        line: lineno,
+                        module,
+                    });
                 }
                 "remove" | "include" | "config" => {
-                    self.warnings.push(format!("{file} line {lineno}: '{cmd}' lines are not used by Kestrel; ignored"));
+                    self.warnings.push(format!(
+                        "{file} line {lineno}: '{cmd}' lines are not used by Kestrel; ignored"
+                    ));
                 }
                 _ => self.warnings.push(bad(cmd)),
             }
@@ -255,11 +295,20 @@ impl Config {
 
 /// Reads a whole file, refusing files over [`MAX_CONFIG_FILE`].
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, ModulesError> {
-    let meta = std::fs::metadata(path).map_err(|e| ModulesError::Read { path: path.to_path_buf(), source: e })?;
+    let meta = std::fs::metadata(path).map_err(|e| ModulesError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     if meta.len() > MAX_CONFIG_FILE {
-        return Err(ModulesError::TooLarge { path: path.to_path_buf(), limit: MAX_CONFIG_FILE });
+        return Err(ModulesError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_FILE,
+        });
     }
-    std::fs::read(path).map_err(|e| ModulesError::Read { path: path.to_path_buf(), source: e })
+    std::fs::read(path).map_err(|e| ModulesError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Lines joined across a trailing backslash (kmod `getline_wrapped`), with
@@ -325,7 +374,10 @@ fn parse_softdep(text: &str) -> (Vec<String>, Vec<String>) {
     }
     let mut mode = Mode::None;
     let (mut pre, mut post) = (Vec::new(), Vec::new());
-    for word in text.split(|c: char| c.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(|c: char| c.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
         match (word, mode) {
             ("pre:", _) => mode = Mode::Pre,
             ("post:", _) => mode = Mode::Post,
@@ -355,13 +407,25 @@ mod tests {
             options lonely\n\
             \n   \n";
         let c = Config::parse(text, "test.conf").unwrap();
-        assert_eq!(c.aliases, vec![ConfigAlias { pattern: "my_alias".into(), module: "snd_pcsp".into() }]);
+        assert_eq!(
+            c.aliases,
+            vec![ConfigAlias {
+                pattern: "my_alias".into(),
+                module: "snd_pcsp".into()
+            }]
+        );
         assert_eq!(
             c.options,
             vec![
-                ConfigOptions { module: "snd_pcsp".into(), options: "index=-2 foo=1".into() },
+                ConfigOptions {
+                    module: "snd_pcsp".into(),
+                    options: "index=-2 foo=1".into()
+                },
                 // kmod keeps the blanks after the one delimiter that ended the name.
-                ConfigOptions { module: "ext4".into(), options: " a=1".into() },
+                ConfigOptions {
+                    module: "ext4".into(),
+                    options: " a=1".into()
+                },
             ]
         );
         assert_eq!(c.blacklist, vec!["pcspkr".to_owned()]);
@@ -375,7 +439,11 @@ mod tests {
 
     #[test]
     fn install_is_rejected_with_a_clear_message() {
-        let err = Config::parse(b"options a b=1\ninstall foo /sbin/modprobe --ignore-install foo\n", "x.conf").unwrap_err();
+        let err = Config::parse(
+            b"options a b=1\ninstall foo /sbin/modprobe --ignore-install foo\n",
+            "x.conf",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("x.conf line 2"), "{msg}");
         assert!(msg.contains("install"), "{msg}");
@@ -403,14 +471,26 @@ mod tests {
             "console=ttyS0,115200n8.x",
             "e1000e.InterruptThrottleRate=1.5",
         ]);
-        assert_eq!(c.blacklist, vec!["snd_pcsp".to_owned(), "floppy".to_owned()]);
+        assert_eq!(
+            c.blacklist,
+            vec!["snd_pcsp".to_owned(), "floppy".to_owned()]
+        );
         assert_eq!(c.hard_blacklist, vec!["evil".to_owned()]);
         assert_eq!(
             c.options,
             vec![
-                ConfigOptions { module: "virtio_net".into(), options: "napi_tx=1".into() },
-                ConfigOptions { module: "foo".into(), options: "bar=\"a b\"".into() },
-                ConfigOptions { module: "e1000e".into(), options: "InterruptThrottleRate=1.5".into() },
+                ConfigOptions {
+                    module: "virtio_net".into(),
+                    options: "napi_tx=1".into()
+                },
+                ConfigOptions {
+                    module: "foo".into(),
+                    options: "bar=\"a b\"".into()
+                },
+                ConfigOptions {
+                    module: "e1000e".into(),
+                    options: "InterruptThrottleRate=1.5".into()
+                },
             ]
         );
     }
@@ -424,7 +504,15 @@ mod tests {
         std::fs::write(b.path().join("a.conf"), "blacklist from_b_a\n").unwrap();
         std::fs::write(b.path().join("ignored.txt"), "blacklist nope\n").unwrap();
         std::fs::write(b.path().join("m.alias"), "blacklist from_b_m\n").unwrap();
-        let c = Config::load_paths(&[a.path(), b.path(), Path::new("/nonexistent/kestrel")]).unwrap();
-        assert_eq!(c.blacklist, vec!["from_b_a".to_owned(), "from_b_m".to_owned(), "from_a_z".to_owned()]);
+        let c =
+            Config::load_paths(&[a.path(), b.path(), Path::new("/nonexistent/kestrel")]).unwrap();
+        assert_eq!(
+            c.blacklist,
+            vec![
+                "from_b_a".to_owned(),
+                "from_b_m".to_owned(),
+                "from_a_z".to_owned()
+            ]
+        );
     }
 }

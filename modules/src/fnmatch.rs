@@ -50,7 +50,10 @@ pub fn fnmatch(pattern: &[u8], subject: &[u8]) -> bool {
                         Some(_) => Step::Mismatch,
                     },
                     b'[' => match bracket(pattern, p + 1, sc) {
-                        Bracket::Done { matched: true, next } => Step::Advance(next),
+                        Bracket::Done {
+                            matched: true,
+                            next,
+                        } => Step::Advance(next),
                         Bracket::Done { matched: false, .. } | Bracket::Fail => Step::Mismatch,
                         Bracket::Literal if sc == b'[' => Step::Advance(p + 1),
                         Bracket::Literal => Step::Mismatch,
@@ -227,7 +230,10 @@ fn bracket(pat: &[u8], start: usize, sc: u8) -> Bracket {
         }
     };
     let Some(mut p) = matched else {
-        return Bracket::Done { matched: negate, next: p };
+        return Bracket::Done {
+            matched: negate,
+            next: p,
+        };
     };
     // Phase 2 (glibc's `matched:`): skip the rest of the expression.
     loop {
@@ -287,7 +293,10 @@ fn bracket(pat: &[u8], start: usize, sc: u8) -> Bracket {
             break;
         }
     }
-    Bracket::Done { matched: !negate, next: p }
+    Bracket::Done {
+        matched: !negate,
+        next: p,
+    }
 }
 
 /// glibc's range step after a member `cold`: `c` is the byte after the
@@ -346,10 +355,22 @@ mod tests {
     #[test]
     fn modalias_patterns() {
         let p = b"pci:v00001AF4d00001001sv*sd*bc*sc*i*";
-        assert!(fnmatch(p, b"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"));
-        assert!(!fnmatch(p, b"pci:v00001AF4d00001000sv00001AF4sd00000002bc01sc00i00"));
-        assert!(fnmatch(b"usb:v13FDp3940d0[0-2]*dc*", b"usb:v13FDp3940d0100dcFF"));
-        assert!(!fnmatch(b"usb:v13FDp3940d0[0-2]*dc*", b"usb:v13FDp3940d0300dcFF"));
+        assert!(fnmatch(
+            p,
+            b"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"
+        ));
+        assert!(!fnmatch(
+            p,
+            b"pci:v00001AF4d00001000sv00001AF4sd00000002bc01sc00i00"
+        ));
+        assert!(fnmatch(
+            b"usb:v13FDp3940d0[0-2]*dc*",
+            b"usb:v13FDp3940d0100dcFF"
+        ));
+        assert!(!fnmatch(
+            b"usb:v13FDp3940d0[0-2]*dc*",
+            b"usb:v13FDp3940d0300dcFF"
+        ));
         assert!(fnmatch(b"a?c", b"abc"));
         assert!(!fnmatch(b"a?c", b"ac"));
         assert!(fnmatch(b"*", b""));
@@ -368,14 +389,40 @@ mod tests {
     #[test]
     fn agrees_with_libc_on_classes_and_odd_brackets() {
         let pats: &[&[u8]] = &[
-            b"[[:alpha:]]", b"[[:digit:]]", b"[[:space:]]", b"[[:upper:][:lower:]]", b"[[:bogus:]]",
-            b"[[:alpha]", b"[[=a=]]", b"[[.a.]]", b"[[.a.]-c]", b"[a-[.c.]]", b"[\\]]", b"[\\", b"[a\\",
-            b"[[a", b"[[", b"[", b"[!", b"[!]", b"[]", b"[]a]", b"[!]a]", b"[z-a]", b"[a-\\z]", b"[:a:]",
-            b"*[a", b"*[b", b"a*[", b"[[:zz:]]", b"[[:a-z:]]", b"[[=ab=]]",
+            b"[[:alpha:]]",
+            b"[[:digit:]]",
+            b"[[:space:]]",
+            b"[[:upper:][:lower:]]",
+            b"[[:bogus:]]",
+            b"[[:alpha]",
+            b"[[=a=]]",
+            b"[[.a.]]",
+            b"[[.a.]-c]",
+            b"[a-[.c.]]",
+            b"[\\]]",
+            b"[\\",
+            b"[a\\",
+            b"[[a",
+            b"[[",
+            b"[",
+            b"[!",
+            b"[!]",
+            b"[]",
+            b"[]a]",
+            b"[!]a]",
+            b"[z-a]",
+            b"[a-\\z]",
+            b"[:a:]",
+            b"*[a",
+            b"*[b",
+            b"a*[",
+            b"[[:zz:]]",
+            b"[[:a-z:]]",
+            b"[[=ab=]]",
         ];
         let subjects: &[&[u8]] = &[
-            b"a", b"b", b"c", b"z", b"A", b"7", b" ", b"[", b"]", b"\\", b"-", b":", b"[a", b"[[a", b"[[", b"xa", b"x[b",
-            b"a[", b"", b"=", b".",
+            b"a", b"b", b"c", b"z", b"A", b"7", b" ", b"[", b"]", b"\\", b"-", b":", b"[a", b"[[a",
+            b"[[", b"xa", b"x[b", b"a[", b"", b"=", b".",
         ];
         for p in pats {
             for s in subjects {
@@ -396,7 +443,10 @@ mod tests {
 
     /// 20,000 cases per property by default; PROPTEST_CASES overrides.
     fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000)
     }
 
     proptest! {

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigSoftdep, MODULES_SOFTDEP};
 use crate::fnmatch::fnmatch;
-use crate::names::{name_from_path, normalize_name, normalize_name_bytes, normalize_pattern, normalize_query};
+use crate::names::{
+    name_from_path, normalize_name, normalize_name_bytes, normalize_pattern, normalize_query,
+};
 use crate::ModulesError;
 
 /// Largest index file accepted (named bound; Debian's modules.alias is
@@ -95,7 +97,11 @@ fn fx_hash(bytes: &[u8]) -> u64 {
 
 impl DepIndex {
     fn find(&self, name: &[u8]) -> Option<u32> {
-        let mut i = self.table.get(bucket(fx_hash(name), self.table.len())).copied().unwrap_or(NO_MODULE);
+        let mut i = self
+            .table
+            .get(bucket(fx_hash(name), self.table.len()))
+            .copied()
+            .unwrap_or(NO_MODULE);
         while let Some(m) = self.modules.get(i as usize) {
             if m.name.as_bytes() == name {
                 return Some(i);
@@ -106,7 +112,9 @@ impl DepIndex {
     }
 
     fn push(&mut self, mut m: Module) -> Option<u32> {
-        let id = u32::try_from(self.modules.len()).ok().filter(|&id| id != NO_MODULE)?;
+        let id = u32::try_from(self.modules.len())
+            .ok()
+            .filter(|&id| id != NO_MODULE)?;
         let b = bucket(fx_hash(m.name.as_bytes()), self.table.len());
         let slot = self.table.get_mut(b)?;
         m.next = *slot;
@@ -277,16 +285,20 @@ fn head_hash(bytes: &[u8]) -> u64 {
 
 /// The literal head of a pattern as libkmod's trie walk sees it.
 fn wild_head(pattern: &[u8]) -> usize {
-    pattern.iter().position(|b| matches!(b, b'*' | b'?' | b'[')).unwrap_or(pattern.len())
+    pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'['))
+        .unwrap_or(pattern.len())
 }
 
 /// libkmod's `index_searchwild` test for one key: the literal head must be
 /// equal byte for byte, the rest is matched with fnmatch.
 pub(crate) fn wild_match(pattern: &[u8], head: usize, query: &[u8]) -> bool {
     match (pattern.get(..head), query.get(..head)) {
-        (Some(p), Some(q)) if p == q => {
-            fnmatch(pattern.get(head..).unwrap_or_default(), query.get(head..).unwrap_or_default())
-        }
+        (Some(p), Some(q)) if p == q => fnmatch(
+            pattern.get(head..).unwrap_or_default(),
+            query.get(head..).unwrap_or_default(),
+        ),
         _ => false,
     }
 }
@@ -294,11 +306,20 @@ pub(crate) fn wild_match(pattern: &[u8], head: usize, query: &[u8]) -> bool {
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ModulesError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ModulesError::Read { path: path.to_path_buf(), source: e }),
-        Ok(meta) if meta.len() > MAX_INDEX_FILE => {
-            Err(ModulesError::TooLarge { path: path.to_path_buf(), limit: MAX_INDEX_FILE })
-        }
-        Ok(_) => std::fs::read(path).map(Some).map_err(|e| ModulesError::Read { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(ModulesError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        Ok(meta) if meta.len() > MAX_INDEX_FILE => Err(ModulesError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_INDEX_FILE,
+        }),
+        Ok(_) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| ModulesError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            }),
     }
 }
 
@@ -333,7 +354,14 @@ impl ModuleIndex {
         let softdep_text = read_optional(&dir.join(MODULES_SOFTDEP))?;
         let builtin_text = read_optional(&dir.join("modules.builtin"))?;
         let modinfo_text = read_optional(&dir.join("modules.builtin.modinfo"))?;
-        Self::from_bytes(dir, dep_text, alias_text, softdep_text, builtin_text, modinfo_text)
+        Self::from_bytes(
+            dir,
+            dep_text,
+            alias_text,
+            softdep_text,
+            builtin_text,
+            modinfo_text,
+        )
     }
 
     /// Builds an index from file contents (`dir` is only used to make
@@ -346,7 +374,11 @@ impl ModuleIndex {
         builtin_text: Option<Vec<u8>>,
         modinfo_text: Option<Vec<u8>>,
     ) -> Result<Self, ModulesError> {
-        let DepIndex { modules, dep_ids, table } = parse_dep(&dir.join("modules.dep"), &dep_text)?;
+        let DepIndex {
+            modules,
+            dep_ids,
+            table,
+        } = parse_dep(&dir.join("modules.dep"), &dep_text)?;
         let mut index = ModuleIndex {
             dir: dir.to_path_buf(),
             dep_text,
@@ -425,7 +457,9 @@ impl ModuleIndex {
 
     /// The alias patterns of modules.alias with their module, in file order.
     pub fn alias_patterns(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.aliases.iter().map(|a| (self.pattern(a), slice(&self.alias_text, a.name)))
+        self.aliases
+            .iter()
+            .map(|a| (self.pattern(a), slice(&self.alias_text, a.name)))
     }
 
     fn merge_softdeps(&mut self) {
@@ -443,7 +477,8 @@ impl ModuleIndex {
         // modules.alias lists each module's aliases together: remember the
         // last name looked up.
         let mut last: (&[u8], u32) = (&[], fallback_priority);
-        self.aliases.reserve(memchr::memchr_iter(b'\n', &text).count() + 1);
+        self.aliases
+            .reserve(memchr::memchr_iter(b'\n', &text).count() + 1);
         for (a, b) in lines(&text) {
             let line = text.get(a..b).unwrap_or_default();
             let Some(rest) = line.strip_prefix(b"alias ") else {
@@ -456,7 +491,10 @@ impl ModuleIndex {
             let pat_start = a + 6;
             let pat_end = pat_start + sp;
             let name_bytes = rest.get(sp + 1..).unwrap_or_default();
-            let name_len = name_bytes.iter().position(|&c| c == b' ' || c == b'\t').unwrap_or(name_bytes.len());
+            let name_len = name_bytes
+                .iter()
+                .position(|&c| c == b' ' || c == b'\t')
+                .unwrap_or(name_bytes.len());
             let name_start = pat_end + 1;
             let pattern = rest.get(..sp).unwrap_or_default();
             // depmod normalises patterns for modules.alias.bin and drops
@@ -583,7 +621,12 @@ impl ModuleIndex {
         // 2. A module name (names never contain ':').
         if !query.contains(':') {
             if let Some(id) = self.id_of(&query) {
-                return vec![Resolved { name: query.clone(), id: Some(id), builtin: false, alias: None }];
+                return vec![Resolved {
+                    name: query.clone(),
+                    id: Some(id),
+                    builtin: false,
+                    alias: None,
+                }];
             }
         }
         // 3. modules.symbols is not read: only symbol_request() uses it.
@@ -595,9 +638,17 @@ impl ModuleIndex {
         for &k in &self.head_lengths {
             let Some(head) = q.get(..k) else { break };
             let h = head_hash(head);
-            let mut i = self.alias_table.get(bucket(h, buckets)).copied().unwrap_or(NO_ALIAS);
+            let mut i = self
+                .alias_table
+                .get(bucket(h, buckets))
+                .copied()
+                .unwrap_or(NO_ALIAS);
             while let Some(a) = self.aliases.get(i as usize) {
-                if a.hash == h && a.head as usize == k && a.needs & !have == 0 && wild_match(self.pattern(a), k, q) {
+                if a.hash == h
+                    && a.head as usize == k
+                    && a.needs & !have == 0
+                    && wild_match(self.pattern(a), k, q)
+                {
                     hits.push((a.priority, i));
                 }
                 i = a.next;
@@ -615,12 +666,22 @@ impl ModuleIndex {
         }
         // 6. A builtin module name.
         if self.builtin.contains(query.as_str()) {
-            return vec![Resolved { name: query.clone(), id: None, builtin: true, alias: None }];
+            return vec![Resolved {
+                name: query.clone(),
+                id: None,
+                builtin: true,
+                alias: None,
+            }];
         }
         // 7. Builtin aliases (modules.builtin.modinfo).
         for b in &self.builtin_aliases {
             if wild_match(&b.pattern, wild_head(&b.pattern), q) {
-                out.push(Resolved { name: b.module.clone(), id: None, builtin: true, alias: Some(query.clone()) });
+                out.push(Resolved {
+                    name: b.module.clone(),
+                    id: None,
+                    builtin: true,
+                    alias: Some(query.clone()),
+                });
             }
         }
         out
@@ -629,7 +690,12 @@ impl ModuleIndex {
     fn resolve(&self, name: &str, alias: Option<String>, force_builtin: bool) -> Resolved {
         let id = self.id_of(name);
         let builtin = force_builtin || (id.is_none() && self.builtin.contains(name));
-        Resolved { name: name.to_owned(), id, builtin, alias }
+        Resolved {
+            name: name.to_owned(),
+            id,
+            builtin,
+            alias,
+        }
     }
 
     /// Whether `name` is compiled into the kernel (modules.builtin).
@@ -641,7 +707,8 @@ impl ModuleIndex {
     pub fn module_path(&self, name: &str) -> Option<PathBuf> {
         use std::os::unix::ffi::OsStrExt;
         let id = self.id_of(&normalize_name(name))?;
-        self.rel_bytes_of(id).map(|rel| self.dir.join(std::ffi::OsStr::from_bytes(rel)))
+        self.rel_bytes_of(id)
+            .map(|rel| self.dir.join(std::ffi::OsStr::from_bytes(rel)))
     }
 
     /// Path of module relative to the index dir, as written in modules.dep
@@ -654,7 +721,11 @@ impl ModuleIndex {
     /// The module id of a normalised name.
     pub(crate) fn id_of(&self, name: &str) -> Option<u32> {
         let name = name.as_bytes();
-        let mut i = self.name_table.get(bucket(fx_hash(name), self.name_table.len())).copied().unwrap_or(NO_MODULE);
+        let mut i = self
+            .name_table
+            .get(bucket(fx_hash(name), self.name_table.len()))
+            .copied()
+            .unwrap_or(NO_MODULE);
         while let Some(m) = self.modules.get(i as usize) {
             if m.name.as_bytes() == name {
                 return Some(i);
@@ -667,7 +738,10 @@ impl ModuleIndex {
     /// The dependencies of a module (ids, modules.dep order).
     pub(crate) fn deps_of(&self, id: u32) -> &[u32] {
         match self.modules.get(id as usize) {
-            Some(m) => self.dep_ids.get(m.deps.0 as usize..m.deps.1 as usize).unwrap_or_default(),
+            Some(m) => self
+                .dep_ids
+                .get(m.deps.0 as usize..m.deps.1 as usize)
+                .unwrap_or_default(),
             None => &[],
         }
     }
@@ -675,7 +749,9 @@ impl ModuleIndex {
     /// The path of a module as written in modules.dep, as bytes (paths
     /// need not be UTF-8).
     pub(crate) fn rel_bytes_of(&self, id: u32) -> Option<&[u8]> {
-        self.modules.get(id as usize).map(|m| slice(&self.dep_text, m.rel))
+        self.modules
+            .get(id as usize)
+            .map(|m| slice(&self.dep_text, m.rel))
     }
 
     /// The path of a module as written in modules.dep.
@@ -730,9 +806,13 @@ impl ModuleIndex {
                 let keep = if line.starts_with(b"#") {
                     true
                 } else {
-                    let mut words = line.split(|c| c.is_ascii_whitespace()).filter(|w| !w.is_empty());
+                    let mut words = line
+                        .split(|c| c.is_ascii_whitespace())
+                        .filter(|w| !w.is_empty());
                     match (words.next(), words.next()) {
-                        (Some(b"softdep"), Some(module)) => wanted.contains(&normalize_name_bytes(module)),
+                        (Some(b"softdep"), Some(module)) => {
+                            wanted.contains(&normalize_name_bytes(module))
+                        }
                         _ => false,
                     }
                 };
@@ -785,7 +865,8 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<DepIndex, ModulesError> {
         line,
         message: message.to_owned(),
     };
-    let to_u32 = |x: usize, line: usize| u32::try_from(x).map_err(|_| parse_err(line, "file too large"));
+    let to_u32 =
+        |x: usize, line: usize| u32::try_from(x).map_err(|_| parse_err(line, "file too large"));
     let line_count = memchr::memchr_iter(b'\n', text).count() + 1;
     let mut index = DepIndex {
         modules: Vec::with_capacity(line_count),
@@ -793,7 +874,8 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<DepIndex, ModulesError> {
         table: vec![NO_MODULE; (line_count * 2).next_power_of_two().max(16)],
     };
     // Dependencies are written as the same paths as the line heads.
-    let mut by_path: FxMap<&[u8], u32> = FxMap::with_capacity_and_hasher(line_count, FxBuild::default());
+    let mut by_path: FxMap<&[u8], u32> =
+        FxMap::with_capacity_and_hasher(line_count, FxBuild::default());
     // (module id, where its dependency list starts and ends, line number)
     let mut dep_lists: Vec<(u32, usize, usize, usize)> = Vec::with_capacity(line_count);
     for (lineno, (a, b)) in lines(text).enumerate() {
@@ -819,7 +901,9 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<DepIndex, ModulesError> {
             line: Some((to_u32(a, lineno + 1)?, to_u32(a + line.len(), lineno + 1)?)),
             next: NO_MODULE,
         };
-        let id = index.push(module).ok_or_else(|| parse_err(lineno + 1, "too many modules"))?;
+        let id = index
+            .push(module)
+            .ok_or_else(|| parse_err(lineno + 1, "too many modules"))?;
         by_path.insert(rel, id);
         dep_lists.push((id, a + colon + 1, a + line.len(), lineno + 1));
     }
@@ -843,12 +927,17 @@ fn parse_dep(path: &Path, text: &[u8]) -> Result<DepIndex, ModulesError> {
                             // Named only as a dependency: known by its path.
                             let module = Module {
                                 name,
-                                rel: (to_u32(word_start, lineno)?, to_u32(word_start + word.len(), lineno)?),
+                                rel: (
+                                    to_u32(word_start, lineno)?,
+                                    to_u32(word_start + word.len(), lineno)?,
+                                ),
                                 deps: (0, 0),
                                 line: None,
                                 next: NO_MODULE,
                             };
-                            index.push(module).ok_or_else(|| parse_err(lineno, "too many modules"))?
+                            index
+                                .push(module)
+                                .ok_or_else(|| parse_err(lineno, "too many modules"))?
                         }
                     }
                 }
@@ -870,14 +959,20 @@ fn parse_builtin_modinfo(text: &[u8]) -> Vec<BuiltinAlias> {
         let Some(dot) = memchr::memchr(b'.', rec) else {
             continue;
         };
-        let (module, kv) = (rec.get(..dot).unwrap_or_default(), rec.get(dot + 1..).unwrap_or_default());
+        let (module, kv) = (
+            rec.get(..dot).unwrap_or_default(),
+            rec.get(dot + 1..).unwrap_or_default(),
+        );
         let Some(value) = kv.strip_prefix(b"alias=") else {
             continue;
         };
         let Some(pattern) = normalize_pattern(value) else {
             continue;
         };
-        out.push(BuiltinAlias { pattern, module: normalize_name_bytes(module) });
+        out.push(BuiltinAlias {
+            pattern,
+            module: normalize_name_bytes(module),
+        });
     }
     out
 }
@@ -896,7 +991,15 @@ mod tests {
             .to_vec();
         let builtin = b"kernel/fs/ext4/ext4.ko\nkernel/net/unix/unix.ko\n".to_vec();
         let modinfo = b"unix.alias=net-pf-1\0unix.license=GPL\0ext4.alias=fs-ext4\0".to_vec();
-        ModuleIndex::from_bytes(Path::new("/lib/modules/test"), dep, alias, None, Some(builtin), Some(modinfo)).unwrap()
+        ModuleIndex::from_bytes(
+            Path::new("/lib/modules/test"),
+            dep,
+            alias,
+            None,
+            Some(builtin),
+            Some(modinfo),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -923,9 +1026,17 @@ mod tests {
         let i = index();
         // a is before d in modules.dep, so it comes first although its alias
         // line is later.
-        assert_eq!(i.lookup_alias("pci:v00001234d00000001sv00000000sd00000000bc00sc00i00"), vec!["a", "d"]);
-        assert_eq!(i.lookup_alias("pci:v00001234d00000002sv00000000sd00000000bc00sc00i00"), vec!["d"]);
-        assert!(i.lookup_alias("pci:v00004321d00000001sv0sd0bc0sc0i0").is_empty());
+        assert_eq!(
+            i.lookup_alias("pci:v00001234d00000001sv00000000sd00000000bc00sc00i00"),
+            vec!["a", "d"]
+        );
+        assert_eq!(
+            i.lookup_alias("pci:v00001234d00000002sv00000000sd00000000bc00sc00i00"),
+            vec!["d"]
+        );
+        assert!(i
+            .lookup_alias("pci:v00004321d00000001sv0sd0bc0sc0i0")
+            .is_empty());
     }
 
     #[test]
@@ -937,7 +1048,10 @@ mod tests {
         assert_eq!(i.lookup_alias("usb:v1p1zz"), vec!["c"]);
         assert!(i.lookup_alias("usb:v1p3zz").is_empty());
         assert_eq!(i.module_relpath("b-x"), Some("kernel/b-x.ko"));
-        assert_eq!(i.module_path("a"), Some(PathBuf::from("/lib/modules/test/kernel/a.ko")));
+        assert_eq!(
+            i.module_path("a"),
+            Some(PathBuf::from("/lib/modules/test/kernel/a.ko"))
+        );
         assert_eq!(i.module_path("zzz"), None);
     }
 
@@ -955,7 +1069,11 @@ mod tests {
     fn relative_dir_gives_absolute_paths() {
         let dir = tempfile::tempdir_in(".").unwrap();
         std::fs::write(dir.path().join("modules.dep"), "kernel/a.ko:\n").unwrap();
-        let rel = dir.path().strip_prefix(std::env::current_dir().unwrap()).unwrap_or(dir.path()).to_path_buf();
+        let rel = dir
+            .path()
+            .strip_prefix(std::env::current_dir().unwrap())
+            .unwrap_or(dir.path())
+            .to_path_buf();
         let i = ModuleIndex::load(&rel).unwrap();
         let p = i.module_path("a").unwrap();
         assert!(p.is_absolute(), "{}", p.display());
@@ -972,9 +1090,16 @@ mod tests {
 
     #[test]
     fn malformed_dep_line_is_an_error() {
-        let err = ModuleIndex::from_bytes(Path::new("/x"), b"kernel/a.ko\n".to_vec(), Vec::new(), None, None, None)
-            .unwrap_err()
-            .to_string();
+        let err = ModuleIndex::from_bytes(
+            Path::new("/x"),
+            b"kernel/a.ko\n".to_vec(),
+            Vec::new(),
+            None,
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 
@@ -983,13 +1108,22 @@ mod tests {
         let i = index();
         let names: BTreeSet<String> = ["b_x".to_owned(), "c".to_owned()].into();
         let files: HashMap<String, Vec<u8>> = i.subset_files(&names).into_iter().collect();
-        assert_eq!(files["modules.dep"], b"kernel/b-x.ko: kernel/c.ko\nkernel/c.ko:\n");
+        assert_eq!(
+            files["modules.dep"],
+            b"kernel/b-x.ko: kernel/c.ko\nkernel/c.ko:\n"
+        );
         assert_eq!(
             files["modules.alias"],
             b"# Aliases extracted from modules themselves.\nalias fs-foo b_x\nalias usb:v1p[0-2]* c\n"
         );
-        assert_eq!(files["modules.builtin"], b"kernel/fs/ext4/ext4.ko\nkernel/net/unix/unix.ko\n");
-        assert_eq!(files["modules.builtin.modinfo"], b"unix.alias=net-pf-1\0ext4.alias=fs-ext4\0");
+        assert_eq!(
+            files["modules.builtin"],
+            b"kernel/fs/ext4/ext4.ko\nkernel/net/unix/unix.ko\n"
+        );
+        assert_eq!(
+            files["modules.builtin.modinfo"],
+            b"unix.alias=net-pf-1\0ext4.alias=fs-ext4\0"
+        );
         // The subset loads and resolves the same way.
         let sub = ModuleIndex::from_bytes(
             Path::new("/x"),

@@ -133,7 +133,11 @@ impl ModulesError {
     fn with_path(self, path: &Path) -> Self {
         match self {
             ModulesError::InstallUnsupported { line, module, .. } => {
-                ModulesError::InstallUnsupported { file: path.display().to_string(), line, module }
+                ModulesError::InstallUnsupported {
+                    file: path.display().to_string(),
+                    line,
+                    module,
+                }
             }
             other => other,
         }

@@ -139,7 +139,9 @@ impl LoadError {
     /// The errno of a failed open or finit_module.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            LoadError::Open { source, .. } | LoadError::Insert { source, .. } => source.raw_os_error(),
+            LoadError::Open { source, .. } | LoadError::Insert { source, .. } => {
+                source.raw_os_error()
+            }
             _ => None,
         }
     }
@@ -182,7 +184,9 @@ impl KernelInserter {
 
     /// Reads the compression support from another file (tests, dry runs).
     pub fn with_sys_file(sys_file: &Path) -> Self {
-        KernelInserter { kernel_compression: Compression::kernel_support(sys_file) }
+        KernelInserter {
+            kernel_compression: Compression::kernel_support(sys_file),
+        }
     }
 }
 
@@ -207,13 +211,27 @@ impl Inserter for KernelInserter {
             flags |= MODULE_INIT_COMPRESSED_FILE;
         }
         let options =
-            CString::new(entry.options.as_bytes()).map_err(|_| LoadError::BadOptions { module: entry.name.clone() })?;
-        let fd = rustix::fs::open(&entry.path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-            .map_err(|e| LoadError::Open { module: entry.name.clone(), path: entry.path.clone(), source: e.into() })?;
+            CString::new(entry.options.as_bytes()).map_err(|_| LoadError::BadOptions {
+                module: entry.name.clone(),
+            })?;
+        let fd = rustix::fs::open(
+            &entry.path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| LoadError::Open {
+            module: entry.name.clone(),
+            path: entry.path.clone(),
+            source: e.into(),
+        })?;
         match rustix::system::finit_module(&fd, &options, flags) {
             Ok(()) => Ok(Loaded::Inserted),
             Err(rustix::io::Errno::EXIST) => Ok(Loaded::AlreadyLoaded),
-            Err(e) => Err(LoadError::Insert { module: entry.name.clone(), path: entry.path.clone(), source: e.into() }),
+            Err(e) => Err(LoadError::Insert {
+                module: entry.name.clone(),
+                path: entry.path.clone(),
+                source: e.into(),
+            }),
         }
     }
 }
@@ -233,7 +251,11 @@ const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
 impl Inserter for CheckOnlyInserter {
     fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
         use std::io::Read;
-        let open_err = |e: std::io::Error| LoadError::Open { module: entry.name.clone(), path: entry.path.clone(), source: e };
+        let open_err = |e: std::io::Error| LoadError::Open {
+            module: entry.name.clone(),
+            path: entry.path.clone(),
+            source: e,
+        };
         let mut head = [0u8; 6];
         let mut file = std::fs::File::open(&entry.path).map_err(open_err)?;
         let mut got = 0;
@@ -267,14 +289,21 @@ impl Inserter for CheckOnlyInserter {
 /// CLOCK_BOOTTIME now.
 pub fn boottime() -> Duration {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0))
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Loads the plan with up to `threads` worker threads (1 = sequential in
 /// plan order); a module starts as soon as all its deps are live; failures
 /// are reported and their dependents skipped; the rest goes on. Calls
 /// `on_event` once per module (from any thread).
-pub fn load_plan(plan: &Plan, threads: usize, on_event: &(dyn Fn(&LoadEvent) + Sync)) -> LoadReport {
+pub fn load_plan(
+    plan: &Plan,
+    threads: usize,
+    on_event: &(dyn Fn(&LoadEvent) + Sync),
+) -> LoadReport {
     load_plan_with(plan, threads, &KernelInserter::new(), on_event)
 }
 
@@ -340,7 +369,14 @@ pub fn load_plan_with(
         last_end: Duration::ZERO,
     });
     let wake = Condvar::new();
-    let shared = Shared { plan, users: &users, state: &state, wake: &wake, inserter, on_event };
+    let shared = Shared {
+        plan,
+        users: &users,
+        state: &state,
+        wake: &wake,
+        inserter,
+        on_event,
+    };
 
     // Entries with impossible dependencies are reported first, their users
     // skipped; the others with no dependencies are ready.
@@ -348,7 +384,9 @@ pub fn load_plan_with(
         let mut skips = Vec::new();
         if let Ok(mut st) = state.lock() {
             for k in 0..n {
-                if invalid.get(k).copied().unwrap_or(false) && st.status.get(k) == Some(&Status::Waiting) {
+                if invalid.get(k).copied().unwrap_or(false)
+                    && st.status.get(k) == Some(&Status::Waiting)
+                {
                     shared.fail_and_skip(&mut st, k, &mut skips);
                 }
             }
@@ -377,7 +415,10 @@ pub fn load_plan_with(
     match state.into_inner() {
         Ok(st) => {
             let mut report = st.report;
-            report.wall = st.first_start.map(|s| st.last_end.saturating_sub(s)).unwrap_or_default();
+            report.wall = st
+                .first_start
+                .map(|s| st.last_end.saturating_sub(s))
+                .unwrap_or_default();
             report
         }
         Err(poisoned) => poisoned.into_inner().report,
@@ -395,7 +436,11 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn name(&self, k: usize) -> String {
-        self.plan.modules.get(k).map(|e| e.name.clone()).unwrap_or_default()
+        self.plan
+            .modules
+            .get(k)
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
     }
 
     /// Marks `k` as not loadable because of an invalid plan (when `skips`
@@ -422,11 +467,21 @@ impl Shared<'_> {
 
     /// `k` failed: its users are skipped, transitively, except those for
     /// which it (or a skipped module) is only a softdep: they go on.
-    fn skip_users(&self, st: &mut State, k: usize, cause: &str, skips: &mut Vec<(usize, Option<String>)>) {
+    fn skip_users(
+        &self,
+        st: &mut State,
+        k: usize,
+        cause: &str,
+        skips: &mut Vec<(usize, Option<String>)>,
+    ) {
         let mut stack = vec![k];
         while let Some(x) = stack.pop() {
             for &u in self.users.get(x).map(Vec::as_slice).unwrap_or_default() {
-                let soft = self.plan.modules.get(u).is_some_and(|e| e.soft_deps.contains(&x));
+                let soft = self
+                    .plan
+                    .modules
+                    .get(u)
+                    .is_some_and(|e| e.soft_deps.contains(&x));
                 if soft {
                     Self::release(st, u);
                 } else if st.status.get(u) == Some(&Status::Waiting) {
@@ -443,12 +498,25 @@ impl Shared<'_> {
     }
 
     fn emit_skip(&self, k: usize, cause: Option<String>, thread: usize) {
-        let Some(entry) = self.plan.modules.get(k) else { return };
+        let Some(entry) = self.plan.modules.get(k) else {
+            return;
+        };
         let outcome = Err(match cause {
-            Some(dependency) => LoadError::DependencyFailed { module: entry.name.clone(), dependency },
-            None => LoadError::InvalidPlan { module: entry.name.clone() },
+            Some(dependency) => LoadError::DependencyFailed {
+                module: entry.name.clone(),
+                dependency,
+            },
+            None => LoadError::InvalidPlan {
+                module: entry.name.clone(),
+            },
         });
-        (self.on_event)(&LoadEvent { entry, start: boottime(), duration: Duration::ZERO, thread, outcome });
+        (self.on_event)(&LoadEvent {
+            entry,
+            start: boottime(),
+            duration: Duration::ZERO,
+            thread,
+            outcome,
+        });
     }
 
     fn work(&self, thread: usize) {
@@ -456,7 +524,9 @@ impl Shared<'_> {
         loop {
             // Take the ready module earliest in plan order.
             let k = {
-                let Ok(mut st) = self.state.lock() else { return };
+                let Ok(mut st) = self.state.lock() else {
+                    return;
+                };
                 loop {
                     if st.finished >= n {
                         self.wake.notify_all();
@@ -466,7 +536,9 @@ impl Shared<'_> {
                         // A module can be queued twice (released as a soft
                         // user and found ready by the start-up scan) or be
                         // skipped after it was queued: only a waiting one runs.
-                        if st.status.get(k) != Some(&Status::Waiting) || self.plan.modules.get(k).is_none() {
+                        if st.status.get(k) != Some(&Status::Waiting)
+                            || self.plan.modules.get(k).is_none()
+                        {
                             continue;
                         }
                         if let Some(s) = st.status.get_mut(k) {
@@ -481,7 +553,8 @@ impl Shared<'_> {
                         // that only softdep on it are released and still run.
                         let mut skips = Vec::new();
                         for x in 0..n {
-                            let stuck = st.status.get(x) == Some(&Status::Waiting) && st.remaining.get(x).is_some_and(|&r| r > 0);
+                            let stuck = st.status.get(x) == Some(&Status::Waiting)
+                                && st.remaining.get(x).is_some_and(|&r| r > 0);
                             if stuck {
                                 self.fail_and_skip(&mut st, x, &mut skips);
                             }
@@ -503,7 +576,9 @@ impl Shared<'_> {
                     };
                 }
             };
-            let Some(entry) = self.plan.modules.get(k) else { continue };
+            let Some(entry) = self.plan.modules.get(k) else {
+                continue;
+            };
             let start = boottime();
             let outcome = self.inserter.insert(entry);
             let end = boottime();
@@ -534,7 +609,13 @@ impl Shared<'_> {
                 }
                 self.wake.notify_all();
             }
-            (self.on_event)(&LoadEvent { entry, start, duration: end.saturating_sub(start), thread, outcome });
+            (self.on_event)(&LoadEvent {
+                entry,
+                start,
+                duration: end.saturating_sub(start),
+                thread,
+                outcome,
+            });
             for (x, cause) in skips {
                 self.emit_skip(x, cause, thread);
             }
@@ -593,7 +674,11 @@ mod tests {
                 let live = self.live.lock().unwrap();
                 for &d in entry.deps.iter().filter(|d| !entry.soft_deps.contains(d)) {
                     let dep = &self.plan.modules[d].name;
-                    assert!(live.contains(dep), "{} started before its dependency {dep}", entry.name);
+                    assert!(
+                        live.contains(dep),
+                        "{} started before its dependency {dep}",
+                        entry.name
+                    );
                 }
             }
             let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
@@ -620,7 +705,13 @@ mod tests {
     fn plan() -> Plan {
         // a, b independent; c needs a; d needs c and b; e independent.
         Plan {
-            modules: vec![entry("a", &[]), entry("b", &[]), entry("c", &[0]), entry("d", &[1, 2]), entry("e", &[])],
+            modules: vec![
+                entry("a", &[]),
+                entry("b", &[]),
+                entry("c", &[0]),
+                entry("d", &[1, 2]),
+                entry("e", &[]),
+            ],
             notes: Vec::new(),
         }
     }
@@ -656,7 +747,14 @@ mod tests {
         let p = plan();
         let fake = Fake::new(&p);
         let (report, events) = run(&p, &fake, 3);
-        assert_eq!(report, LoadReport { loaded: 5, wall: report.wall, ..Default::default() });
+        assert_eq!(
+            report,
+            LoadReport {
+                loaded: 5,
+                wall: report.wall,
+                ..Default::default()
+            }
+        );
         assert_eq!(events.len(), 5);
         assert!(fake.max_concurrent.load(Ordering::SeqCst) >= 2);
         assert!(report.wall >= Duration::from_millis(10));
@@ -681,9 +779,15 @@ mod tests {
             assert!(!calls.contains(&"c".to_owned()) && !calls.contains(&"d".to_owned()));
             let a = events.iter().find(|e| e.0 == "a").unwrap();
             let msg = a.1.as_ref().unwrap_err();
-            assert!(msg.contains("failed to insert module a") && msg.contains("os error 22"), "{msg}");
+            assert!(
+                msg.contains("failed to insert module a") && msg.contains("os error 22"),
+                "{msg}"
+            );
             let d = events.iter().find(|e| e.0 == "d").unwrap();
-            assert_eq!(d.1.as_ref().unwrap_err(), "skipped module d: its dependency a failed to load");
+            assert_eq!(
+                d.1.as_ref().unwrap_err(),
+                "skipped module d: its dependency a failed to load"
+            );
         }
     }
 
@@ -693,17 +797,27 @@ mod tests {
     fn a_failed_softdep_does_not_skip_its_user() {
         let mut x = entry("x", &[0, 1]);
         x.soft_deps = vec![0];
-        let p = Plan { modules: vec![entry("soft", &[]), entry("hard", &[]), x, entry("y", &[0])], notes: vec![] };
+        let p = Plan {
+            modules: vec![entry("soft", &[]), entry("hard", &[]), x, entry("y", &[0])],
+            notes: vec![],
+        };
         let mut fake = Fake::new(&p);
         fake.fail.insert("soft".to_owned(), 19);
         for threads in [1, 3] {
             fake.calls.lock().unwrap().clear();
             fake.live.lock().unwrap().clear();
             let (report, events) = run(&p, &fake, threads);
-            assert_eq!((report.failed, report.loaded, report.skipped), (1, 2, 1), "{events:?}");
+            assert_eq!(
+                (report.failed, report.loaded, report.skipped),
+                (1, 2, 1),
+                "{events:?}"
+            );
             assert!(events.iter().find(|e| e.0 == "x").unwrap().1.is_ok());
             let y = events.iter().find(|e| e.0 == "y").unwrap();
-            assert_eq!(y.1.as_ref().unwrap_err(), "skipped module y: its dependency soft failed to load");
+            assert_eq!(
+                y.1.as_ref().unwrap_err(),
+                "skipped module y: its dependency soft failed to load"
+            );
         }
     }
 
@@ -714,7 +828,16 @@ mod tests {
     fn a_module_released_twice_loads_once_and_nothing_is_lost() {
         let mut u = entry("u", &[0]);
         u.soft_deps = vec![0];
-        let p = Plan { modules: vec![entry("x", &[99]), u, entry("a", &[]), entry("b", &[]), entry("c", &[2])], notes: vec![] };
+        let p = Plan {
+            modules: vec![
+                entry("x", &[99]),
+                u,
+                entry("a", &[]),
+                entry("b", &[]),
+                entry("c", &[2]),
+            ],
+            notes: vec![],
+        };
         let fake = Fake::new(&p);
         for threads in [1, 4] {
             fake.calls.lock().unwrap().clear();
@@ -730,14 +853,25 @@ mod tests {
 
     #[test]
     fn invalid_plan_does_not_hang() {
-        let p = Plan { modules: vec![entry("x", &[1]), entry("y", &[0]), entry("z", &[7]), entry("w", &[])], notes: vec![] };
+        let p = Plan {
+            modules: vec![
+                entry("x", &[1]),
+                entry("y", &[0]),
+                entry("z", &[7]),
+                entry("w", &[]),
+            ],
+            notes: vec![],
+        };
         let fake = Fake::new(&p);
         let (report, events) = run(&p, &fake, 2);
         assert_eq!(report.loaded, 1);
         assert_eq!(report.skipped, 3);
         assert_eq!(events.len(), 4);
         // Two invalid entries, the second a user of the first: one event each.
-        let p = Plan { modules: vec![entry("a", &[9]), entry("b", &[0, 9]), entry("c", &[])], notes: vec![] };
+        let p = Plan {
+            modules: vec![entry("a", &[9]), entry("b", &[0, 9]), entry("c", &[])],
+            notes: vec![],
+        };
         let fake = Fake::new(&p);
         let (report, events) = run(&p, &fake, 1);
         assert_eq!((report.loaded, report.skipped), (1, 2));
@@ -755,15 +889,22 @@ mod tests {
 
     #[test]
     fn kernel_inserter_reports_missing_file_and_unsupported_compression() {
-        let k = KernelInserter { kernel_compression: None };
+        let k = KernelInserter {
+            kernel_compression: None,
+        };
         let err = k.insert(&entry("nope_kestrel_missing", &[])).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(2), "{err}");
-        assert!(err.to_string().contains("/m/nope_kestrel_missing.ko"), "{err}");
+        assert!(
+            err.to_string().contains("/m/nope_kestrel_missing.ko"),
+            "{err}"
+        );
         let mut e = entry("xzmod", &[]);
         e.path = PathBuf::from("/m/xzmod.ko.xz");
         let err = k.insert(&e).unwrap_err().to_string();
         assert_eq!(err, "failed to insert module xzmod from /m/xzmod.ko.xz: it is xz-compressed and the kernel cannot decompress modules");
-        let k = KernelInserter { kernel_compression: Some(Compression::Zstd) };
+        let k = KernelInserter {
+            kernel_compression: Some(Compression::Zstd),
+        };
         let err = k.insert(&e).unwrap_err().to_string();
         assert!(err.ends_with("the kernel only decompresses zstd"), "{err}");
         let mut e = entry("nul", &[]);
@@ -834,9 +975,17 @@ mod tests {
         assert_eq!(c.insert(&good).unwrap(), Loaded::Inserted);
         assert_eq!(c.insert(&xz).unwrap(), Loaded::Inserted);
         let err = c.insert(&bad).unwrap_err().to_string();
-        assert!(err.starts_with("failed to check module bad at ") && err.contains("it is not an ELF object"), "{err}");
+        assert!(
+            err.starts_with("failed to check module bad at ")
+                && err.contains("it is not an ELF object"),
+            "{err}"
+        );
         assert!(matches!(c.insert(&short), Err(LoadError::BadFile { .. })));
-        assert!(c.insert(&fake_zst).unwrap_err().to_string().contains("it is not zstd data"));
+        assert!(c
+            .insert(&fake_zst)
+            .unwrap_err()
+            .to_string()
+            .contains("it is not zstd data"));
         let missing = entry("missing_kestrel", &[]);
         assert_eq!(c.insert(&missing).unwrap_err().raw_os_error(), Some(2));
     }

@@ -117,18 +117,27 @@ mod tests {
     fn names() {
         assert_eq!(normalize_name("snd-hda-intel"), "snd_hda_intel");
         assert_eq!(normalize_name("ext4.ko"), "ext4");
-        assert_eq!(name_from_path(b"kernel/drivers/usb/host/ehci-hcd.ko"), "ehci_hcd");
+        assert_eq!(
+            name_from_path(b"kernel/drivers/usb/host/ehci-hcd.ko"),
+            "ehci_hcd"
+        );
         assert_eq!(name_from_path(b"kernel/fs/ext4/ext4.ko.xz"), "ext4");
         assert_eq!(name_from_path(b"virtio_blk.ko"), "virtio_blk");
     }
 
     #[test]
     fn aliases() {
-        assert_eq!(normalize_query("crypto-crc32c").as_deref(), Some("crypto_crc32c"));
+        assert_eq!(
+            normalize_query("crypto-crc32c").as_deref(),
+            Some("crypto_crc32c")
+        );
         assert_eq!(normalize_query("a[x-y]-b").as_deref(), Some("a[x-y]_b"));
         assert_eq!(normalize_query("a]"), None);
         assert_eq!(normalize_query("a[b"), None);
-        assert_eq!(normalize_pattern(b"usb:v1-[0-2]*").as_deref(), Some(&b"usb:v1_[0-2]*"[..]));
+        assert_eq!(
+            normalize_pattern(b"usb:v1-[0-2]*").as_deref(),
+            Some(&b"usb:v1_[0-2]*"[..])
+        );
         assert_eq!(normalize_pattern(b"x[0-"), None);
         assert_eq!(normalize_config_word("uhci-hcd"), "uhci_hcd");
         assert_eq!(normalize_config_word("a[-]-b"), "a[-]_b");

@@ -10,8 +10,8 @@
 //! modules.dep); a real cycle is an error (or, in [`ModuleIndex::plan_lenient`],
 //! broken and noted). Pure: no syscalls.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -142,8 +142,11 @@ impl<'a> Walk<'a> {
         }
         let mut soft = Soft::default();
         // kmod: the first softdep whose pattern matches wins.
-        if let Some(sd) =
-            self.index.softdeps.iter().find(|sd| crate::fnmatch::fnmatch(sd.pattern.as_bytes(), name.as_bytes()))
+        if let Some(sd) = self
+            .index
+            .softdeps
+            .iter()
+            .find(|sd| crate::fnmatch::fnmatch(sd.pattern.as_bytes(), name.as_bytes()))
         {
             for p in &sd.pre {
                 soft.pre.extend(self.index.lookup(p));
@@ -161,12 +164,19 @@ impl<'a> Walk<'a> {
         if !self.visited.insert(r.name.clone()) || depth > MAX_SOFTDEP_DEPTH {
             return;
         }
-        let deps = r.id.map(|id| hard_dep_order(self.index, id)).unwrap_or_default();
+        let deps =
+            r.id.map(|id| hard_dep_order(self.index, id))
+                .unwrap_or_default();
         for d in deps {
             let Some(m) = self.index.modules.get(d as usize) else {
                 continue;
             };
-            let dep = Resolved { name: m.name.clone(), id: Some(d), builtin: false, alias: None };
+            let dep = Resolved {
+                name: m.name.clone(),
+                id: Some(d),
+                builtin: false,
+                alias: None,
+            };
             self.fill_softdep(&dep, format!("dependency of {}", r.name), depth);
         }
         self.fill_softdep(r, reason, depth);
@@ -246,8 +256,12 @@ impl ModuleIndex {
 
     fn plan_inner(&self, requests: &[Request], strict: bool) -> Result<Plan, ModulesError> {
         let mut notes = Vec::new();
-        let mut walk =
-            Walk { index: self, items: Vec::new(), visited: HashSet::new(), soft_cache: HashMap::new() };
+        let mut walk = Walk {
+            index: self,
+            items: Vec::new(),
+            visited: HashSet::new(),
+            soft_cache: HashMap::new(),
+        };
         for request in requests {
             let (query, label, is_name) = match request {
                 Request::Name(n) => (n.as_str(), format!("name {n}"), true),
@@ -262,21 +276,31 @@ impl ModuleIndex {
                             dir: self.dir().to_path_buf(),
                         });
                     }
-                    notes.push(PlanNote::NotFound { name: query.to_owned() });
+                    notes.push(PlanNote::NotFound {
+                        name: query.to_owned(),
+                    });
                 } else {
-                    notes.push(PlanNote::NoMatch { alias: query.to_owned() });
+                    notes.push(PlanNote::NoMatch {
+                        alias: query.to_owned(),
+                    });
                 }
                 continue;
             }
             for r in found {
                 if self.config.hard_blacklist.contains(&r.name) {
-                    notes.push(PlanNote::KernelBlacklisted { module: r.name.clone(), request: label.clone() });
+                    notes.push(PlanNote::KernelBlacklisted {
+                        module: r.name.clone(),
+                        request: label.clone(),
+                    });
                     continue;
                 }
                 // kmod applies the blacklist only to modules found through an
                 // alias (KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY).
                 if r.alias.is_some() && self.config.blacklist.contains(&r.name) {
-                    notes.push(PlanNote::Blacklisted { module: r.name.clone(), request: label.clone() });
+                    notes.push(PlanNote::Blacklisted {
+                        module: r.name.clone(),
+                        request: label.clone(),
+                    });
                     continue;
                 }
                 // Each top-level module gets a fresh probe list in kmod.
@@ -300,11 +324,17 @@ impl ModuleIndex {
                 }
                 (None, true) => {
                     noted.insert(item.name.clone());
-                    notes.push(PlanNote::Builtin { module: item.name.clone(), reason: item.reason.clone() });
+                    notes.push(PlanNote::Builtin {
+                        module: item.name.clone(),
+                        reason: item.reason.clone(),
+                    });
                 }
                 (None, false) => {
                     noted.insert(item.name.clone());
-                    notes.push(PlanNote::Unknown { module: item.name.clone(), reason: item.reason.clone() });
+                    notes.push(PlanNote::Unknown {
+                        module: item.name.clone(),
+                        reason: item.reason.clone(),
+                    });
                 }
             }
         }
@@ -315,11 +345,17 @@ impl ModuleIndex {
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
         let mut hard: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (k, &i) in order.iter().enumerate() {
-            let Some(item) = walk.items.get(i) else { continue };
+            let Some(item) = walk.items.get(i) else {
+                continue;
+            };
             let mut edges: Vec<usize> = Vec::new();
             if let Some(id) = item.id {
                 for &d in self.deps_of(id) {
-                    if let Some(&p) = self.modules.get(d as usize).and_then(|dm| pos.get(&dm.name)) {
+                    if let Some(&p) = self
+                        .modules
+                        .get(d as usize)
+                        .and_then(|dm| pos.get(&dm.name))
+                    {
                         edges.push(p);
                         if let Some(h) = hard.get_mut(k) {
                             h.push(p);
@@ -365,7 +401,12 @@ impl ModuleIndex {
             let cycle = find_cycle(&deps, &done).unwrap_or_default();
             let names: Vec<String> = cycle
                 .iter()
-                .filter_map(|&k| order.get(k).and_then(|&i| walk.items.get(i)).map(|it| it.name.clone()))
+                .filter_map(|&k| {
+                    order
+                        .get(k)
+                        .and_then(|&i| walk.items.get(i))
+                        .map(|it| it.name.clone())
+                })
                 .collect();
             if strict {
                 return Err(ModulesError::DependencyCycle { cycle: names });
@@ -397,19 +438,33 @@ impl ModuleIndex {
         }
         let mut modules = Vec::with_capacity(n);
         for &k in &sorted {
-            let Some(item) = order.get(k).and_then(|&i| walk.items.get(i)) else { continue };
+            let Some(item) = order.get(k).and_then(|&i| walk.items.get(i)) else {
+                continue;
+            };
             // Never drop an entry here: the dependency indices count them all.
-            let rel = item.id.and_then(|id| self.rel_bytes_of(id)).unwrap_or_default();
+            let rel = item
+                .id
+                .and_then(|id| self.rel_bytes_of(id))
+                .unwrap_or_default();
             let mut d: Vec<usize> = deps
                 .get(k)
-                .map(|ds| ds.iter().filter_map(|&x| new_index.get(x).copied()).collect())
+                .map(|ds| {
+                    ds.iter()
+                        .filter_map(|&x| new_index.get(x).copied())
+                        .collect()
+                })
                 .unwrap_or_default();
             d.sort_unstable();
             let hard_of: Vec<usize> = hard
                 .get(k)
-                .map(|hs| hs.iter().filter_map(|&x| new_index.get(x).copied()).collect())
+                .map(|hs| {
+                    hs.iter()
+                        .filter_map(|&x| new_index.get(x).copied())
+                        .collect()
+                })
                 .unwrap_or_default();
-            let soft_deps: Vec<usize> = d.iter().copied().filter(|x| !hard_of.contains(x)).collect();
+            let soft_deps: Vec<usize> =
+                d.iter().copied().filter(|x| !hard_of.contains(x)).collect();
             modules.push(PlanEntry {
                 name: item.name.clone(),
                 path: self.dir().join(std::ffi::OsStr::from_bytes(rel)),
@@ -452,8 +507,12 @@ fn kahn(deps: &[Vec<usize>]) -> (Vec<usize>, Vec<bool>) {
             }
         }
     }
-    let mut heap: BinaryHeap<Reverse<usize>> =
-        remaining.iter().enumerate().filter(|(_, &r)| r == 0).map(|(k, _)| Reverse(k)).collect();
+    let mut heap: BinaryHeap<Reverse<usize>> = remaining
+        .iter()
+        .enumerate()
+        .filter(|(_, &r)| r == 0)
+        .map(|(k, _)| Reverse(k))
+        .collect();
     let mut sorted = Vec::with_capacity(n);
     let mut done = vec![false; n];
     while let Some(Reverse(k)) = heap.pop() {
@@ -484,7 +543,11 @@ fn find_cycle(deps: &[Vec<usize>], done: &[bool]) -> Option<Vec<usize>> {
     loop {
         // Every unsorted node has an unsorted dependency (else Kahn would
         // have taken it), so this walk must revisit a node.
-        let next = deps.get(cur)?.iter().copied().find(|&d| !done.get(d).copied().unwrap_or(true))?;
+        let next = deps
+            .get(cur)?
+            .iter()
+            .copied()
+            .find(|&d| !done.get(d).copied().unwrap_or(true))?;
         if let Some(&at) = seen.get(&next) {
             let mut cycle: Vec<usize> = path.get(at..)?.to_vec();
             cycle.push(next);
@@ -591,11 +654,18 @@ mod tests {
             &["top.z=3", "core.w=\"a\"", "quiet"],
         );
         let plan = i.plan(&[Request::Alias("fs-top".into())]).unwrap();
-        assert_eq!(plan.modules[pos(&plan, "top")].options, "x=1 via_alias=1 z=3");
+        assert_eq!(
+            plan.modules[pos(&plan, "top")].options,
+            "x=1 via_alias=1 z=3"
+        );
         assert_eq!(plan.modules[pos(&plan, "core")].options, "y=2 w=\"a\"");
         assert_eq!(plan.modules[pos(&plan, "mid")].options, "");
         let plan = i.plan(&[Request::Name("top".into())]).unwrap();
-        assert_eq!(plan.modules[pos(&plan, "top")].options, "x=1 z=3", "alias options only via the alias");
+        assert_eq!(
+            plan.modules[pos(&plan, "top")].options,
+            "x=1 z=3",
+            "alias options only via the alias"
+        );
     }
 
     #[test]
@@ -605,7 +675,10 @@ mod tests {
         assert_eq!(names(&plan), vec!["hw"]);
         assert_eq!(
             plan.notes,
-            vec![PlanNote::Blacklisted { module: "black".into(), request: "alias pci:v1234d0001".into() }]
+            vec![PlanNote::Blacklisted {
+                module: "black".into(),
+                request: "alias pci:v1234d0001".into()
+            }]
         );
         let plan = i.plan(&[Request::Name("black".into())]).unwrap();
         assert_eq!(names(&plan), vec!["core", "black"]);
@@ -617,7 +690,13 @@ mod tests {
         let i = index(Path::new("/m"), "", &["module_blacklist=hw"]);
         let plan = i.plan(&[Request::Name("hw".into())]).unwrap();
         assert!(plan.modules.is_empty());
-        assert_eq!(plan.notes, vec![PlanNote::KernelBlacklisted { module: "hw".into(), request: "name hw".into() }]);
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::KernelBlacklisted {
+                module: "hw".into(),
+                request: "name hw".into()
+            }]
+        );
     }
 
     #[test]
@@ -626,14 +705,23 @@ mod tests {
         assert!(i.is_builtin("builtin-mod"));
         let plan = i.plan(&[Request::Name("builtin_mod".into())]).unwrap();
         assert!(plan.modules.is_empty());
-        assert_eq!(plan.notes, vec![PlanNote::Builtin { module: "builtin_mod".into(), reason: "name builtin_mod".into() }]);
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::Builtin {
+                module: "builtin_mod".into(),
+                reason: "name builtin_mod".into()
+            }]
+        );
         // A softdep on a builtin module: nothing to wait for.
         let plan = i.plan(&[Request::Name("usesbuiltin".into())]).unwrap();
         assert_eq!(names(&plan), vec!["usesbuiltin"]);
         assert!(plan.modules[0].deps.is_empty());
         assert_eq!(
             plan.notes,
-            vec![PlanNote::Builtin { module: "builtin_mod".into(), reason: "softdep pre of usesbuiltin".into() }]
+            vec![PlanNote::Builtin {
+                module: "builtin_mod".into(),
+                reason: "softdep pre of usesbuiltin".into()
+            }]
         );
     }
 
@@ -643,16 +731,26 @@ mod tests {
         let err = i.plan(&[Request::Name("cyc_a".into())]).unwrap_err();
         match &err {
             ModulesError::DependencyCycle { cycle } => {
-                assert!(cycle.contains(&"cyc_a".to_owned()) && cycle.contains(&"cyc_b".to_owned()), "{cycle:?}");
+                assert!(
+                    cycle.contains(&"cyc_a".to_owned()) && cycle.contains(&"cyc_b".to_owned()),
+                    "{cycle:?}"
+                );
                 assert_eq!(cycle.first(), cycle.last());
             }
             other => panic!("unexpected {other}"),
         }
-        assert!(err.to_string().starts_with("failed to order modules: dependency cycle cyc_"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("failed to order modules: dependency cycle cyc_"),
+            "{err}"
+        );
         // Lenient: kmod's order (cyc_b, then cyc_a), the cycle noted.
         let plan = i.plan_lenient(&[Request::Name("cyc_a".into()), Request::Name("hw".into())]);
         assert_eq!(names(&plan), vec!["cyc_b", "cyc_a", "hw"]);
-        assert!(matches!(plan.notes.as_slice(), [PlanNote::CycleBroken { .. }]));
+        assert!(matches!(
+            plan.notes.as_slice(),
+            [PlanNote::CycleBroken { .. }]
+        ));
         for (k, m) in plan.modules.iter().enumerate() {
             assert!(m.deps.iter().all(|&d| d < k), "{m:?}");
         }
@@ -661,15 +759,21 @@ mod tests {
     #[test]
     fn hard_dependency_cycle_in_modules_dep() {
         let dep = b"kernel/x.ko: kernel/y.ko\nkernel/y.ko: kernel/x.ko\n".to_vec();
-        let i = ModuleIndex::from_bytes(Path::new("/m"), dep, Vec::new(), None, None, None).unwrap();
-        assert!(matches!(i.plan(&[Request::Name("x".into())]), Err(ModulesError::DependencyCycle { .. })));
+        let i =
+            ModuleIndex::from_bytes(Path::new("/m"), dep, Vec::new(), None, None, None).unwrap();
+        assert!(matches!(
+            i.plan(&[Request::Name("x".into())]),
+            Err(ModulesError::DependencyCycle { .. })
+        ));
     }
 
     #[test]
     fn hand_written_dep_order_is_fixed_topologically() {
         // kmod would insert b before c although b needs c.
-        let dep = b"kernel/a.ko: kernel/c.ko kernel/b.ko\nkernel/b.ko: kernel/c.ko\nkernel/c.ko:\n".to_vec();
-        let i = ModuleIndex::from_bytes(Path::new("/m"), dep, Vec::new(), None, None, None).unwrap();
+        let dep = b"kernel/a.ko: kernel/c.ko kernel/b.ko\nkernel/b.ko: kernel/c.ko\nkernel/c.ko:\n"
+            .to_vec();
+        let i =
+            ModuleIndex::from_bytes(Path::new("/m"), dep, Vec::new(), None, None, None).unwrap();
         let plan = i.plan(&[Request::Name("a".into())]).unwrap();
         assert_eq!(names(&plan), vec!["c", "b", "a"]);
     }
@@ -678,7 +782,11 @@ mod tests {
     fn each_module_once_across_requests() {
         let i = index(Path::new("/m"), "", &[]);
         let plan = i
-            .plan(&[Request::Name("mid".into()), Request::Name("top".into()), Request::Alias("fs-top".into())])
+            .plan(&[
+                Request::Name("mid".into()),
+                Request::Name("top".into()),
+                Request::Alias("fs-top".into()),
+            ])
             .unwrap();
         assert_eq!(names(&plan), vec!["core", "mid", "pre", "top", "post"]);
         assert_eq!(plan.modules[1].reason, "name mid");
@@ -687,14 +795,27 @@ mod tests {
     #[test]
     fn unknown_names_and_unmatched_aliases() {
         let i = index(Path::new("/m"), "", &[]);
-        let err = i.plan(&[Request::Name("nope".into())]).unwrap_err().to_string();
+        let err = i
+            .plan(&[Request::Name("nope".into())])
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "failed to find module nope in /m");
         let plan = i.plan(&[Request::Alias("usb:v9999".into())]).unwrap();
         assert!(plan.modules.is_empty());
-        assert_eq!(plan.notes, vec![PlanNote::NoMatch { alias: "usb:v9999".into() }]);
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::NoMatch {
+                alias: "usb:v9999".into()
+            }]
+        );
         let plan = i.plan_lenient(&[Request::Name("nope".into()), Request::Name("hw".into())]);
         assert_eq!(names(&plan), vec!["hw"]);
-        assert_eq!(plan.notes, vec![PlanNote::NotFound { name: "nope".into() }]);
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::NotFound {
+                name: "nope".into()
+            }]
+        );
     }
 
     #[test]
@@ -702,7 +823,13 @@ mod tests {
         let i = index(Path::new("/m"), "alias my-thing ghost\n", &[]);
         let plan = i.plan(&[Request::Alias("my-thing".into())]).unwrap();
         assert!(plan.modules.is_empty());
-        assert_eq!(plan.notes, vec![PlanNote::Unknown { module: "ghost".into(), reason: "alias my-thing".into() }]);
+        assert_eq!(
+            plan.notes,
+            vec![PlanNote::Unknown {
+                module: "ghost".into(),
+                reason: "alias my-thing".into()
+            }]
+        );
     }
 
     #[test]
@@ -711,21 +838,61 @@ mod tests {
         // before any finit_module call, so this is safe on any host.
         let dir = tempfile::tempdir().unwrap();
         let i = index(dir.path(), "", &[]);
-        let plan = i.plan(&[Request::Name("needs-gone".into()), Request::Name("hw".into())]).unwrap();
+        let plan = i
+            .plan(&[
+                Request::Name("needs-gone".into()),
+                Request::Name("hw".into()),
+            ])
+            .unwrap();
         assert_eq!(names(&plan), vec!["gone", "needs_gone", "hw"]);
         let events = Mutex::new(Vec::new());
-        let report = load_plan_with(&plan, 2, &KernelInserter { kernel_compression: None }, &|ev: &LoadEvent| {
-            let msg = ev.outcome.as_ref().err().map(|e: &LoadError| (e.to_string(), e.raw_os_error()));
-            events.lock().unwrap().push((ev.entry.name.clone(), msg));
-        });
+        let report = load_plan_with(
+            &plan,
+            2,
+            &KernelInserter {
+                kernel_compression: None,
+            },
+            &|ev: &LoadEvent| {
+                let msg = ev
+                    .outcome
+                    .as_ref()
+                    .err()
+                    .map(|e: &LoadError| (e.to_string(), e.raw_os_error()));
+                events.lock().unwrap().push((ev.entry.name.clone(), msg));
+            },
+        );
         assert_eq!(report.failed, 2, "gone and hw (no files at all)");
         assert_eq!(report.skipped, 1, "needs_gone");
         let events = events.into_inner().unwrap();
-        let gone = events.iter().find(|e| e.0 == "gone").unwrap().1.clone().unwrap();
+        let gone = events
+            .iter()
+            .find(|e| e.0 == "gone")
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
         assert_eq!(gone.1, Some(2), "ENOENT");
-        assert!(gone.0.starts_with("failed to open module gone at "), "{}", gone.0);
-        assert!(gone.0.ends_with("kernel/gone.ko: No such file or directory (os error 2)"), "{}", gone.0);
-        let skipped = events.iter().find(|e| e.0 == "needs_gone").unwrap().1.clone().unwrap();
-        assert_eq!(skipped.0, "skipped module needs_gone: its dependency gone failed to load");
+        assert!(
+            gone.0.starts_with("failed to open module gone at "),
+            "{}",
+            gone.0
+        );
+        assert!(
+            gone.0
+                .ends_with("kernel/gone.ko: No such file or directory (os error 2)"),
+            "{}",
+            gone.0
+        );
+        let skipped = events
+            .iter()
+            .find(|e| e.0 == "needs_gone")
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
+        assert_eq!(
+            skipped.0,
+            "skipped module needs_gone: its dependency gone failed to load"
+        );
     }
 }

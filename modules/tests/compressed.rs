@@ -8,7 +8,12 @@
 //! the real inserter are ones it refuses or that do not exist.
 
 // Test code: a failed expectation must stop the run loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,13 +24,15 @@ use common::kernel;
 use kestrel_modules::loader::{Inserter, KernelInserter, LoadError};
 use kestrel_modules::{decompress_needed, Compression, ModuleIndex, Request};
 
-
 fn kernel_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(format!("/lib/modules/{}", kernel()));
     if dir.join("modules.dep").exists() {
         Some(dir)
     } else {
-        eprintln!("!!! SKIPPING compressed-module tests: {} is not installed", dir.display());
+        eprintln!(
+            "!!! SKIPPING compressed-module tests: {} is not installed",
+            dir.display()
+        );
         None
     }
 }
@@ -36,8 +43,16 @@ fn add_module(real: &Path, tree: &Path, rel: &str, tool: &str, ext: &str) -> Str
     let dst_rel = format!("{rel}.{ext}");
     let dst = tree.join(&dst_rel);
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    let out = Command::new(tool).arg("-c").arg(&src).output().expect("compressor runs");
-    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(tool)
+        .arg("-c")
+        .arg(&src)
+        .output()
+        .expect("compressor runs");
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&dst, out.stdout).unwrap();
     dst_rel
 }
@@ -48,19 +63,56 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let root = tempfile::tempdir().unwrap();
     let tree = root.path().join("lib/modules").join(kernel());
     std::fs::create_dir_all(&tree).unwrap();
-    for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+    for f in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
         std::fs::copy(real.join(f), tree.join(f)).unwrap();
     }
     // virtio_blk needs virtio and virtio_ring: one xz, two zstd.
-    let ring = add_module(&real, &tree, "kernel/drivers/virtio/virtio_ring.ko", "xz", "xz");
-    let virtio = add_module(&real, &tree, "kernel/drivers/virtio/virtio.ko", "zstd", "zst");
-    let blk = add_module(&real, &tree, "kernel/drivers/block/virtio_blk.ko", "zstd", "zst");
-    let out = Command::new("depmod").arg("-b").arg(root.path()).arg(kernel()).output().expect("depmod runs");
-    assert!(out.status.success(), "depmod failed: {}", String::from_utf8_lossy(&out.stderr));
+    let ring = add_module(
+        &real,
+        &tree,
+        "kernel/drivers/virtio/virtio_ring.ko",
+        "xz",
+        "xz",
+    );
+    let virtio = add_module(
+        &real,
+        &tree,
+        "kernel/drivers/virtio/virtio.ko",
+        "zstd",
+        "zst",
+    );
+    let blk = add_module(
+        &real,
+        &tree,
+        "kernel/drivers/block/virtio_blk.ko",
+        "zstd",
+        "zst",
+    );
+    let out = Command::new("depmod")
+        .arg("-b")
+        .arg(root.path())
+        .arg(kernel())
+        .output()
+        .expect("depmod runs");
+    assert!(
+        out.status.success(),
+        "depmod failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let index = ModuleIndex::load(&tree).unwrap();
-    let plan = index.plan(&[Request::Name("virtio-blk".to_owned())]).unwrap();
-    let ours: Vec<String> = plan.modules.iter().map(|m| m.path.display().to_string()).collect();
+    let plan = index
+        .plan(&[Request::Name("virtio-blk".to_owned())])
+        .unwrap();
+    let ours: Vec<String> = plan
+        .modules
+        .iter()
+        .map(|m| m.path.display().to_string())
+        .collect();
     assert_eq!(
         ours,
         [tree.join(&ring), tree.join(&virtio), tree.join(&blk)]
@@ -72,7 +124,14 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let out = Command::new("modprobe")
         .arg("-d")
         .arg(root.path())
-        .args(["-S", &kernel(), "-C", "/dev/null", "--show-depends", "virtio-blk"])
+        .args([
+            "-S",
+            &kernel(),
+            "-C",
+            "/dev/null",
+            "--show-depends",
+            "virtio-blk",
+        ])
         .output()
         .expect("modprobe runs");
     let theirs: Vec<String> = String::from_utf8(out.stdout)
@@ -81,31 +140,61 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
         .filter_map(|l| l.strip_prefix("insmod "))
         .map(|l| l.split(' ').next().unwrap().to_owned())
         .collect();
-    assert_eq!(ours, theirs, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        ours,
+        theirs,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Aliases of compressed modules resolve too.
-    assert_eq!(index.lookup_alias("virtio:d00000002v00001AF4"), vec!["virtio_blk"]);
+    assert_eq!(
+        index.lookup_alias("virtio:d00000002v00001AF4"),
+        vec!["virtio_blk"]
+    );
     assert_eq!(index.module_relpath("virtio_ring"), Some(ring.as_str()));
 
     // The Debian 6.1 kernel has no in-kernel decompression
     // (CONFIG_MODULE_COMPRESS_NONE): every file needs userspace
     // decompression, and the loader says so without touching the kernel.
-    let no_support = KernelInserter { kernel_compression: None };
-    for (entry, kind) in plan.modules.iter().zip([Compression::Xz, Compression::Zstd, Compression::Zstd]) {
+    let no_support = KernelInserter {
+        kernel_compression: None,
+    };
+    for (entry, kind) in
+        plan.modules
+            .iter()
+            .zip([Compression::Xz, Compression::Zstd, Compression::Zstd])
+    {
         assert_eq!(decompress_needed(&entry.path, None), Some(kind));
         match no_support.insert(entry) {
-            Err(LoadError::CompressionUnsupported { module, compression, kernel: None, .. }) => {
+            Err(LoadError::CompressionUnsupported {
+                module,
+                compression,
+                kernel: None,
+                ..
+            }) => {
                 assert_eq!(module, entry.name);
                 assert_eq!(compression, kind);
             }
-            other => panic!("expected CompressionUnsupported for {}, got {other:?}", entry.name),
+            other => panic!(
+                "expected CompressionUnsupported for {}, got {other:?}",
+                entry.name
+            ),
         }
     }
     // A kernel that decompresses xz takes the .ko.xz as it is (no
     // decompression needed) but still refuses zstd.
-    assert_eq!(decompress_needed(&plan.modules[0].path, Some(Compression::Xz)), None);
-    let xz_kernel = KernelInserter { kernel_compression: Some(Compression::Xz) };
+    assert_eq!(
+        decompress_needed(&plan.modules[0].path, Some(Compression::Xz)),
+        None
+    );
+    let xz_kernel = KernelInserter {
+        kernel_compression: Some(Compression::Xz),
+    };
     let err = xz_kernel.insert(&plan.modules[1]).unwrap_err().to_string();
-    assert!(err.ends_with("it is zstd-compressed and the kernel only decompresses xz"), "{err}");
+    assert!(
+        err.ends_with("it is zstd-compressed and the kernel only decompresses xz"),
+        "{err}"
+    );
     // The supported kind goes on to open + finit_module(MODULE_INIT_COMPRESSED_FILE):
     // shown with a path that does not exist, so nothing reaches the kernel.
     let mut ghost = plan.modules[0].clone();
@@ -126,10 +215,29 @@ fn gzip_modules_index_and_are_refused_without_kernel_support() {
     let names: Vec<&str> = plan.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec!["b", "a"]);
     assert_eq!(plan.modules[1].path, dir.join("kernel/a.ko.gz"));
-    assert_eq!(decompress_needed(&plan.modules[1].path, None), Some(Compression::Gzip));
-    assert_eq!(decompress_needed(&plan.modules[1].path, Some(Compression::Gzip)), None);
-    let err = KernelInserter { kernel_compression: Some(Compression::Zstd) }.insert(&plan.modules[1]).unwrap_err();
-    assert!(matches!(err, LoadError::CompressionUnsupported { compression: Compression::Gzip, .. }), "{err:?}");
+    assert_eq!(
+        decompress_needed(&plan.modules[1].path, None),
+        Some(Compression::Gzip)
+    );
+    assert_eq!(
+        decompress_needed(&plan.modules[1].path, Some(Compression::Gzip)),
+        None
+    );
+    let err = KernelInserter {
+        kernel_compression: Some(Compression::Zstd),
+    }
+    .insert(&plan.modules[1])
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::CompressionUnsupported {
+                compression: Compression::Gzip,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// The dry-run loader on real modules: the whole q35 guest plan passes; a
@@ -140,16 +248,26 @@ fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
     use kestrel_modules::loader::{load_plan_with, CheckOnlyInserter, LoadEvent};
     let Some(real) = kernel_dir() else { return };
     let index = ModuleIndex::load(&real).unwrap();
-    let fixture = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-modaliases-q35.txt")).unwrap();
-    let requests: Vec<Request> =
-        fixture.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(|l| Request::Alias(l.to_owned())).collect();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-modaliases-q35.txt"),
+    )
+    .unwrap();
+    let requests: Vec<Request> = fixture
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| Request::Alias(l.to_owned()))
+        .collect();
     let mut plan = index.plan(&requests).unwrap();
     let report = load_plan_with(&plan, 2, &CheckOnlyInserter, &|_ev: &LoadEvent| {});
     assert_eq!(report.loaded, plan.modules.len());
 
     // Corrupt virtio (virtio_pci and everything virtio depend on it).
     let dir = tempfile::tempdir().unwrap();
-    let k = plan.modules.iter().position(|m| m.name == "virtio").unwrap();
+    let k = plan
+        .modules
+        .iter()
+        .position(|m| m.name == "virtio")
+        .unwrap();
     let mut bytes = std::fs::read(&plan.modules[k].path).unwrap();
     bytes[..4].copy_from_slice(b"JUNK");
     let corrupt = dir.path().join("virtio.ko");
@@ -157,21 +275,48 @@ fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
     plan.modules[k].path = corrupt;
     let events = std::sync::Mutex::new(Vec::new());
     let report = load_plan_with(&plan, 2, &CheckOnlyInserter, &|ev: &LoadEvent| {
-        events.lock().unwrap().push((ev.entry.name.clone(), ev.outcome.as_ref().err().map(|e| e.to_string())));
+        events.lock().unwrap().push((
+            ev.entry.name.clone(),
+            ev.outcome.as_ref().err().map(|e| e.to_string()),
+        ));
     });
     let events = events.into_inner().unwrap();
     assert_eq!(report.failed, 1);
     let skipped: Vec<&str> = events
         .iter()
-        .filter(|(_, e)| e.as_deref().is_some_and(|e| e.contains("its dependency virtio failed")))
+        .filter(|(_, e)| {
+            e.as_deref()
+                .is_some_and(|e| e.contains("its dependency virtio failed"))
+        })
         .map(|(n, _)| n.as_str())
         .collect();
-    for needed in ["virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng"] {
-        assert!(skipped.contains(&needed), "{needed} not skipped: {skipped:?}");
+    for needed in [
+        "virtio_pci",
+        "virtio_net",
+        "virtio_blk",
+        "virtio_console",
+        "virtio_rng",
+    ] {
+        assert!(
+            skipped.contains(&needed),
+            "{needed} not skipped: {skipped:?}"
+        );
     }
     assert_eq!(report.skipped, skipped.len());
-    assert_eq!(report.loaded + report.failed + report.skipped, plan.modules.len());
-    assert!(events.iter().any(|(n, e)| n == "ahci" && e.is_none()), "unrelated modules still load");
-    let virtio = events.iter().find(|(n, _)| n == "virtio").unwrap().1.clone().unwrap();
+    assert_eq!(
+        report.loaded + report.failed + report.skipped,
+        plan.modules.len()
+    );
+    assert!(
+        events.iter().any(|(n, e)| n == "ahci" && e.is_none()),
+        "unrelated modules still load"
+    );
+    let virtio = events
+        .iter()
+        .find(|(n, _)| n == "virtio")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
     assert!(virtio.contains("it is not an ELF object"), "{virtio}");
 }

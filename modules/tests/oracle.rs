@@ -13,7 +13,12 @@
 
 // Test code: a failed expectation must stop the run loudly (clippy.toml
 // allows this in unit tests; integration tests and benches need it spelled out).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -39,7 +44,10 @@ fn kernel_dir() -> Option<PathBuf> {
     } else {
         eprintln!();
         eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!("!!! SKIPPING the kmod oracle test: {} is not installed.", dir.display());
+        eprintln!(
+            "!!! SKIPPING the kmod oracle test: {} is not installed.",
+            dir.display()
+        );
         eprintln!("!!! Install linux-image-amd64 (scripts/setup does) to run it.");
         eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
         None
@@ -83,7 +91,10 @@ fn parse_show_depends(lines: &[&str]) -> Answer {
 /// module as separator. `config_arg` is passed as `-C` when set.
 fn kmod_answers(requests: &[String], sentinel: &str, config_arg: Option<&Path>) -> Vec<Answer> {
     let batches: Vec<&[String]> = requests.chunks(BATCH).collect();
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<(usize, Vec<Answer>)>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -99,7 +110,9 @@ fn kmod_answers(requests: &[String], sentinel: &str, config_arg: Option<&Path>) 
                 for r in batch.iter() {
                     cmd.arg(r).arg(sentinel);
                 }
-                let out = cmd.output().expect("failed to run modprobe (is kmod installed?)");
+                let out = cmd
+                    .output()
+                    .expect("failed to run modprobe (is kmod installed?)");
                 let stdout = String::from_utf8(out.stdout).expect("modprobe output is UTF-8");
                 let sep = format!("builtin {sentinel}");
                 let mut answers = Vec::new();
@@ -112,7 +125,10 @@ fn kmod_answers(requests: &[String], sentinel: &str, config_arg: Option<&Path>) 
                         current.push(line);
                     }
                 }
-                assert!(current.is_empty(), "modprobe output after the last separator: {current:?}");
+                assert!(
+                    current.is_empty(),
+                    "modprobe output after the last separator: {current:?}"
+                );
                 assert_eq!(
                     answers.len(),
                     batch.len(),
@@ -130,7 +146,11 @@ fn kmod_answers(requests: &[String], sentinel: &str, config_arg: Option<&Path>) 
 
 fn our_answer(index: &ModuleIndex, request: Request) -> Answer {
     let plan = index.plan_lenient(&[request]);
-    let insmod = plan.modules.iter().map(|m| (m.path.display().to_string(), m.options.clone())).collect();
+    let insmod = plan
+        .modules
+        .iter()
+        .map(|m| (m.path.display().to_string(), m.options.clone()))
+        .collect();
     let builtin = plan
         .notes
         .iter()
@@ -167,7 +187,11 @@ fn concretize(pattern: &str, salt: usize) -> String {
                 i += 2;
             }
             b'[' => {
-                let close = p[i + 1..].iter().skip(1).position(|&c| c == b']').map(|x| i + 2 + x);
+                let close = p[i + 1..]
+                    .iter()
+                    .skip(1)
+                    .position(|&c| c == b']')
+                    .map(|x| i + 2 + x);
                 let Some(close) = close else {
                     out.push('[');
                     i += 1;
@@ -179,7 +203,11 @@ fn concretize(pattern: &str, salt: usize) -> String {
                     _ => (false, body),
                 };
                 if neg {
-                    let c = b"0aA_Zz9".iter().find(|c| !body.contains(c)).copied().unwrap_or(b'~');
+                    let c = b"0aA_Zz9"
+                        .iter()
+                        .find(|c| !body.contains(c))
+                        .copied()
+                        .unwrap_or(b'~');
                     out.push(char::from(c));
                 } else {
                     out.push(char::from(body[0]));
@@ -215,8 +243,10 @@ fn builtin_names(dir: &Path) -> Vec<String> {
 /// A builtin module nobody refers to, to separate requests in one modprobe run.
 fn pick_sentinel(dir: &Path, extra_text: &str) -> String {
     let softdep = std::fs::read_to_string(dir.join("modules.softdep")).unwrap_or_default();
-    let modinfo = String::from_utf8_lossy(&std::fs::read(dir.join("modules.builtin.modinfo")).unwrap_or_default())
-        .into_owned();
+    let modinfo = String::from_utf8_lossy(
+        &std::fs::read(dir.join("modules.builtin.modinfo")).unwrap_or_default(),
+    )
+    .into_owned();
     builtin_names(dir)
         .into_iter()
         .find(|n| {
@@ -247,7 +277,10 @@ fn report(diffs: &[String], total: usize) {
         for d in diffs.iter().take(25) {
             eprintln!("{d}");
         }
-        panic!("{} of {total} requests differ from modprobe --show-depends (first 25 printed above)", diffs.len());
+        panic!(
+            "{} of {total} requests differ from modprobe --show-depends (first 25 printed above)",
+            diffs.len()
+        );
     }
 }
 
@@ -255,7 +288,8 @@ fn report(diffs: &[String], total: usize) {
 fn plans_equal_modprobe_show_depends() {
     let Some(dir) = kernel_dir() else { return };
     let started = std::time::Instant::now();
-    let mut config = Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
+    let mut config =
+        Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
     config.apply_kernel_cmdline(&read_cmdline());
     let config_text: String = DEFAULT_CONFIG_DIRS
         .iter()
@@ -264,7 +298,9 @@ fn plans_equal_modprobe_show_depends() {
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .collect();
-    let index = ModuleIndex::load(&dir).expect("index loads").with_config(config);
+    let index = ModuleIndex::load(&dir)
+        .expect("index loads")
+        .with_config(config);
 
     let sentinel = pick_sentinel(&dir, &config_text);
     let mut requests: Vec<(Request, String)> = Vec::new();
@@ -273,7 +309,12 @@ fn plans_equal_modprobe_show_depends() {
     // pattern with a bracket or '?' (the rare syntax).
     let patterns: Vec<(String, String)> = index
         .alias_patterns()
-        .map(|(p, m)| (String::from_utf8_lossy(p).into_owned(), String::from_utf8_lossy(m).into_owned()))
+        .map(|(p, m)| {
+            (
+                String::from_utf8_lossy(p).into_owned(),
+                String::from_utf8_lossy(m).into_owned(),
+            )
+        })
         .collect();
     let step = (patterns.len() / ALIAS_SAMPLE).max(1);
     let mut seen = BTreeSet::new();
@@ -292,7 +333,10 @@ fn plans_equal_modprobe_show_depends() {
         }
     }
     let alias_requests = requests.len();
-    assert!(alias_requests >= 2000, "only {alias_requests} alias samples");
+    assert!(
+        alias_requests >= 2000,
+        "only {alias_requests} alias samples"
+    );
 
     // Every module name, every builtin name, and some aliases by name.
     for name in index.module_names() {
@@ -303,7 +347,17 @@ fn plans_equal_modprobe_show_depends() {
             requests.push((Request::Name(name.clone()), name));
         }
     }
-    for extra in ["crypto-crc32c", "fs-ext4", "net-pf-1", "snd-pcsp", "uhci-hcd", "btrfs", "ksmbd", "cifs", "ext4"] {
+    for extra in [
+        "crypto-crc32c",
+        "fs-ext4",
+        "net-pf-1",
+        "snd-pcsp",
+        "uhci-hcd",
+        "btrfs",
+        "ksmbd",
+        "cifs",
+        "ext4",
+    ] {
         requests.push((Request::Name(extra.to_owned()), extra.to_owned()));
     }
 
@@ -311,7 +365,11 @@ fn plans_equal_modprobe_show_depends() {
     let kmod = kmod_answers(&texts, &sentinel, None);
     assert_eq!(kmod.len(), requests.len());
     let diffs = compare(&index, &requests, &kmod);
-    let nonempty_alias = kmod.iter().take(alias_requests).filter(|a| !a.insmod.is_empty()).count();
+    let nonempty_alias = kmod
+        .iter()
+        .take(alias_requests)
+        .filter(|a| !a.insmod.is_empty())
+        .count();
     let insmods: usize = kmod.iter().map(|a| a.insmod.len()).sum();
     let builtins: usize = kmod.iter().map(|a| a.builtin.len()).sum();
     eprintln!(
@@ -324,7 +382,10 @@ fn plans_equal_modprobe_show_depends() {
     );
     // The comparison must not be vacuous: nearly every sampled alias loads
     // something (the few that do not are blacklisted).
-    assert!(nonempty_alias * 10 >= alias_requests * 9, "only {nonempty_alias} of {alias_requests} aliases load anything");
+    assert!(
+        nonempty_alias * 10 >= alias_requests * 9,
+        "only {nonempty_alias} of {alias_requests} aliases load anything"
+    );
     report(&diffs, requests.len());
 }
 
@@ -366,18 +427,33 @@ fn config_semantics_equal_modprobe() {
         .map(|(p, _)| concretize(&String::from_utf8_lossy(p), 0))
         .unwrap();
     let names = [
-        "ext4", "btrfs", "xfs", "my-disk", "my_disk", "my-glob-xyz", "virtio_blk", "loop", "e1000", "snd-hda-intel",
-        "snd_hda_codec_realtek", "jbd2",
+        "ext4",
+        "btrfs",
+        "xfs",
+        "my-disk",
+        "my_disk",
+        "my-glob-xyz",
+        "virtio_blk",
+        "loop",
+        "e1000",
+        "snd-hda-intel",
+        "snd_hda_codec_realtek",
+        "jbd2",
     ];
-    let mut requests: Vec<(Request, String)> =
-        names.iter().map(|n| (Request::Name((*n).to_owned()), (*n).to_owned())).collect();
+    let mut requests: Vec<(Request, String)> = names
+        .iter()
+        .map(|n| (Request::Name((*n).to_owned()), (*n).to_owned()))
+        .collect();
     requests.push((Request::Alias(e1000_alias.clone()), e1000_alias.clone()));
     requests.push((Request::Alias("my-disk".to_owned()), "my-disk".to_owned()));
     let texts: Vec<String> = requests.iter().map(|(_, t)| t.clone()).collect();
     let kmod = kmod_answers(&texts, &sentinel, Some(conf.path()));
     // The blacklisted alias must produce nothing on both sides.
     let e1000_idx = requests.len() - 2;
-    assert!(kmod[e1000_idx].insmod.is_empty(), "modprobe loaded blacklisted e1000 via alias");
+    assert!(
+        kmod[e1000_idx].insmod.is_empty(),
+        "modprobe loaded blacklisted e1000 via alias"
+    );
     let diffs = compare(&index, &requests, &kmod);
     report(&diffs, requests.len());
 }
@@ -387,9 +463,13 @@ fn guest_fixtures() -> Vec<(String, Vec<String>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut out = Vec::new();
     for profile in ["q35", "pc", "microvm"] {
-        let text = std::fs::read_to_string(dir.join(format!("guest-modaliases-{profile}.txt"))).unwrap();
-        let aliases: Vec<String> =
-            text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+        let text =
+            std::fs::read_to_string(dir.join(format!("guest-modaliases-{profile}.txt"))).unwrap();
+        let aliases: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
         assert!(!aliases.is_empty(), "empty fixture for {profile}");
         out.push((profile.to_owned(), aliases));
     }
@@ -403,12 +483,18 @@ fn guest_fixtures() -> Vec<(String, Vec<String>)> {
 #[test]
 fn guest_fixture_modaliases_equal_modprobe() {
     let Some(dir) = kernel_dir() else { return };
-    let mut config = Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
+    let mut config =
+        Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
     config.apply_kernel_cmdline(&read_cmdline());
-    let index = ModuleIndex::load(&dir).expect("index loads").with_config(config);
+    let index = ModuleIndex::load(&dir)
+        .expect("index loads")
+        .with_config(config);
     let sentinel = pick_sentinel(&dir, "");
     for (profile, aliases) in guest_fixtures() {
-        let requests: Vec<(Request, String)> = aliases.iter().map(|a| (Request::Alias(a.clone()), a.clone())).collect();
+        let requests: Vec<(Request, String)> = aliases
+            .iter()
+            .map(|a| (Request::Alias(a.clone()), a.clone()))
+            .collect();
         let kmod = kmod_answers(&aliases, &sentinel, None);
         let diffs = compare(&index, &requests, &kmod);
         report(&diffs, requests.len());
@@ -416,16 +502,30 @@ fn guest_fixture_modaliases_equal_modprobe() {
         // All at once.
         let all: Vec<Request> = aliases.iter().map(|a| Request::Alias(a.clone())).collect();
         let plan = index.plan(&all).expect("guest plan");
-        let ours: Vec<(String, String)> =
-            plan.modules.iter().map(|m| (m.path.display().to_string(), m.options.clone())).collect();
-        let out = Command::new("modprobe").args(["-S", &kernel(), "-a", "--show-depends"]).args(&aliases).output().unwrap();
+        let ours: Vec<(String, String)> = plan
+            .modules
+            .iter()
+            .map(|m| (m.path.display().to_string(), m.options.clone()))
+            .collect();
+        let out = Command::new("modprobe")
+            .args(["-S", &kernel(), "-a", "--show-depends"])
+            .args(&aliases)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = stdout.lines().collect();
         let theirs = parse_show_depends(&lines).insmod;
-        assert_eq!(ours, theirs, "{profile}: whole-guest plan differs from modprobe -a");
+        assert_eq!(
+            ours, theirs,
+            "{profile}: whole-guest plan differs from modprobe -a"
+        );
         assert!(!ours.is_empty(), "{profile}: the guest needs some module");
         for (k, m) in plan.modules.iter().enumerate() {
-            assert!(m.deps.iter().all(|&d| d < k), "{profile}: {} is before a dependency", m.name);
+            assert!(
+                m.deps.iter().all(|&d| d < k),
+                "{profile}: {} is before a dependency",
+                m.name
+            );
         }
         // The subset the initrd builder writes for these modules plans the
         // same modules from the same relative paths.
@@ -434,20 +534,39 @@ fn guest_fixture_modaliases_equal_modprobe() {
         for (file, bytes) in index.subset_files(&names) {
             std::fs::write(sub_dir.path().join(file), bytes).unwrap();
         }
-        let sub = ModuleIndex::load(sub_dir.path()).unwrap().with_config(index.config().clone());
+        let sub = ModuleIndex::load(sub_dir.path())
+            .unwrap()
+            .with_config(index.config().clone());
         let sub_plan = sub.plan(&all).expect("subset plan");
-        let rel = |i: &ModuleIndex, p: &kestrel_modules::Plan| -> Vec<(String, Option<String>, String, Vec<usize>)> {
+        let rel = |i: &ModuleIndex,
+                   p: &kestrel_modules::Plan|
+         -> Vec<(String, Option<String>, String, Vec<usize>)> {
             p.modules
                 .iter()
-                .map(|m| (m.name.clone(), i.module_relpath(&m.name).map(str::to_owned), m.options.clone(), m.deps.clone()))
+                .map(|m| {
+                    (
+                        m.name.clone(),
+                        i.module_relpath(&m.name).map(str::to_owned),
+                        m.options.clone(),
+                        m.deps.clone(),
+                    )
+                })
                 .collect()
         };
-        assert_eq!(rel(&sub, &sub_plan), rel(&index, &plan), "{profile}: the subset index plans differently");
+        assert_eq!(
+            rel(&sub, &sub_plan),
+            rel(&index, &plan),
+            "{profile}: the subset index plans differently"
+        );
         eprintln!(
             "guest {profile}: {} MODALIAS, {} modules planned: {}",
             aliases.len(),
             plan.modules.len(),
-            plan.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")
+            plan.modules
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
 }
@@ -455,12 +574,18 @@ fn guest_fixture_modaliases_equal_modprobe() {
 #[test]
 fn concretize_makes_matching_strings() {
     for (p, want) in [
-        ("pci:v00008086d*sv*sd*bc*sc*i*", "pci:v00008086dsv0sd1Abc00000000sci0"),
+        (
+            "pci:v00008086d*sv*sd*bc*sc*i*",
+            "pci:v00008086dsv0sd1Abc00000000sci0",
+        ),
         ("usb:v13FDp3940d0[0-2]*dc*", "usb:v13FDp3940d00dc0"),
         ("a?b[!0a]c", "a0bAc"),
     ] {
         let c = concretize(p, 0);
         assert_eq!(c, want);
-        assert!(kestrel_modules::fnmatch::fnmatch(p.as_bytes(), c.as_bytes()));
+        assert!(kestrel_modules::fnmatch::fnmatch(
+            p.as_bytes(),
+            c.as_bytes()
+        ));
     }
 }

@@ -2,7 +2,12 @@
 //! and every plan is a valid load order.
 
 // Test code: a failed expectation must stop the run loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -24,7 +29,10 @@ fn check_plan(plan: &Plan) {
 
 /// 2,000 cases per property by default; PROPTEST_CASES overrides.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
 }
 
 proptest! {

@@ -1,7 +1,12 @@
 //! Shared helpers for the VM tests: every test boots the real Debian kernel
 //! under qemu with the real static init, through the same library the
 //! `kestrel` binary uses.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel::run::{RunOptions, RunOutcome};
 use std::ffi::OsString;
@@ -33,7 +38,10 @@ pub fn run(argv: &[&str], opts: &RunOptions) -> RunOutcome {
 
 /// The whole boot, for a failing test's output.
 pub fn dump(outcome: &RunOutcome) {
-    eprintln!("--- exit {} failure: {:?}", outcome.exit_code, outcome.failure);
+    eprintln!(
+        "--- exit {} failure: {:?}",
+        outcome.exit_code, outcome.failure
+    );
     let mut text = Vec::new();
     let _ = outcome.log.write_log(&mut text);
     eprintln!("{}", String::from_utf8_lossy(&text));

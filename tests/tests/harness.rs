@@ -2,7 +2,12 @@
 //! analysis with every phase in order, a hung guest is killed at the
 //! timeout with the last phase named, and the bench comparison runs end to
 //! end.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel::analyze::analyze;
 use kestrel::bench;
@@ -13,11 +18,23 @@ use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 const MILESTONES: &[&str] = &[
-    "qemu_start", "guest_clock_zero", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit",
+    "qemu_start",
+    "guest_clock_zero",
+    "init_start",
+    "modules_start",
+    "modules_end",
+    "ready",
+    "payload_start",
+    "payload_exit",
+    "poweroff",
+    "qemu_exit",
 ];
 
 fn check_profile(profile: Profile) {
-    let opts = RunOptions { profile, ..test_options() };
+    let opts = RunOptions {
+        profile,
+        ..test_options()
+    };
     let out = run(&["/bin/true"], &opts);
     if out.exit_code != 0 {
         dump(&out);
@@ -26,7 +43,11 @@ fn check_profile(profile: Profile) {
     let a = analyze(&out.log);
     let names: Vec<&str> = a.milestones.iter().map(|m| m.name).collect();
     assert_eq!(names, MILESTONES, "{profile:?}");
-    assert!(a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{profile:?}: {:?}", a.milestones);
+    assert!(
+        a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "{profile:?}: {:?}",
+        a.milestones
+    );
     assert!(!a.modules.is_empty(), "{profile:?}: no module loads");
 }
 
@@ -49,7 +70,11 @@ fn q35_and_microvm_profiles_boot_with_every_phase_in_order() {
 #[test]
 fn a_hung_guest_is_killed_at_the_timeout_naming_the_last_phase() {
     let timeout = Duration::from_secs(40);
-    let opts = RunOptions { timeout, append: "kestrel.hang=payload".into(), ..test_options() };
+    let opts = RunOptions {
+        timeout,
+        append: "kestrel.hang=payload".into(),
+        ..test_options()
+    };
     let t0 = Instant::now();
     let out = run(&["/bin/true"], &opts);
     let took = t0.elapsed();
@@ -57,19 +82,37 @@ fn a_hung_guest_is_killed_at_the_timeout_naming_the_last_phase() {
     assert!(out.log.timed_out);
     let why = out.failure.unwrap_or_default();
     assert!(why.contains("last phase reached: ready"), "{why}");
-    assert!(took >= timeout && took < timeout + Duration::from_secs(10), "took {took:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(10),
+        "took {took:?}"
+    );
 }
 
 /// Comparison mode: A and B interleaved, one pair, a finite ratio.
 #[test]
 fn bench_compares_two_configurations_pair_by_pair() {
-    let a = RunOptions { profile: Profile::Q35, ..test_options() };
-    let b = RunOptions { profile: Profile::Microvm, ..test_options() };
+    let a = RunOptions {
+        profile: Profile::Q35,
+        ..test_options()
+    };
+    let b = RunOptions {
+        profile: Profile::Microvm,
+        ..test_options()
+    };
     let c = bench::compare(&[OsString::from("/bin/true")], &a, &b, 1, 2);
-    assert_eq!((c.a.failures, c.b.failures), (0, 0), "{}", bench::render_comparison(&c));
+    assert_eq!(
+        (c.a.failures, c.b.failures),
+        (0, 0),
+        "{}",
+        bench::render_comparison(&c)
+    );
     assert_eq!(c.pairs.len(), 1);
     assert!(c.median_ratio.is_finite() && c.median_ratio > 0.0);
-    let total = c.a.phases.iter().find(|p| p.name.starts_with("total")).expect("total phase");
+    let total =
+        c.a.phases
+            .iter()
+            .find(|p| p.name.starts_with("total"))
+            .expect("total phase");
     assert_eq!(total.n, 1);
     assert!(bench::render_comparison(&c).contains("median B/A"));
 }
@@ -79,7 +122,10 @@ fn bench_compares_two_configurations_pair_by_pair() {
 #[test]
 fn the_kernel_boots_every_compression() {
     for compression in ["gzip", "zstd", "xz"] {
-        let opts = RunOptions { compression: compression.parse().unwrap(), ..test_options() };
+        let opts = RunOptions {
+            compression: compression.parse().unwrap(),
+            ..test_options()
+        };
         let out = run(&["/bin/echo", compression], &opts);
         assert_eq!(out.exit_code, 0, "{compression}: {:?}", out.failure);
         assert_eq!(out.stdout, format!("{compression}\n").as_bytes());
@@ -90,18 +136,36 @@ fn the_kernel_boots_every_compression() {
 /// plan order, and the machine still comes up.
 #[test]
 fn a_frozen_plan_skips_discovery() {
-    let opts = RunOptions { frozen_plan: true, ..test_options() };
+    let opts = RunOptions {
+        frozen_plan: true,
+        ..test_options()
+    };
     let out = run(&["/bin/true"], &opts);
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
     let events: Vec<_> = out.log.events.iter().map(|s| &s.item).collect();
-    assert!(!events.iter().any(|e| e.kind == kestrel_init::event::kind::COLDPLUG), "discovery ran");
-    let plan = events.iter().find(|e| e.kind == kestrel_init::event::kind::MODULES_PLAN).expect("a plan");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.kind == kestrel_init::event::kind::COLDPLUG),
+        "discovery ran"
+    );
+    let plan = events
+        .iter()
+        .find(|e| e.kind == kestrel_init::event::kind::MODULES_PLAN)
+        .expect("a plan");
     assert_eq!(plan.get_u64("threads"), Some(1));
-    let loaded: Vec<String> = events.iter().filter(|e| e.kind == kestrel_init::event::kind::MODULE).filter_map(|e| e.get_str("name")).collect();
+    let loaded: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == kestrel_init::event::kind::MODULE)
+        .filter_map(|e| e.get_str("name"))
+        .collect();
     let transport = opts.profile.spec().modules[0];
     for m in [transport, "virtio_console", "virtio_blk", "ext4"] {
         assert!(loaded.iter().any(|n| n == m), "{m} not in {loaded:?}");
     }
     let pos = |m: &str| loaded.iter().position(|n| n == m).unwrap();
-    assert!(pos("virtio") < pos(transport) && pos("jbd2") < pos("ext4"), "{loaded:?}");
+    assert!(
+        pos("virtio") < pos(transport) && pos("jbd2") < pos("ext4"),
+        "{loaded:?}"
+    );
 }

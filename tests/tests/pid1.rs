@@ -1,5 +1,10 @@
 //! PID 1 duties and failures that must explain themselves, on real boots.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel::run::RunOptions;
 use kestrel::vm::StdinSource;
@@ -19,9 +24,19 @@ fn env_cwd_stdin_and_leftover_processes() {
         include: vec!["/usr/bin/cat".into(), "/usr/bin/sleep".into()],
         ..test_options()
     };
-    let out = run(&["/bin/sh", "-c", "echo \"$FOO|$(pwd)\"; cat; sleep 0 & sleep 1000 & exit 3"], &opts);
+    let out = run(
+        &[
+            "/bin/sh",
+            "-c",
+            "echo \"$FOO|$(pwd)\"; cat; sleep 0 & sleep 1000 & exit 3",
+        ],
+        &opts,
+    );
     assert_eq!(out.exit_code, 3, "{:?}", out.failure);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "x y|/tmp\nhello\nworld\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "x y|/tmp\nhello\nworld\n"
+    );
     assert!(!out.log.timed_out);
     let poweroff = out.log.last(kind::POWEROFF).expect("an orderly power off");
     assert_eq!(poweroff.get_u64("status"), Some(3));
@@ -31,22 +46,35 @@ fn env_cwd_stdin_and_leftover_processes() {
 /// does not panic (the init powers off with status 1).
 #[test]
 fn a_bad_command_line_option_is_named() {
-    let opts = RunOptions { append: "kestrel.bogus=1".into(), ..test_options() };
+    let opts = RunOptions {
+        append: "kestrel.bogus=1".into(),
+        ..test_options()
+    };
     let out = run(&["/bin/true"], &opts);
     assert_eq!(out.exit_code, 1);
     let why = out.failure.unwrap_or_default();
     assert!(why.contains("unknown option kestrel.bogus"), "{why}");
-    assert!(!out.log.console.iter().any(|l| l.item.contains("Kernel panic")));
+    assert!(!out
+        .log
+        .console
+        .iter()
+        .any(|l| l.item.contains("Kernel panic")));
 }
 
 /// A root device with no filesystem on it (the zero-filled scratch disk).
 #[test]
 fn an_unknown_filesystem_is_named() {
-    let opts = RunOptions { append: "root=/dev/vda kestrel.timeout=5".into(), ..test_options() };
+    let opts = RunOptions {
+        append: "root=/dev/vda kestrel.timeout=5".into(),
+        ..test_options()
+    };
     let out = run_root(&opts);
     assert_eq!(out.exit_code, 1);
     let why = out.failure.unwrap_or_default();
-    assert!(why.contains("/dev/vda has no filesystem the init recognises"), "{why}");
+    assert!(
+        why.contains("/dev/vda has no filesystem the init recognises"),
+        "{why}"
+    );
 }
 
 /// A corrupt module is reported with the kernel's error and the boot goes
@@ -56,7 +84,13 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
     let release = kestrel::run::load_kernel(&test_options()).unwrap().release;
     let src = Path::new("/lib/modules").join(&release);
     let index = ModuleIndex::load(&src).unwrap();
-    let requests: Vec<Request> = test_options().profile.spec().modules.iter().map(|m| Request::Name(m.to_string())).collect();
+    let requests: Vec<Request> = test_options()
+        .profile
+        .spec()
+        .modules
+        .iter()
+        .map(|m| Request::Name(m.to_string()))
+        .collect();
     let plan = index.plan(&requests).unwrap();
     // A module tree of our own: the index files and the machine's modules,
     // with virtio_rng's module replaced by garbage.
@@ -93,16 +127,35 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
         .expect("a module record for virtio_rng");
     assert_eq!(rng.get_str("result").as_deref(), Some("error"), "{rng}");
     let err = rng.get_str("error").unwrap_or_default();
-    assert!(err.contains("virtio_rng") && err.contains("os error"), "{err}");
-    let errors: Vec<String> = out.log.events.iter().filter(|s| s.item.kind == kind::ERROR || s.item.kind == kind::WARN).filter_map(|s| s.item.get_str("msg")).collect();
-    assert!(errors.iter().any(|m| m.contains("no_such_module")), "{errors:?}");
+    assert!(
+        err.contains("virtio_rng") && err.contains("os error"),
+        "{err}"
+    );
+    let errors: Vec<String> = out
+        .log
+        .events
+        .iter()
+        .filter(|s| s.item.kind == kind::ERROR || s.item.kind == kind::WARN)
+        .filter_map(|s| s.item.get_str("msg"))
+        .collect();
+    assert!(
+        errors.iter().any(|m| m.contains("no_such_module")),
+        "{errors:?}"
+    );
 }
 
 /// SIGTERM to PID 1 is forwarded to the payload's process group: a shell
 /// that sends it to PID 1 and then spins dies of it (128 + 15).
 #[test]
 fn sigterm_to_pid1_reaches_the_payload() {
-    let out = run(&["/bin/sh", "-c", "echo before; kill -TERM 1; while :; do :; done"], &test_options());
+    let out = run(
+        &[
+            "/bin/sh",
+            "-c",
+            "echo before; kill -TERM 1; while :; do :; done",
+        ],
+        &test_options(),
+    );
     assert_eq!(out.exit_code, 128 + 15, "{:?}", out.failure);
     assert_eq!(out.stdout, b"before\n");
 }

@@ -1,7 +1,12 @@
 //! Root mode against real boots: an ext4 root made here (mkfs.ext4 -d, no
 //! root privileges or loop devices needed) whose /sbin/init is a busybox
 //! script that reports back over the events port, then powers off.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kestrel::run::RunOptions;
 use kestrel_init::event::Event;
@@ -35,11 +40,18 @@ fn make_root(dir: &Path) -> PathBuf {
     for d in ["bin", "sbin", "dev", "proc", "sys", "run", "etc"] {
         std::fs::create_dir_all(tree.join(d)).unwrap();
     }
-    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} missing: make setup installs busybox-static");
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} missing: make setup installs busybox-static"
+    );
     std::fs::copy(BUSYBOX, tree.join("bin/busybox")).unwrap();
     std::fs::write(tree.join("sbin/init"), ROOT_INIT).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tree.join("sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        tree.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let image = dir.join("root.ext4");
     let st = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", LABEL, "-U", UUID, "-d"])
@@ -56,10 +68,18 @@ fn boot_root(append: &str) -> (kestrel::run::RunOutcome, Option<Event>) {
     boot_root_with(append, vec![])
 }
 
-fn boot_root_with(append: &str, qemu_args: Vec<std::ffi::OsString>) -> (kestrel::run::RunOutcome, Option<Event>) {
+fn boot_root_with(
+    append: &str,
+    qemu_args: Vec<std::ffi::OsString>,
+) -> (kestrel::run::RunOutcome, Option<Event>) {
     let dir = tempfile::tempdir().unwrap();
     let image = make_root(dir.path());
-    let opts = RunOptions { append: append.into(), disks: vec![(image, false)], qemu_args, ..test_options() };
+    let opts = RunOptions {
+        append: append.into(),
+        disks: vec![(image, false)],
+        qemu_args,
+        ..test_options()
+    };
     let out = run_root(&opts);
     let reported = out.log.last("root_init").cloned();
     if reported.is_none() {
@@ -79,7 +99,10 @@ fn switches_to_a_root_found_by_uuid_read_only() {
     assert_eq!(r.get_str("mode").as_deref(), Some("ro"));
     assert_eq!(r.get_str("fstype").as_deref(), Some("ext4"));
     assert_eq!(r.get_str("arg1").as_deref(), Some("hello"));
-    assert!(r.get_str("byuuid").unwrap_or_default().contains(UUID), "{r}");
+    assert!(
+        r.get_str("byuuid").unwrap_or_default().contains(UUID),
+        "{r}"
+    );
     let root = out.log.last("root").expect("root event");
     assert_eq!(root.get_str("dev").as_deref(), Some("/dev/vdb"));
 }
@@ -88,15 +111,31 @@ fn switches_to_a_root_found_by_uuid_read_only() {
 /// crc32c_intel fails with ENODEV, and ext4 must load all the same.
 #[test]
 fn switches_to_a_root_found_by_label_read_write() {
-    let (out, r) = boot_root_with(&format!("root=LABEL={LABEL} rw"), vec!["-cpu".into(), "qemu64".into()]);
+    let (out, r) = boot_root_with(
+        &format!("root=LABEL={LABEL} rw"),
+        vec!["-cpu".into(), "qemu64".into()],
+    );
     let r = r.expect("the root's init reported back");
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
     assert_eq!(r.get_str("mode").as_deref(), Some("rw"));
     let module = |name: &str| {
-        out.log.events.iter().map(|s| &s.item).find(|e| e.kind == "module" && e.get_str("name").as_deref() == Some(name)).cloned()
+        out.log
+            .events
+            .iter()
+            .map(|s| &s.item)
+            .find(|e| e.kind == "module" && e.get_str("name").as_deref() == Some(name))
+            .cloned()
     };
-    assert_eq!(module("crc32c_intel").and_then(|e| e.get_str("result")).as_deref(), Some("error"));
-    assert_eq!(module("ext4").and_then(|e| e.get_str("result")).as_deref(), Some("ok"));
+    assert_eq!(
+        module("crc32c_intel")
+            .and_then(|e| e.get_str("result"))
+            .as_deref(),
+        Some("error")
+    );
+    assert_eq!(
+        module("ext4").and_then(|e| e.get_str("result")).as_deref(),
+        Some("ok")
+    );
 }
 
 /// root=/dev/PATH.
@@ -114,6 +153,12 @@ fn a_missing_root_is_named_with_what_appeared() {
     assert!(r.is_none());
     assert_eq!(out.exit_code, 1);
     let why = out.failure.unwrap_or_default();
-    assert!(why.contains("UUID=00000000-0000-0000-0000-000000000000 did not appear within"), "{why}");
-    assert!(why.contains(&format!("vdb (ext4, UUID={UUID}, LABEL={LABEL})")), "{why}");
+    assert!(
+        why.contains("UUID=00000000-0000-0000-0000-000000000000 did not appear within"),
+        "{why}"
+    );
+    assert!(
+        why.contains(&format!("vdb (ext4, UUID={UUID}, LABEL={LABEL})")),
+        "{why}"
+    );
 }

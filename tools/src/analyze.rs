@@ -63,7 +63,10 @@ fn parse_initcall(msg: &str) -> Option<Initcall> {
     let (name, rest) = rest.split_once(' ')?;
     let usecs = rest.split_once(" after ")?.1.strip_suffix(" usecs")?;
     let name = name.split('+').next().unwrap_or(name).to_owned();
-    Some(Initcall { name, duration_ms: usecs.trim().parse::<f64>().ok()? / 1e3 })
+    Some(Initcall {
+        name,
+        duration_ms: usecs.trim().parse::<f64>().ok()? / 1e3,
+    })
 }
 
 fn ms(ns: u64) -> f64 {
@@ -76,13 +79,30 @@ pub fn analyze(log: &BootLog) -> Analysis {
         .iter()
         .map(|s| i128::from(s.host_ns) - i128::from(s.item.t_ns))
         .min();
-    let guest = |t_ns: u64| -> f64 { offset_ns.map_or(f64::NAN, |o| (i128::from(t_ns) + o) as f64 / 1e6) };
-    let first = |k: &str| log.events.iter().find(|s| s.item.kind == k).map(|s| guest(s.item.t_ns));
-    let last = |k: &str| log.events.iter().rev().find(|s| s.item.kind == k).map(|s| guest(s.item.t_ns));
+    let guest =
+        |t_ns: u64| -> f64 { offset_ns.map_or(f64::NAN, |o| (i128::from(t_ns) + o) as f64 / 1e6) };
+    let first = |k: &str| {
+        log.events
+            .iter()
+            .find(|s| s.item.kind == k)
+            .map(|s| guest(s.item.t_ns))
+    };
+    let last = |k: &str| {
+        log.events
+            .iter()
+            .rev()
+            .find(|s| s.item.kind == k)
+            .map(|s| guest(s.item.t_ns))
+    };
     let mut phases = Vec::new();
     let mut push = |name: &str, start: Option<f64>, end: Option<f64>| {
         if let (Some(start_ms), Some(end_ms)) = (start, end) {
-            phases.push(Phase { name: name.to_owned(), start_ms, end_ms, thread: None });
+            phases.push(Phase {
+                name: name.to_owned(),
+                start_ms,
+                end_ms,
+                thread: None,
+            });
         }
     };
     let clock_zero = offset_ns.map(|o| o.max(0) as f64 / 1e6);
@@ -95,7 +115,12 @@ pub fn analyze(log: &BootLog) -> Analysis {
         .filter_map(|s| {
             let start = guest(s.item.get_u64("start_ns")?);
             let dur = s.item.get_u64("dur_us")? as f64 / 1e3;
-            Some(Phase { name: s.item.get_str("name")?, start_ms: start, end_ms: start + dur, thread: s.item.get_u64("thread") })
+            Some(Phase {
+                name: s.item.get_str("name")?,
+                start_ms: start,
+                end_ms: start + dur,
+                thread: s.item.get_u64("thread"),
+            })
         })
         .collect();
     modules.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
@@ -131,11 +156,31 @@ pub fn analyze(log: &BootLog) -> Analysis {
     initcalls.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
     initcalls.truncate(TOP_INITCALLS);
 
-    push("qemu start → guest clock 0 (qemu setup, firmware)", Some(0.0), clock_zero);
-    push("qemu start → first console output", Some(0.0), first_console);
-    push("guest clock 0 → /init (kernel, initcalls)", clock_zero, init_start);
-    push("/init → modules start (mounts, index, coldplug)", init_start, modules_start);
-    push("modules (first start → last end)", modules_start, modules_end);
+    push(
+        "qemu start → guest clock 0 (qemu setup, firmware)",
+        Some(0.0),
+        clock_zero,
+    );
+    push(
+        "qemu start → first console output",
+        Some(0.0),
+        first_console,
+    );
+    push(
+        "guest clock 0 → /init (kernel, initcalls)",
+        clock_zero,
+        init_start,
+    );
+    push(
+        "/init → modules start (mounts, index, coldplug)",
+        init_start,
+        modules_start,
+    );
+    push(
+        "modules (first start → last end)",
+        modules_start,
+        modules_end,
+    );
     push("/init → ready (devices, events port)", init_start, ready);
     push("ready → payload start", ready, payload_start);
     push("payload", payload_start, payload_exit);
@@ -155,9 +200,20 @@ pub fn analyze(log: &BootLog) -> Analysis {
 /// The phase table as text.
 pub fn render_table(a: &Analysis) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<52} {:>10} {:>10} {:>10}", "phase", "start ms", "end ms", "took ms");
+    let _ = writeln!(
+        s,
+        "{:<52} {:>10} {:>10} {:>10}",
+        "phase", "start ms", "end ms", "took ms"
+    );
     for p in &a.phases {
-        let _ = writeln!(s, "{:<52} {:>10.1} {:>10.1} {:>10.1}", p.name, p.start_ms, p.end_ms, p.duration_ms());
+        let _ = writeln!(
+            s,
+            "{:<52} {:>10.1} {:>10.1} {:>10.1}",
+            p.name,
+            p.start_ms,
+            p.end_ms,
+            p.duration_ms()
+        );
     }
     if !a.initcalls.is_empty() {
         let _ = writeln!(s, "slowest initcalls:");
@@ -190,7 +246,10 @@ mod tests {
 
     #[test]
     fn parses_initcall_debug_lines() {
-        let c = parse_initcall("initcall virtio_pci_driver_init+0x0/0x1000 [virtio_pci] returned 0 after 1234 usecs").unwrap();
+        let c = parse_initcall(
+            "initcall virtio_pci_driver_init+0x0/0x1000 [virtio_pci] returned 0 after 1234 usecs",
+        )
+        .unwrap();
         assert_eq!(c.name, "virtio_pci_driver_init");
         assert!((c.duration_ms - 1.234).abs() < 1e-9);
         assert_eq!(parse_initcall("calling  foo+0x0/0x10 @ 1"), None);
@@ -204,15 +263,42 @@ mod tests {
         let log = BootLog::read_log(text).unwrap();
         let a = analyze(&log);
         let names: Vec<&str> = a.phases.iter().map(|p| p.name.as_str()).collect();
-        for want in ["guest clock 0 → /init", "modules (first", "payload", "power off → qemu exit", "total"] {
-            assert!(names.iter().any(|n| n.starts_with(want)), "{want} missing from {names:?}");
+        for want in [
+            "guest clock 0 → /init",
+            "modules (first",
+            "payload",
+            "power off → qemu exit",
+            "total",
+        ] {
+            assert!(
+                names.iter().any(|n| n.starts_with(want)),
+                "{want} missing from {names:?}"
+            );
         }
         for p in &a.phases {
             assert!(p.start_ms <= p.end_ms + 0.001, "{p:?}");
         }
         let names: Vec<&str> = a.milestones.iter().map(|m| m.name).collect();
-        assert_eq!(names, ["qemu_start", "guest_clock_zero", "init_start", "modules_start", "modules_end", "ready", "payload_start", "payload_exit", "poweroff", "qemu_exit"]);
-        assert!(a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{:?}", a.milestones);
+        assert_eq!(
+            names,
+            [
+                "qemu_start",
+                "guest_clock_zero",
+                "init_start",
+                "modules_start",
+                "modules_end",
+                "ready",
+                "payload_start",
+                "payload_exit",
+                "poweroff",
+                "qemu_exit"
+            ]
+        );
+        assert!(
+            a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+            "{:?}",
+            a.milestones
+        );
         assert!(!a.modules.is_empty());
         assert!(a.modules.iter().any(|m| m.name == "virtio_pci"));
         assert!(render_table(&a).contains("modules (11)"));

@@ -23,7 +23,15 @@ pub const INIT_IN_TARGET: &str = "x86_64-unknown-linux-gnu/release/kestrel-init"
 
 /// Directories every guest root has; /dev/console makes the kernel open
 /// fds 0-2 for the init.
-const BASE_DIRS: &[(&str, u32)] = &[("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("tmp", 0o1777), ("root", 0o700), ("etc", 0o755)];
+const BASE_DIRS: &[(&str, u32)] = &[
+    ("dev", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("run", 0o755),
+    ("tmp", 0o1777),
+    ("root", 0o700),
+    ("etc", 0o755),
+];
 
 /// Top-level directories that merged-/usr hosts make links into /usr.
 const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
@@ -41,10 +49,15 @@ pub fn find_init() -> Result<PathBuf> {
                 .with_context(|| format!("no static kestrel-init found above {} (run `make init`, or set {INIT_ENV})", exe.display()))?
         }
     };
-    let data = std::fs::read(&path).with_context(|| format!("failed to read the init {}", path.display()))?;
-    let info = kestrel_initrd::parse_elf(&path, &data).with_context(|| format!("{} is not an ELF program", path.display()))?;
+    let data = std::fs::read(&path)
+        .with_context(|| format!("failed to read the init {}", path.display()))?;
+    let info = kestrel_initrd::parse_elf(&path, &data)
+        .with_context(|| format!("{} is not an ELF program", path.display()))?;
     if info.interpreter.is_some() {
-        bail!("{} is dynamically linked; build it static with `make init`", path.display());
+        bail!(
+            "{} is dynamically linked; build it static with `make init`",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -61,8 +74,14 @@ pub struct Payload {
 
 /// Resolves `argv[0]` like a shell would, before any VM starts, so a
 /// missing program is a clear error here and not a failed boot.
-pub fn resolve_payload(argv: &[OsString], env: Vec<OsString>, cwd: Option<OsString>) -> Result<Payload> {
-    let Some(first) = argv.first() else { bail!("no command given (kestrel run -- CMD ARGS...)") };
+pub fn resolve_payload(
+    argv: &[OsString],
+    env: Vec<OsString>,
+    cwd: Option<OsString>,
+) -> Result<Payload> {
+    let Some(first) = argv.first() else {
+        bail!("no command given (kestrel run -- CMD ARGS...)")
+    };
     let first_path = Path::new(first);
     let program = if first.as_bytes().contains(&b'/') {
         // `./prog` runs in the guest from wherever --cwd says: keep the
@@ -78,7 +97,12 @@ pub fn resolve_payload(argv: &[OsString], env: Vec<OsString>, cwd: Option<OsStri
     if !program.is_file() {
         bail!("payload program {} does not exist", program.display());
     }
-    Ok(Payload { program, argv: argv.to_vec(), env, cwd })
+    Ok(Payload {
+        program,
+        argv: argv.to_vec(),
+        env,
+        cwd,
+    })
 }
 
 /// What goes into a build.
@@ -112,14 +136,20 @@ fn stored_relpath(relpath: &str) -> &str {
 /// kernel cannot unpack (its config says no RD_*) is refused here, not
 /// discovered as a silent boot failure.
 pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
-    let config = kestrel_initrd::kernel_config_path(Path::new(crate::kernel::BOOT_DIR), &spec.kernel.release);
+    let config = kestrel_initrd::kernel_config_path(
+        Path::new(crate::kernel::BOOT_DIR),
+        &spec.kernel.release,
+    );
     kestrel_initrd::check_compression(&config, spec.compression)?;
     let mut a = Archive::new();
     for (dir, mode) in BASE_DIRS {
         a.add_dir(dir, *mode)?;
     }
     a.add_char_dev("dev/console", 0o600, 5, 1)?;
-    a.set_reason("dev/console", "the kernel opens it as the init's stdin/stdout/stderr");
+    a.set_reason(
+        "dev/console",
+        "the kernel opens it as the init's stdin/stdout/stderr",
+    );
     // Mirror the host's merged-/usr links (/lib -> usr/lib...): the run
     // archive's programs bring the same links, and the kernel cannot turn a
     // directory the base archive made into a link when it unpacks them.
@@ -133,11 +163,15 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
     a.set_reason("init", "kestrel-init, PID 1");
     let Some(dir) = spec.kernel.modules_dir.as_ref() else {
         if !spec.modules.is_empty() {
-            eprintln!("kestrel: no /lib/modules/{} on the host; assuming its drivers are built in", spec.kernel.release);
+            eprintln!(
+                "kestrel: no /lib/modules/{} on the host; assuming its drivers are built in",
+                spec.kernel.release
+            );
         }
         return Ok(a);
     };
-    let index = ModuleIndex::load(dir).with_context(|| format!("failed to load the module index of {}", dir.display()))?;
+    let index = ModuleIndex::load(dir)
+        .with_context(|| format!("failed to load the module index of {}", dir.display()))?;
     let requests: Vec<Request> = spec
         .modules
         .iter()
@@ -145,7 +179,9 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
         .map(Request::Name)
         .chain(spec.aliases.iter().cloned().map(Request::Alias))
         .collect();
-    let plan = index.plan(&requests).context("failed to resolve the module closure")?;
+    let plan = index
+        .plan(&requests)
+        .context("failed to resolve the module closure")?;
     let dest = format!("lib/modules/{}", spec.kernel.release);
     let mut names = BTreeSet::new();
     for entry in &plan.modules {
@@ -155,8 +191,16 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
         let data = kestrel_initrd::read_module(&entry.path)?;
         // A module we cannot read the firmware list of still goes in: the
         // kernel is the judge of a module file, and reports it at boot.
-        if let Err(e) = a.add_module_firmware(&entry.name, &data, Path::new(kestrel_initrd::FIRMWARE_DIR), &spec.kernel.release) {
-            eprintln!("kestrel: warning: module {}: cannot read its firmware list: {e}", entry.name);
+        if let Err(e) = a.add_module_firmware(
+            &entry.name,
+            &data,
+            Path::new(kestrel_initrd::FIRMWARE_DIR),
+            &spec.kernel.release,
+        ) {
+            eprintln!(
+                "kestrel: warning: module {}: cannot read its firmware list: {e}",
+                entry.name
+            );
         }
         let path = format!("{dest}/{}", stored_relpath(rel));
         a.add_file(&path, 0o644, data)?;
@@ -164,12 +208,23 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
         names.insert(entry.name.clone());
     }
     if spec.frozen_plan {
-        let order: String = plan.modules.iter().map(|m| format!("{}\n", m.name)).collect();
+        let order: String = plan
+            .modules
+            .iter()
+            .map(|m| format!("{}\n", m.name))
+            .collect();
         a.add_file(config::PLAN_FILE, 0o644, order.into_bytes())?;
-        a.set_reason(config::PLAN_FILE, "frozen module plan: loaded in this order, no discovery");
+        a.set_reason(
+            config::PLAN_FILE,
+            "frozen module plan: loaded in this order, no discovery",
+        );
     }
     for (file, data) in index.subset_files(&names) {
-        let data = if file == "modules.dep" { strip_compression_suffixes(&data) } else { data };
+        let data = if file == "modules.dep" {
+            strip_compression_suffixes(&data)
+        } else {
+            data
+        };
         let path = format!("{dest}/{file}");
         a.add_file(&path, 0o644, data)?;
         a.set_reason(&path, "module index for the included modules");
@@ -179,37 +234,64 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
 
 fn strip_compression_suffixes(dep: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(dep);
-    text.replace(".ko.xz", ".ko").replace(".ko.zst", ".ko").replace(".ko.gz", ".ko").into_bytes()
+    text.replace(".ko.xz", ".ko")
+        .replace(".ko.zst", ".ko")
+        .replace(".ko.gz", ".ko")
+        .into_bytes()
 }
 
 /// The MODALIAS of every device of this host (`--host-modules`): an
 /// initrd that boots this machine's own hardware.
 pub fn host_modaliases() -> Result<Vec<String>> {
-    let walk = kestrel_uevent::walk::walk_devices(Path::new("/sys")).context("failed to walk /sys")?;
-    let mut aliases: Vec<String> = walk.devices.iter().filter_map(|d| d.modalias()).map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+    let walk =
+        kestrel_uevent::walk::walk_devices(Path::new("/sys")).context("failed to walk /sys")?;
+    let mut aliases: Vec<String> = walk
+        .devices
+        .iter()
+        .filter_map(|d| d.modalias())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
     aliases.sort();
     aliases.dedup();
     Ok(aliases)
 }
 
 /// The run archive: the payload and its configuration.
-pub fn run_archive(payload: &Payload, include: &[PathBuf], interactive: bool, stdin: bool) -> Result<Archive> {
+pub fn run_archive(
+    payload: &Payload,
+    include: &[PathBuf],
+    interactive: bool,
+    stdin: bool,
+) -> Result<Archive> {
     let mut a = Archive::new();
     for path in include {
         // ELF programs and scripts bring what they need; other files come as they are.
-        a.add_program(path).with_context(|| format!("failed to include {}", path.display()))?;
+        a.add_program(path)
+            .with_context(|| format!("failed to include {}", path.display()))?;
         a.set_reason(&archive_path(path), "--include");
     }
-    a.add_program(&payload.program)
-        .with_context(|| format!("failed to add {} and its libraries", payload.program.display()))?;
+    a.add_program(&payload.program).with_context(|| {
+        format!(
+            "failed to add {} and its libraries",
+            payload.program.display()
+        )
+    })?;
     a.set_reason(&archive_path(&payload.program), "the payload");
     let argv = config::encode_list(payload.argv.iter().map(|s| s.as_bytes()))?;
     a.add_file(config::ARGV_FILE, 0o644, argv)?;
     // The guest execs exactly what was resolved here (its PATH may differ);
     // argv[0] stays as typed.
-    a.add_file(config::EXE_FILE, 0o644, payload.program.as_os_str().as_bytes().to_vec())?;
+    a.add_file(
+        config::EXE_FILE,
+        0o644,
+        payload.program.as_os_str().as_bytes().to_vec(),
+    )?;
     if !payload.env.is_empty() {
-        a.add_file(config::ENV_FILE, 0o644, config::encode_list(payload.env.iter().map(|s| s.as_bytes()))?)?;
+        a.add_file(
+            config::ENV_FILE,
+            0o644,
+            config::encode_list(payload.env.iter().map(|s| s.as_bytes()))?,
+        )?;
     }
     if let Some(cwd) = &payload.cwd {
         a.add_file(config::CWD_FILE, 0o644, cwd.as_bytes().to_vec())?;
@@ -238,7 +320,8 @@ pub fn cached_base(archive: &Archive, compression: Compression, cache: &Path) ->
     if path.exists() {
         return Ok(path);
     }
-    std::fs::create_dir_all(cache).with_context(|| format!("failed to create {}", cache.display()))?;
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("failed to create {}", cache.display()))?;
     let data = kestrel_initrd::compress(&newc, compression)?;
     crate::run::write_atomically(&path, &data)?;
     Ok(path)
@@ -246,7 +329,8 @@ pub fn cached_base(archive: &Archive, compression: Compression, cache: &Path) ->
 
 /// base (compressed, cached) + run (uncompressed) as one file for qemu.
 pub fn write_initrd(base: &Path, run: Option<&Archive>, out: &Path) -> Result<()> {
-    let mut data = std::fs::read(base).with_context(|| format!("failed to read {}", base.display()))?;
+    let mut data =
+        std::fs::read(base).with_context(|| format!("failed to read {}", base.display()))?;
     if let Some(run) = run {
         // Each archive member must start 4-byte aligned.
         data.resize(data.len().next_multiple_of(4), 0);
@@ -278,11 +362,15 @@ mod tests {
             eprintln!("SKIP: no kernel in /boot");
             return;
         };
-        let kernel = crate::kernel::read_kernel(&kernel_path, &std::env::temp_dir(), false).unwrap();
+        let kernel =
+            crate::kernel::read_kernel(&kernel_path, &std::env::temp_dir(), false).unwrap();
         let spec = BuildSpec {
             init: Path::new("/bin/true"),
             kernel: &kernel,
-            modules: crate::qemu::PCI_MODULES.iter().map(|s| s.to_string()).collect(),
+            modules: crate::qemu::PCI_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             aliases: vec![],
             compression: Compression::None,
             frozen_plan: false,
@@ -296,11 +384,20 @@ mod tests {
             .collect();
         let mut kmod = BTreeSet::new();
         for m in crate::qemu::PCI_MODULES {
-            let out = std::process::Command::new("modprobe").args(["-S", &kernel.release, "--show-depends", m]).output().unwrap();
+            let out = std::process::Command::new("modprobe")
+                .args(["-S", &kernel.release, "--show-depends", m])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "modprobe --show-depends {m}");
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 if let Some(path) = line.strip_prefix("insmod ") {
-                    kmod.insert(stored_relpath(path.trim()).rsplit('/').next().unwrap().to_owned());
+                    kmod.insert(
+                        stored_relpath(path.trim())
+                            .rsplit('/')
+                            .next()
+                            .unwrap()
+                            .to_owned(),
+                    );
                 }
             }
         }
@@ -309,8 +406,14 @@ mod tests {
 
     #[test]
     fn stores_modules_decompressed() {
-        assert_eq!(stored_relpath("kernel/fs/ext4/ext4.ko.zst"), "kernel/fs/ext4/ext4.ko");
-        assert_eq!(stored_relpath("kernel/fs/ext4/ext4.ko"), "kernel/fs/ext4/ext4.ko");
+        assert_eq!(
+            stored_relpath("kernel/fs/ext4/ext4.ko.zst"),
+            "kernel/fs/ext4/ext4.ko"
+        );
+        assert_eq!(
+            stored_relpath("kernel/fs/ext4/ext4.ko"),
+            "kernel/fs/ext4/ext4.ko"
+        );
         assert_eq!(
             strip_compression_suffixes(b"kernel/a.ko.xz: kernel/b.ko.gz\n"),
             b"kernel/a.ko: kernel/b.ko\n"

@@ -15,7 +15,10 @@ pub const MODULES_ROOT: &str = "/lib/modules";
 
 /// The default kernel: /boot/vmlinuz-$(uname -r), else the newest in /boot.
 pub fn default_kernel() -> Result<PathBuf> {
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let own = Path::new(BOOT_DIR).join(format!("vmlinuz-{release}"));
     if own.exists() {
         return Ok(own);
@@ -80,18 +83,26 @@ pub struct Kernel {
 }
 
 pub fn read_kernel(path: &Path, cache: &Path, use_pvh: bool) -> Result<Kernel> {
-    let image = std::fs::read(path).with_context(|| format!("failed to read kernel {}", path.display()))?;
-    let release = bzimage_release(&image).with_context(|| {
-        format!("{} is not a bzImage (no HdrS setup header)", path.display())
-    })?;
+    let image =
+        std::fs::read(path).with_context(|| format!("failed to read kernel {}", path.display()))?;
+    let release = bzimage_release(&image)
+        .with_context(|| format!("{} is not a bzImage (no HdrS setup header)", path.display()))?;
     let modules_dir = Path::new(MODULES_ROOT).join(&release);
-    let modules_dir = modules_dir.join("modules.dep").exists().then_some(modules_dir);
+    let modules_dir = modules_dir
+        .join("modules.dep")
+        .exists()
+        .then_some(modules_dir);
     let boot_image = if use_pvh {
         cached_pvh_vmlinux(&image, cache)?.unwrap_or_else(|| path.to_owned())
     } else {
         path.to_owned()
     };
-    Ok(Kernel { path: path.to_owned(), boot_image, release, modules_dir })
+    Ok(Kernel {
+        path: path.to_owned(),
+        boot_image,
+        release,
+        modules_dir,
+    })
 }
 
 /// The uncompressed vmlinux from a bzImage, cached; None when the payload
@@ -106,7 +117,8 @@ fn cached_pvh_vmlinux(image: &[u8], cache: &Path) -> Result<Option<PathBuf>> {
     if none_marker.exists() {
         return Ok(None);
     }
-    std::fs::create_dir_all(cache).with_context(|| format!("failed to create {}", cache.display()))?;
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("failed to create {}", cache.display()))?;
     let vmlinux = match extract_vmlinux(image)? {
         Some(v) if has_pvh_note(&v) => v,
         _ => {
@@ -131,9 +143,13 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<Option<Vec<u8>>> {
         Some(&n) => usize::from(n),
         None => return Ok(None),
     };
-    let (Some(off), Some(len)) = (le32(image, 0x248), le32(image, 0x24C)) else { return Ok(None) };
+    let (Some(off), Some(len)) = (le32(image, 0x248), le32(image, 0x24C)) else {
+        return Ok(None);
+    };
     let start = (setup_sects + 1) * 512 + off as usize;
-    let Some(payload) = image.get(start..start + len as usize) else { return Ok(None) };
+    let Some(payload) = image.get(start..start + len as usize) else {
+        return Ok(None);
+    };
     let mut out = Vec::new();
     if payload.starts_with(b"\xfd7zXZ\x00") {
         out = xz_single_stream(payload).context("failed to decompress the kernel (xz)")?;
@@ -143,7 +159,8 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<Option<Vec<u8>>> {
             .context("failed to decompress the kernel (gzip)")?;
     } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let mut dec = zstd::stream::read::Decoder::new(payload)?.single_frame();
-        dec.read_to_end(&mut out).context("failed to decompress the kernel (zstd)")?;
+        dec.read_to_end(&mut out)
+            .context("failed to decompress the kernel (zstd)")?;
     } else {
         return Ok(None);
     }
@@ -179,7 +196,9 @@ fn xz_single_stream(mut input: &[u8]) -> Result<Vec<u8>> {
 pub fn has_pvh_note(elf: &[u8]) -> bool {
     const PT_NOTE: u32 = 4;
     const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (le64(elf, 0x20), le16(elf, 0x36), le16(elf, 0x38)) else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (le64(elf, 0x20), le16(elf, 0x36), le16(elf, 0x38))
+    else {
         return false;
     };
     for i in 0..usize::from(phnum) {
@@ -187,15 +206,24 @@ pub fn has_pvh_note(elf: &[u8]) -> bool {
         if le32(elf, ph) != Some(PT_NOTE) {
             continue;
         }
-        let (Some(offset), Some(size)) = (le64(elf, ph + 8), le64(elf, ph + 32)) else { continue };
+        let (Some(offset), Some(size)) = (le64(elf, ph + 8), le64(elf, ph + 32)) else {
+            continue;
+        };
         let (mut at, end) = (offset as usize, (offset + size) as usize);
         while at + 12 <= end {
-            let (Some(namesz), Some(descsz), Some(ty)) = (le32(elf, at), le32(elf, at + 4), le32(elf, at + 8)) else { break };
-            let name = elf.get(at + 12..at + 12 + namesz as usize).unwrap_or_default();
+            let (Some(namesz), Some(descsz), Some(ty)) =
+                (le32(elf, at), le32(elf, at + 4), le32(elf, at + 8))
+            else {
+                break;
+            };
+            let name = elf
+                .get(at + 12..at + 12 + namesz as usize)
+                .unwrap_or_default();
             if ty == XEN_ELFNOTE_PHYS32_ENTRY && name.starts_with(b"Xen") {
                 return true;
             }
-            at += 12 + (namesz as usize).next_multiple_of(4) + (descsz as usize).next_multiple_of(4);
+            at +=
+                12 + (namesz as usize).next_multiple_of(4) + (descsz as usize).next_multiple_of(4);
         }
     }
     false
@@ -227,7 +255,11 @@ mod tests {
         };
         let image = std::fs::read(&path).unwrap();
         let release = bzimage_release(&image).unwrap();
-        assert!(path.to_string_lossy().ends_with(&release), "{release} vs {}", path.display());
+        assert!(
+            path.to_string_lossy().ends_with(&release),
+            "{release} vs {}",
+            path.display()
+        );
         let vmlinux = extract_vmlinux(&image).unwrap().expect("decodable payload");
         assert!(has_pvh_note(&vmlinux));
     }

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "kestrel", version, about = "Boot a Linux VM to ready, fast, and show where every millisecond went.")]
+#[command(
+    name = "kestrel",
+    version,
+    about = "Boot a Linux VM to ready, fast, and show where every millisecond went."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -201,8 +205,11 @@ fn main() {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?} is not a usable number of seconds: {e}"))
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|e| format!("{s:?} is not a usable number of seconds: {e}"))
 }
 
 fn parse_disk(s: &str) -> (PathBuf, bool) {
@@ -214,9 +221,18 @@ fn parse_disk(s: &str) -> (PathBuf, bool) {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Run { vm, report, log, stdin, cmd } => {
+        Command::Run {
+            vm,
+            report,
+            log,
+            stdin,
+            cmd,
+        } => {
             let verbose_console = vm.verbose_console;
-            let opts = RunOptions { stdin: stdin.then_some(kestrel::vm::StdinSource::Inherit), ..vm.options() };
+            let opts = RunOptions {
+                stdin: stdin.then_some(kestrel::vm::StdinSource::Inherit),
+                ..vm.options()
+            };
             let outcome = run::run(&cmd, &opts)?;
             if verbose_console {
                 for line in &outcome.log.console {
@@ -224,7 +240,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 }
             }
             if let Some(path) = log {
-                let mut f = std::fs::File::create(&path).with_context(|| format!("failed to create {}", path.display()))?;
+                let mut f = std::fs::File::create(&path)
+                    .with_context(|| format!("failed to create {}", path.display()))?;
                 outcome.log.write_log(&mut f)?;
             }
             if report {
@@ -236,13 +253,35 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(outcome.exit_code)
         }
         Command::Boot { vm, cmd } => {
-            let cmd = if cmd.is_empty() { vec![OsString::from("/bin/sh")] } else { cmd };
-            let opts = RunOptions { interactive: true, timeout: Duration::from_secs(365 * 24 * 3600), ..vm.options() };
+            let cmd = if cmd.is_empty() {
+                vec![OsString::from("/bin/sh")]
+            } else {
+                cmd
+            };
+            let opts = RunOptions {
+                interactive: true,
+                timeout: Duration::from_secs(365 * 24 * 3600),
+                ..vm.options()
+            };
             Ok(run::run(&cmd, &opts)?.exit_code)
         }
-        Command::Bench { vm, n, j, versus, json, cmd } => {
-            let cmd = if cmd.is_empty() { vec![OsString::from("/bin/true")] } else { cmd };
-            let a = RunOptions { stream_output: false, ..vm.options() };
+        Command::Bench {
+            vm,
+            n,
+            j,
+            versus,
+            json,
+            cmd,
+        } => {
+            let cmd = if cmd.is_empty() {
+                vec![OsString::from("/bin/true")]
+            } else {
+                cmd
+            };
+            let a = RunOptions {
+                stream_output: false,
+                ..vm.options()
+            };
             let json_text = if versus.is_empty() {
                 let r = bench::bench(&cmd, &a, n, j);
                 print!("{}", bench::render(&r));
@@ -258,23 +297,55 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 serde_json::to_string_pretty(&c)?
             };
             if let Some(path) = json {
-                std::fs::write(&path, json_text).with_context(|| format!("failed to write {}", path.display()))?;
+                std::fs::write(&path, json_text)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
             }
             Ok(0)
         }
-        Command::Build { machine, output, list, cmd } => {
-            let opts = RunOptions { kernel: machine.kernel.clone(), modules_dir: machine.modules_dir.clone(), ..RunOptions::default() };
+        Command::Build {
+            machine,
+            output,
+            list,
+            cmd,
+        } => {
+            let opts = RunOptions {
+                kernel: machine.kernel.clone(),
+                modules_dir: machine.modules_dir.clone(),
+                ..RunOptions::default()
+            };
             let kernel = run::load_kernel(&RunOptions { pvh: false, ..opts })?;
             let init = initrd::find_init()?;
-            let mut modules: Vec<String> = machine.machine.spec().modules.iter().map(|s| s.to_string()).collect();
+            let mut modules: Vec<String> = machine
+                .machine
+                .spec()
+                .modules
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             modules.extend(machine.modules);
-            let aliases = if machine.host_modules { initrd::host_modaliases()? } else { Vec::new() };
-            let spec = BuildSpec { init: &init, kernel: &kernel, modules, aliases, compression: machine.compression, frozen_plan: machine.frozen_plan };
+            let aliases = if machine.host_modules {
+                initrd::host_modaliases()?
+            } else {
+                Vec::new()
+            };
+            let spec = BuildSpec {
+                init: &init,
+                kernel: &kernel,
+                modules,
+                aliases,
+                compression: machine.compression,
+                frozen_plan: machine.frozen_plan,
+            };
             let base = initrd::base_archive(&spec)?;
             let run_archive = if cmd.is_empty() {
                 None
             } else {
-                Some(initrd::run_archive(&initrd::resolve_payload(&cmd, vec![], None)?, &machine.include, false, false)?)
+                Some(initrd::run_archive(
+                    &initrd::resolve_payload(&cmd, vec![], None)?,
+                    &machine.include,
+                    false,
+                    false,
+                )?)
             };
             if list {
                 for archive in std::iter::once(&base).chain(run_archive.as_ref()) {
@@ -285,18 +356,31 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             let cached = initrd::cached_base(&base, machine.compression, &run::cache_dir()?)?;
             initrd::write_initrd(&cached, run_archive.as_ref(), &output)?;
-            eprintln!("kestrel: wrote {} for kernel {}", output.display(), kernel.release);
+            eprintln!(
+                "kestrel: wrote {} for kernel {}",
+                output.display(),
+                kernel.release
+            );
             Ok(0)
         }
-        Command::Analyze { log, boot, json, svg } => {
+        Command::Analyze {
+            log,
+            boot,
+            json,
+            svg,
+        } => {
             let boot_log = match log {
                 Some(log) => {
-                    let text = std::fs::read_to_string(&log).with_context(|| format!("failed to read {}", log.display()))?;
+                    let text = std::fs::read_to_string(&log)
+                        .with_context(|| format!("failed to read {}", log.display()))?;
                     vm::BootLog::read_log(&text)?
                 }
                 None => {
                     debug_assert!(boot);
-                    let opts = RunOptions { stream_output: false, ..RunOptions::default() };
+                    let opts = RunOptions {
+                        stream_output: false,
+                        ..RunOptions::default()
+                    };
                     let outcome = run::run(&[OsString::from("/bin/true")], &opts)?;
                     if let Some(why) = outcome.failure {
                         anyhow::bail!("the boot failed: {why}");
@@ -306,7 +390,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             };
             let a = analyze::analyze(&boot_log);
             if let Some(path) = svg {
-                std::fs::write(&path, kestrel::svg::render_svg(&a)).with_context(|| format!("failed to write {}", path.display()))?;
+                std::fs::write(&path, kestrel::svg::render_svg(&a))
+                    .with_context(|| format!("failed to write {}", path.display()))?;
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);

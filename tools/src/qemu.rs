@@ -21,7 +21,8 @@ pub enum Accel {
 /// Picks the accelerator; for `auto`, the reason TCG was chosen.
 pub fn resolve_accel(accel: Accel) -> (Accel, Option<String>) {
     match accel {
-        Accel::Auto => match kvm_unusable_reason(Path::new("/proc/cpuinfo"), Path::new("/dev/kvm")) {
+        Accel::Auto => match kvm_unusable_reason(Path::new("/proc/cpuinfo"), Path::new("/dev/kvm"))
+        {
             None => (Accel::Kvm, None),
             Some(why) => (Accel::Tcg, Some(why)),
         },
@@ -71,18 +72,47 @@ pub struct ProfileSpec {
     pub modules: &'static [&'static str],
 }
 
-pub const PCI_MODULES: &[&str] = &["virtio_pci", "virtio_console", "virtio_blk", "virtio_net", "virtio_rng", "ext4"];
-pub const MMIO_MODULES: &[&str] = &["virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_rng", "ext4"];
+pub const PCI_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_console",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_rng",
+    "ext4",
+];
+pub const MMIO_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_rng",
+    "ext4",
+];
 
 impl Profile {
     pub fn spec(self) -> ProfileSpec {
         match self {
-            Profile::Pc => ProfileSpec { machine: "pc", virtio_suffix: "pci", append: "", modules: PCI_MODULES },
-            Profile::Q35 => ProfileSpec { machine: "q35", virtio_suffix: "pci", append: "", modules: PCI_MODULES },
+            Profile::Pc => ProfileSpec {
+                machine: "pc",
+                virtio_suffix: "pci",
+                append: "",
+                modules: PCI_MODULES,
+            },
+            Profile::Q35 => ProfileSpec {
+                machine: "q35",
+                virtio_suffix: "pci",
+                append: "",
+                modules: PCI_MODULES,
+            },
             // Under TCG the microvm kernel often hangs calibrating the TSC
             // against a PIT it does not have; `kernel_append` tells it the
             // frequency (see `tsc_hint`).
-            Profile::Microvm => ProfileSpec { machine: "microvm,acpi=on", virtio_suffix: "device", append: "", modules: MMIO_MODULES },
+            Profile::Microvm => ProfileSpec {
+                machine: "microvm,acpi=on",
+                virtio_suffix: "device",
+                append: "",
+                modules: MMIO_MODULES,
+            },
         }
     }
 }
@@ -110,7 +140,13 @@ impl VmConfig {
         let dev = |model: &str| format!("{model}-{}", spec.virtio_suffix);
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |s: &str| a.push(s.into());
-        for s in ["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"] {
+        for s in [
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ] {
             push(s);
         }
         push("-accel");
@@ -123,7 +159,11 @@ impl VmConfig {
         // TCG's default CPU (qemu64) lacks SSE4.2 and more, so drivers such
         // as crc32c_intel fail with ENODEV where real hardware has them.
         push("-cpu");
-        push(if self.accel == Accel::Kvm { "host" } else { "max" });
+        push(if self.accel == Accel::Kvm {
+            "host"
+        } else {
+            "max"
+        });
         push("-m");
         push(&self.memory_mb.to_string());
         push("-smp");
@@ -137,14 +177,23 @@ impl VmConfig {
         push("-device");
         push(&format!("{},id=vserial", dev("virtio-serial")));
         push("-chardev");
-        push(&format!("socket,id=events,path={}", qemu_escape(&self.events_socket)));
+        push(&format!(
+            "socket,id=events,path={}",
+            qemu_escape(&self.events_socket)
+        ));
         push("-device");
-        push(&format!("virtserialport,bus=vserial.0,chardev=events,name={}", kestrel_init::event::EVENTS_PORT));
+        push(&format!(
+            "virtserialport,bus=vserial.0,chardev=events,name={}",
+            kestrel_init::event::EVENTS_PORT
+        ));
         // A scratch disk that costs no file: reads give zeroes.
         push("-blockdev");
         push("driver=null-co,node-name=scratch,size=1048576,read-zeroes=on");
         push("-device");
-        push(&format!("{},drive=scratch,serial=kestrel-scratch", dev("virtio-blk")));
+        push(&format!(
+            "{},drive=scratch,serial=kestrel-scratch",
+            dev("virtio-blk")
+        ));
         for (i, (path, ro)) in self.disks.iter().enumerate() {
             push("-drive");
             push(&format!(
@@ -153,7 +202,10 @@ impl VmConfig {
                 if *ro { ",readonly=on" } else { "" }
             ));
             push("-device");
-            push(&format!("{},drive=disk{i},serial=disk{i}", dev("virtio-blk")));
+            push(&format!(
+                "{},drive=disk{i},serial=disk{i}",
+                dev("virtio-blk")
+            ));
         }
         push("-netdev");
         push("user,id=net0");
@@ -183,7 +235,10 @@ const TSC_KHZ_FALLBACK: u64 = 2_000_000;
 /// (2 GHz on a 2.6 GHz host made guest clocks run 1.3x fast).
 pub fn tsc_hint() -> String {
     static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let khz = KHZ.get_or_init(|| crate::sys::measure_tsc_khz(std::time::Duration::from_millis(20)).unwrap_or(TSC_KHZ_FALLBACK));
+    let khz = KHZ.get_or_init(|| {
+        crate::sys::measure_tsc_khz(std::time::Duration::from_millis(20))
+            .unwrap_or(TSC_KHZ_FALLBACK)
+    });
     format!("tsc_early_khz={khz}")
 }
 
@@ -195,7 +250,14 @@ fn qemu_escape(path: &Path) -> String {
 
 /// The kernel command line for a Kestrel boot.
 pub fn kernel_append(profile: Profile, quiet: bool, extra: &str) -> String {
-    let mut parts: Vec<String> = ["console=ttyS0", "panic=-1", "printk.devkmsg=on", "rdinit=/init"].map(String::from).to_vec();
+    let mut parts: Vec<String> = [
+        "console=ttyS0",
+        "panic=-1",
+        "printk.devkmsg=on",
+        "rdinit=/init",
+    ]
+    .map(String::from)
+    .to_vec();
     if quiet {
         parts.push("quiet".into());
     }
@@ -238,17 +300,23 @@ impl Vm {
             // terminal, or it is stopped with SIGTTOU/SIGTTIN.
             cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
         } else {
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).process_group(0);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .process_group(0);
         }
         crate::sys::die_with_parent(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("failed to start {QEMU}"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("failed to start {QEMU}"))?;
         Ok(Vm { child })
     }
 
     pub fn kill(&mut self) {
         // A qemu that leads its own group (not interactive) is killed with
         // whatever it started.
-        let pid = i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw);
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
         if let Some(pid) = pid {
             if rustix::process::getpgid(Some(pid)).ok() == Some(pid) {
                 let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -300,7 +368,11 @@ mod tests {
             extra_args: vec![],
             interactive: false,
         };
-        let args: Vec<String> = cfg.args().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = cfg
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert!(args.iter().any(|a| a.starts_with("virtio-serial-device")));
         assert!(!args.iter().any(|a| a.contains("-pci")));
         assert!(cfg.append.contains("tsc_early_khz="));

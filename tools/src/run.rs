@@ -114,9 +114,13 @@ pub fn cache_dir() -> Result<PathBuf> {
     let uid = rustix::process::geteuid().as_raw();
     let dir = std::env::temp_dir().join(format!("kestrel-{uid}"));
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(&dir)
+        .with_context(|| format!("failed to create {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        anyhow::bail!("{} is not a private directory of ours; set KESTREL_CACHE or HOME", dir.display());
+        anyhow::bail!(
+            "{} is not a private directory of ours; set KESTREL_CACHE or HOME",
+            dir.display()
+        );
     }
     Ok(dir)
 }
@@ -126,9 +130,12 @@ pub fn cache_dir() -> Result<PathBuf> {
 pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().context("cache file without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("failed to create a file in {}", dir.display()))?;
-    tmp.write_all(data).with_context(|| format!("failed to write {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("failed to rename into {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("failed to create a file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("failed to rename into {}", path.display()))?;
     Ok(())
 }
 
@@ -173,19 +180,46 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     let payload: Option<Payload> = if argv.is_empty() {
         None
     } else {
-        Some(initrd::resolve_payload(argv, opts.env.clone(), opts.cwd.clone())?)
+        Some(initrd::resolve_payload(
+            argv,
+            opts.env.clone(),
+            opts.cwd.clone(),
+        )?)
     };
     let kernel = load_kernel(opts)?;
     let init = initrd::find_init()?;
     let accel = pick_accel(opts.accel);
-    let mut modules: Vec<String> = opts.profile.spec().modules.iter().map(|s| s.to_string()).collect();
+    let mut modules: Vec<String> = opts
+        .profile
+        .spec()
+        .modules
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     modules.extend(opts.modules.iter().cloned());
-    let aliases = if opts.host_modules { initrd::host_modaliases()? } else { Vec::new() };
-    let spec = BuildSpec { init: &init, kernel: &kernel, modules, aliases, compression: opts.compression, frozen_plan: opts.frozen_plan };
+    let aliases = if opts.host_modules {
+        initrd::host_modaliases()?
+    } else {
+        Vec::new()
+    };
+    let spec = BuildSpec {
+        init: &init,
+        kernel: &kernel,
+        modules,
+        aliases,
+        compression: opts.compression,
+        frozen_plan: opts.frozen_plan,
+    };
     let cache = cache_dir()?;
     let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
-    let run_archive = payload.as_ref().map(|p| initrd::run_archive(p, &opts.include, opts.interactive, opts.stdin.is_some())).transpose()?;
-    let work = tempfile::Builder::new().prefix("kestrel-run-").tempdir().context("failed to make a temporary directory")?;
+    let run_archive = payload
+        .as_ref()
+        .map(|p| initrd::run_archive(p, &opts.include, opts.interactive, opts.stdin.is_some()))
+        .transpose()?;
+    let work = tempfile::Builder::new()
+        .prefix("kestrel-run-")
+        .tempdir()
+        .context("failed to make a temporary directory")?;
     let initrd_path = work.path().join("initrd");
     initrd::write_initrd(&base, run_archive.as_ref(), &initrd_path)?;
 
@@ -196,7 +230,11 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
         accel,
         profile: opts.profile,
         memory_mb: opts.memory_mb,
-        cpus: if opts.cpus == 0 { default_cpus(accel) } else { opts.cpus },
+        cpus: if opts.cpus == 0 {
+            default_cpus(accel)
+        } else {
+            opts.cpus
+        },
         events_socket: work.path().join("events.sock"),
         disks: opts.disks.clone(),
         extra_args: opts.qemu_args.clone(),
@@ -224,7 +262,14 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
         }
     })?;
     let (exit_code, failure) = judge(&log, opts.timeout);
-    Ok(RunOutcome { exit_code, failure, stdout, stderr, log, kernel })
+    Ok(RunOutcome {
+        exit_code,
+        failure,
+        stdout,
+        stderr,
+        log,
+        kernel,
+    })
 }
 
 /// The exit status of a boot: the payload's, else the init's failure
@@ -232,9 +277,18 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
 pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
     let last = log.last_phase().map_or_else(
         || "no event from the guest".to_owned(),
-        |e| format!("last phase reached: {} at {:.3} s guest time ({e})", e.kind, e.t_ns as f64 / 1e9),
+        |e| {
+            format!(
+                "last phase reached: {} at {:.3} s guest time ({e})",
+                e.kind,
+                e.t_ns as f64 / 1e9
+            )
+        },
     );
-    if let Some(st) = log.last(kind::PAYLOAD_EXIT).and_then(|e| e.get_u64("status")) {
+    if let Some(st) = log
+        .last(kind::PAYLOAD_EXIT)
+        .and_then(|e| e.get_u64("status"))
+    {
         return (i32::try_from(st).unwrap_or(EXIT_HARNESS), None);
     }
     if log.last(kind::SWITCH_ROOT).is_some() && !log.timed_out {
@@ -242,7 +296,12 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
         return (0, None);
     }
     if log.timed_out {
-        return (EXIT_TIMEOUT, Some(format!("the guest did not finish within {timeout:?}; {last}")));
+        return (
+            EXIT_TIMEOUT,
+            Some(format!(
+                "the guest did not finish within {timeout:?}; {last}"
+            )),
+        );
     }
     let errors: Vec<String> = log
         .events
@@ -251,10 +310,23 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
         .filter_map(|s| s.item.get_str("msg"))
         .collect();
     if let Some(st) = log.last(kind::POWEROFF).and_then(|e| e.get_u64("status")) {
-        let why = if errors.is_empty() { "the guest powered off without running the payload".to_owned() } else { errors.join("; ") };
+        let why = if errors.is_empty() {
+            "the guest powered off without running the payload".to_owned()
+        } else {
+            errors.join("; ")
+        };
         return (i32::try_from(st).unwrap_or(EXIT_HARNESS), Some(why));
     }
-    let tail: Vec<&str> = log.console.iter().rev().take(15).map(|s| s.item.as_str()).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = log
+        .console
+        .iter()
+        .rev()
+        .take(15)
+        .map(|s| s.item.as_str())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let mut why = format!("the guest stopped without powering off ({last})");
     if !errors.is_empty() {
         why.push_str(&format!("; errors: {}", errors.join("; ")));

@@ -8,11 +8,16 @@ use std::fmt::Write as _;
 const ROW: f64 = 18.0;
 const LABEL_W: f64 = 380.0;
 const PLOT_W: f64 = 900.0;
-const THREAD_COLOURS: &[&str] = &["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
+const THREAD_COLOURS: &[&str] = &[
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+];
 const PHASE_COLOUR: &str = "#9c9c9c";
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Renders the analysis; every row is a `<g class="row">` holding a
@@ -32,20 +37,33 @@ pub fn render_svg(a: &Analysis) -> String {
         .map(|p| (p, PHASE_COLOUR, "phase"))
         .chain(a.modules.iter().map(|m| {
             let t = m.thread.unwrap_or(0) as usize;
-            (m, THREAD_COLOURS.get(t % THREAD_COLOURS.len()).copied().unwrap_or(PHASE_COLOUR), "module")
+            (
+                m,
+                THREAD_COLOURS
+                    .get(t % THREAD_COLOURS.len())
+                    .copied()
+                    .unwrap_or(PHASE_COLOUR),
+                "module",
+            )
         }))
         .collect();
     let height = ROW * (rows.len() as f64 + 3.0);
     let width = LABEL_W + PLOT_W + 20.0;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
     let _ = writeln!(s, r#"<title>Kestrel boot timeline ({end:.0} ms)</title>"#);
     // Grid: a line every 500 ms (every 100 ms for short boots).
     let step = if end > 3000.0 { 500.0 } else { 100.0 };
     let mut t = 0.0;
     while t <= end {
         let x = LABEL_W + t * scale;
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{ROW}" x2="{x:.1}" y2="{height}" stroke="#e0e0e0"/><text x="{x:.1}" y="12" fill="#666">{t:.0}</text>"##);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{ROW}" x2="{x:.1}" y2="{height}" stroke="#e0e0e0"/><text x="{x:.1}" y="12" fill="#666">{t:.0}</text>"##
+        );
         t += step;
     }
     for (i, (p, colour, class)) in rows.iter().enumerate() {
@@ -82,17 +100,30 @@ mod tests {
         let a = analyze(&log);
         let svg = render_svg(&a);
         let doc = roxmltree::Document::parse(&svg).unwrap();
-        let rows: Vec<_> = doc.descendants().filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("row"))).collect();
+        let rows: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("row")))
+            .collect();
         assert_eq!(rows.len(), a.phases.len() + a.modules.len());
-        let module_rows = rows.iter().filter(|n| n.attribute("class") == Some("row module")).count();
+        let module_rows = rows
+            .iter()
+            .filter(|n| n.attribute("class") == Some("row module"))
+            .count();
         assert_eq!(module_rows, a.modules.len());
         for row in &rows {
             let rect = row.children().find(|c| c.has_tag_name("rect")).unwrap();
             let w: f64 = rect.attribute("width").unwrap().parse().unwrap();
             assert!(w >= 1.0);
-            let text = row.children().find(|c| c.has_tag_name("text")).unwrap().text().unwrap();
+            let text = row
+                .children()
+                .find(|c| c.has_tag_name("text"))
+                .unwrap()
+                .text()
+                .unwrap();
             assert!(text.contains(" ms)"), "{text}");
         }
-        assert!(rows.iter().any(|r| r.descendants().any(|d| d.text().is_some_and(|t| t.starts_with("virtio_pci (")))));
+        assert!(rows.iter().any(|r| r
+            .descendants()
+            .any(|d| d.text().is_some_and(|t| t.starts_with("virtio_pci (")))));
     }
 }

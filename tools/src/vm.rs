@@ -59,12 +59,20 @@ pub struct BootLog {
 impl BootLog {
     /// The last event of a kind.
     pub fn last(&self, kind: &str) -> Option<&Event> {
-        self.events.iter().rev().map(|s| &s.item).find(|e| e.kind == kind)
+        self.events
+            .iter()
+            .rev()
+            .map(|s| &s.item)
+            .find(|e| e.kind == kind)
     }
 
     /// The last boot phase the guest reported reaching.
     pub fn last_phase(&self) -> Option<&Event> {
-        self.events.iter().rev().map(|s| &s.item).find(|e| PHASE_KINDS.contains(&e.kind.as_str()))
+        self.events
+            .iter()
+            .rev()
+            .map(|s| &s.item)
+            .find(|e| PHASE_KINDS.contains(&e.kind.as_str()))
     }
 
     /// Writes the log in the text form `kestrel analyze` reads: one line per
@@ -74,7 +82,11 @@ impl BootLog {
             .events
             .iter()
             .map(|s| (s.host_ns, format!("E {} {}", s.host_ns, s.item)))
-            .chain(self.console.iter().map(|s| (s.host_ns, format!("C {} {}", s.host_ns, s.item))))
+            .chain(
+                self.console
+                    .iter()
+                    .map(|s| (s.host_ns, format!("C {} {}", s.host_ns, s.item))),
+            )
             .collect();
         if let Some(t) = self.qemu_exit_ns {
             lines.push((t, format!("Q {t} qemu_exit")));
@@ -91,14 +103,24 @@ impl BootLog {
         let mut log = BootLog::default();
         for (n, line) in text.lines().enumerate() {
             let mut parts = line.splitn(3, ' ');
-            let (tag, t, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let host_ns: u64 = t.parse().with_context(|| format!("line {}: bad host time {t:?}", n + 1))?;
+            let (tag, t, rest) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            let host_ns: u64 = t
+                .parse()
+                .with_context(|| format!("line {}: bad host time {t:?}", n + 1))?;
             match tag {
                 "E" => {
-                    let item = event::parse_line(rest.as_bytes()).with_context(|| format!("line {}: {rest:?}", n + 1))?;
+                    let item = event::parse_line(rest.as_bytes())
+                        .with_context(|| format!("line {}: {rest:?}", n + 1))?;
                     log.events.push(Stamped { host_ns, item });
                 }
-                "C" => log.console.push(Stamped { host_ns, item: rest.to_owned() }),
+                "C" => log.console.push(Stamped {
+                    host_ns,
+                    item: rest.to_owned(),
+                }),
                 "Q" => log.qemu_exit_ns = Some(host_ns),
                 _ => anyhow::bail!("line {}: unknown tag {tag:?}", n + 1),
             }
@@ -147,10 +169,17 @@ const IN_EOF: &str = "in_eof";
 /// Largest stdin chunk in one record.
 const IN_CHUNK: usize = 16 * 1024;
 
-fn send_record(writer: &Mutex<UnixStream>, kind: &str, fields: &[(&str, &[u8])]) -> std::io::Result<()> {
+fn send_record(
+    writer: &Mutex<UnixStream>,
+    kind: &str,
+    fields: &[(&str, &[u8])],
+) -> std::io::Result<()> {
     let mut line = Vec::new();
     event::format_into(&mut line, 0, kind, fields);
-    writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(&line)
+    writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .write_all(&line)
 }
 
 /// Streams stdin to the guest as `in` records, then `in_eof`.
@@ -164,7 +193,8 @@ fn feed_stdin(source: StdinSource, writer: Arc<Mutex<UnixStream>>) {
         match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if send_record(&writer, IN, &[("data", buf.get(..n).unwrap_or_default())]).is_err() {
+                if send_record(&writer, IN, &[("data", buf.get(..n).unwrap_or_default())]).is_err()
+                {
                     return;
                 }
             }
@@ -178,7 +208,12 @@ fn feed_stdin(source: StdinSource, writer: Arc<Mutex<UnixStream>>) {
 /// Boots `config` and collects what arrives until qemu exits or `timeout`
 /// passes (then qemu is killed). `on_event` sees each record as it
 /// arrives (for streaming output); it runs on this thread.
-pub fn boot(config: &VmConfig, timeout: Duration, stdin: Option<StdinSource>, on_event: &mut dyn FnMut(&Stamped<Event>)) -> Result<BootLog> {
+pub fn boot(
+    config: &VmConfig,
+    timeout: Duration,
+    stdin: Option<StdinSource>,
+    on_event: &mut dyn FnMut(&Stamped<Event>),
+) -> Result<BootLog> {
     let _ = std::fs::remove_file(&config.events_socket);
     let listener = UnixListener::bind(&config.events_socket)
         .with_context(|| format!("failed to listen on {}", config.events_socket.display()))?;
@@ -191,7 +226,9 @@ pub fn boot(config: &VmConfig, timeout: Duration, stdin: Option<StdinSource>, on
     let mut threads = Vec::new();
     if let Some(stdout) = vm.child.stdout.take() {
         let tx = tx.clone();
-        threads.push(std::thread::spawn(move || read_lines(stdout, Stream::Console, t0, tx)));
+        threads.push(std::thread::spawn(move || {
+            read_lines(stdout, Stream::Console, t0, tx)
+        }));
     }
     if let Some(mut stderr) = vm.child.stderr.take() {
         let tx = tx.clone();
@@ -233,13 +270,19 @@ pub fn boot(config: &VmConfig, timeout: Duration, stdin: Option<StdinSource>, on
                     let stamped = Stamped { host_ns, item };
                     if stamped.item.kind == kind::POWEROFF {
                         if let Some(w) = events_writer.as_ref() {
-                            let _ = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(event::ACK);
+                            let _ = w
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .write_all(event::ACK);
                         }
                     }
                     on_event(&stamped);
                     log.events.push(stamped);
                 }
-                Err(e) => log.bad_lines.push(format!("{e}: {}", String::from_utf8_lossy(&line).trim_end())),
+                Err(e) => log.bad_lines.push(format!(
+                    "{e}: {}",
+                    String::from_utf8_lossy(&line).trim_end()
+                )),
             },
             Ok(Msg::Line(Stream::Console, host_ns, line)) => {
                 // The init's records reach the console when the events port
@@ -252,7 +295,9 @@ pub fn boot(config: &VmConfig, timeout: Duration, stdin: Option<StdinSource>, on
                     }
                     Err(_) => log.console.push(Stamped {
                         host_ns,
-                        item: String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned(),
+                        item: String::from_utf8_lossy(&line)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned(),
                     }),
                 }
             }

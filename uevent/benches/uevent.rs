@@ -26,7 +26,10 @@ use common::{fixtures, read_datagrams};
 /// The captured kernel datagrams, as received: this host's triggered
 /// coldplug, and a guest boot's coldplug and module loading.
 fn datagrams() -> Vec<Bytes> {
-    ["host-netlink", "guest-pc/coldplug", "guest-pc/modules"].iter().flat_map(|d| read_datagrams(d)).collect()
+    ["host-netlink", "guest-pc/coldplug", "guest-pc/modules"]
+        .iter()
+        .flat_map(|d| read_datagrams(d))
+        .collect()
 }
 
 fn parse(c: &mut Criterion) {

@@ -236,7 +236,9 @@ fn devpath_of_link(target: &[u8], ups: usize) -> Option<Vec<u8>> {
 }
 
 /// The `uevent` file itself is never a link in sysfs: refuse one.
-const FILE_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOFOLLOW);
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)

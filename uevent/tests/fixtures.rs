@@ -195,7 +195,10 @@ fn this_machines_own_sys_walks_completely() {
 
 /// The datagrams of a capture directory, parsed, in the order received.
 fn datagrams(dir: &str) -> Vec<Uevent> {
-    read_datagrams(dir).into_iter().map(|d| parse_netlink(d).unwrap()).collect()
+    read_datagrams(dir)
+        .into_iter()
+        .map(|d| parse_netlink(d).unwrap())
+        .collect()
 }
 
 fn netlink_fixture() -> Vec<Uevent> {

@@ -17,5 +17,8 @@ pub fn read_datagrams(dir: &str) -> Vec<Bytes> {
         .filter(|p| p.extension().is_some_and(|x| x == "bin"))
         .collect();
     files.sort();
-    files.iter().map(|p| Bytes::from(fs::read(p).unwrap())).collect()
+    files
+        .iter()
+        .map(|p| Bytes::from(fs::read(p).unwrap()))
+        .collect()
 }
