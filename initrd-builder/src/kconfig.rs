@@ -138,11 +138,29 @@ mod tests {
         assert!(check_compression(&p, Compression::Xz).is_err());
     }
 
+    /// Every installed Debian kernel (`/boot/config-*-amd64`, the flavour
+    /// naming of Debian's packages) unpacks every compression.
     #[test]
-    fn installed_debian_kernel() {
-        let p = kernel_config_path(Path::new("/boot"), "6.1.0-56-amd64");
-        if let Some(rd) = RdSupport::from_file(&p).unwrap() {
-            assert_eq!(rd.supported(), Compression::ALL);
+    fn installed_debian_kernels() {
+        let mut configs: Vec<std::path::PathBuf> = std::fs::read_dir("/boot")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("config-") && n.ends_with("-amd64"))
+            })
+            .collect();
+        configs.sort();
+        if configs.is_empty() {
+            eprintln!("SKIP: installed_debian_kernels: no /boot/config-*-amd64");
+        }
+        for p in configs {
+            eprintln!("installed_debian_kernels: {}", p.display());
+            let rd = RdSupport::from_file(&p).unwrap().unwrap();
+            assert_eq!(rd.supported(), Compression::ALL, "{}", p.display());
         }
     }
 }

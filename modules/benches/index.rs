@@ -10,8 +10,6 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use kestrel_modules::{ModuleIndex, Request};
 
@@ -30,16 +28,13 @@ fn modaliases() -> Vec<&'static str> {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = PathBuf::from("/lib/modules").join(common::kernel());
-    let dir = dir.as_path();
-    if !dir.join("modules.dep").exists() {
-        eprintln!(
-            "SKIPPING kestrel-modules benchmarks: {} is not installed",
-            dir.display()
-        );
+    // The figures in the README are for Debian's 6.1 tree (plain .ko).
+    let Some(tree) = common::tree_or_skip(common::Layout::Plain, "kestrel-modules benchmarks")
+    else {
         return;
-    }
-    c.bench_function("index_load_debian_6.1", |b| {
+    };
+    let dir = tree.dir.as_path();
+    c.bench_function(&format!("index_load_{}", tree.version), |b| {
         b.iter(|| ModuleIndex::load(black_box(dir)).unwrap())
     });
     let index = ModuleIndex::load(dir).unwrap();

@@ -15,27 +15,15 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::kernel;
+use common::{Layout, Tree};
 
 use kestrel_modules::loader::{Inserter, KernelInserter, LoadError};
-use kestrel_modules::{decompress_needed, Compression, ModuleIndex, Request};
-
-fn kernel_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(format!("/lib/modules/{}", kernel()));
-    if dir.join("modules.dep").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "!!! SKIPPING compressed-module tests: {} is not installed",
-            dir.display()
-        );
-        None
-    }
-}
+use kestrel_modules::{decompress_needed, Compression, ModuleIndex, Plan, Request};
 
 /// Copies `rel` from the real tree into `root`'s tree, compressed with `tool`.
 fn add_module(real: &Path, tree: &Path, rel: &str, tool: &str, ext: &str) -> String {
@@ -59,9 +47,13 @@ fn add_module(real: &Path, tree: &Path, rel: &str, tool: &str, ext: &str) -> Str
 
 #[test]
 fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
-    let Some(real) = kernel_dir() else { return };
+    // The compressed copies are made from plain .ko files.
+    let what = "compressed copies of real modules";
+    let Some(Tree { version, dir: real }) = common::tree_or_skip(Layout::Plain, what) else {
+        return;
+    };
     let root = tempfile::tempdir().unwrap();
-    let tree = root.path().join("lib/modules").join(kernel());
+    let tree = root.path().join("lib/modules").join(&version);
     std::fs::create_dir_all(&tree).unwrap();
     for f in [
         "modules.builtin",
@@ -95,7 +87,7 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
     let out = Command::new("depmod")
         .arg("-b")
         .arg(root.path())
-        .arg(kernel())
+        .arg(&version)
         .output()
         .expect("depmod runs");
     assert!(
@@ -126,7 +118,7 @@ fn compressed_tree_resolves_like_modprobe_and_loader_refuses_clearly() {
         .arg(root.path())
         .args([
             "-S",
-            &kernel(),
+            &version,
             "-C",
             "/dev/null",
             "--show-depends",
@@ -240,14 +232,8 @@ fn gzip_modules_index_and_are_refused_without_kernel_support() {
     );
 }
 
-/// The dry-run loader on real modules: the whole q35 guest plan passes; a
-/// corrupt copy (the real file with its ELF header overwritten) fails with a
-/// clear message and its users are skipped, the rest still "loads".
-#[test]
-fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
-    use kestrel_modules::loader::{load_plan_with, CheckOnlyInserter, LoadEvent};
-    let Some(real) = kernel_dir() else { return };
-    let index = ModuleIndex::load(&real).unwrap();
+/// The plan for every MODALIAS of the captured q35 guest, on `index`.
+fn q35_plan(index: &ModuleIndex) -> Plan {
     let fixture = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-modaliases-q35.txt"),
     )
@@ -257,22 +243,55 @@ fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| Request::Alias(l.to_owned()))
         .collect();
-    let mut plan = index.plan(&requests).unwrap();
+    index.plan(&requests).unwrap()
+}
+
+/// Every entry that needs entry `k` through hard dependencies (a failed
+/// softdep does not skip its user), directly or not.
+fn hard_users(plan: &Plan, k: usize) -> BTreeSet<String> {
+    let mut failed = BTreeSet::from([k]);
+    for (i, m) in plan.modules.iter().enumerate() {
+        // Plans are topologically ordered: dependencies come first.
+        let hard = m.deps.iter().filter(|d| !m.soft_deps.contains(d));
+        if hard.clone().any(|d| failed.contains(d)) {
+            failed.insert(i);
+        }
+    }
+    failed.remove(&k);
+    failed
+        .into_iter()
+        .map(|i| plan.modules[i].name.clone())
+        .collect()
+}
+
+/// The dry-run loader on real modules of `layout`: the whole q35 guest plan
+/// passes; a corrupt copy of `victim` (the real file with its first bytes
+/// overwritten) fails with `reason` and exactly the modules that need it
+/// are skipped, the rest still "loads".
+fn dry_run_real_plan_with_a_corrupt_copy(layout: Layout, victim: &str, reason: &str) {
+    use kestrel_modules::loader::{load_plan_with, CheckOnlyInserter, LoadEvent};
+    let what = format!("dry run of the q35 plan on {layout:?} modules");
+    let Some(tree) = common::tree_or_skip(layout, &what) else {
+        return;
+    };
+    let index = ModuleIndex::load(&tree.dir).unwrap();
+    let mut plan = q35_plan(&index);
     let report = load_plan_with(&plan, 2, &CheckOnlyInserter, &|_ev: &LoadEvent| {});
     assert_eq!(report.loaded, plan.modules.len());
 
-    // Corrupt virtio (virtio_pci and everything virtio depend on it).
     let dir = tempfile::tempdir().unwrap();
     let k = plan
         .modules
         .iter()
-        .position(|m| m.name == "virtio")
-        .unwrap();
+        .position(|m| m.name == victim)
+        .unwrap_or_else(|| panic!("{victim} is not in the q35 plan on {}", tree.dir.display()));
     let mut bytes = std::fs::read(&plan.modules[k].path).unwrap();
     bytes[..4].copy_from_slice(b"JUNK");
-    let corrupt = dir.path().join("virtio.ko");
+    let corrupt = dir.path().join(plan.modules[k].path.file_name().unwrap());
     std::fs::write(&corrupt, bytes).unwrap();
     plan.modules[k].path = corrupt;
+    let users = hard_users(&plan, k);
+    assert!(!users.is_empty(), "nothing in the plan needs {victim}");
     let events = std::sync::Mutex::new(Vec::new());
     let report = load_plan_with(&plan, 2, &CheckOnlyInserter, &|ev: &LoadEvent| {
         events.lock().unwrap().push((
@@ -282,41 +301,110 @@ fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
     });
     let events = events.into_inner().unwrap();
     assert_eq!(report.failed, 1);
-    let skipped: Vec<&str> = events
+    let skipped: BTreeSet<String> = events
         .iter()
         .filter(|(_, e)| {
             e.as_deref()
-                .is_some_and(|e| e.contains("its dependency virtio failed"))
+                .is_some_and(|e| e.contains(&format!("its dependency {victim} failed")))
         })
-        .map(|(n, _)| n.as_str())
+        .map(|(n, _)| n.clone())
         .collect();
-    for needed in [
-        "virtio_pci",
-        "virtio_net",
-        "virtio_blk",
-        "virtio_console",
-        "virtio_rng",
-    ] {
-        assert!(
-            skipped.contains(&needed),
-            "{needed} not skipped: {skipped:?}"
-        );
-    }
+    assert_eq!(skipped, users);
     assert_eq!(report.skipped, skipped.len());
     assert_eq!(
         report.loaded + report.failed + report.skipped,
         plan.modules.len()
     );
-    assert!(
-        events.iter().any(|(n, e)| n == "ahci" && e.is_none()),
-        "unrelated modules still load"
-    );
-    let virtio = events
+    // Everything that does not need it still "loads".
+    for (name, error) in &events {
+        if name != victim && !users.contains(name) {
+            assert_eq!(error, &None, "{name}");
+        }
+    }
+    assert!(report.loaded > 0, "unrelated modules still load");
+    let error = events
         .iter()
-        .find(|(n, _)| n == "virtio")
+        .find(|(n, _)| n == victim)
         .unwrap()
         .1
         .clone()
         .unwrap();
-    assert!(virtio.contains("it is not an ELF object"), "{virtio}");
+    assert!(error.contains(reason), "{error}");
+}
+
+/// 6.1: virtio is a module, and every virtio driver needs it.
+#[test]
+fn dry_run_loads_real_plan_and_reports_a_corrupt_copy() {
+    dry_run_real_plan_with_a_corrupt_copy(Layout::Plain, "virtio", "it is not an ELF object");
+}
+
+/// 6.12: the files are .ko.xz (virtio is builtin there; libata has users).
+#[test]
+fn dry_run_loads_real_xz_plan_and_reports_a_corrupt_copy() {
+    dry_run_real_plan_with_a_corrupt_copy(Layout::Xz, "libata", "it is not xz data");
+}
+
+/// A real .ko.xz tree as depmod wrote it: plans name the .ko.xz files exactly
+/// as modprobe does, they need decompression unless the kernel does it, and
+/// the loader refuses them (before any syscall) for a kernel that cannot.
+#[test]
+fn real_xz_tree_plans_like_modprobe() {
+    let Some(tree) = common::tree_or_skip(Layout::Xz, "the installed .ko.xz tree") else {
+        return;
+    };
+    let index = ModuleIndex::load(&tree.dir).unwrap();
+    // ahci needs libahci and libata: three files.
+    let plan = index.plan(&[Request::Name("ahci".to_owned())]).unwrap();
+    let ours: Vec<String> = plan
+        .modules
+        .iter()
+        .map(|m| m.path.display().to_string())
+        .collect();
+    let out = Command::new("modprobe")
+        .args([
+            "-S",
+            &tree.version,
+            "-C",
+            "/dev/null",
+            "--show-depends",
+            "ahci",
+        ])
+        .output()
+        .expect("modprobe runs");
+    let theirs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("insmod "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ours,
+        theirs,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ours.len() >= 2, "{ours:?}");
+    let no_support = KernelInserter {
+        kernel_compression: None,
+    };
+    for entry in &plan.modules {
+        assert!(
+            entry.path.to_string_lossy().ends_with(".ko.xz"),
+            "{entry:?}"
+        );
+        assert_eq!(decompress_needed(&entry.path, None), Some(Compression::Xz));
+        assert_eq!(decompress_needed(&entry.path, Some(Compression::Xz)), None);
+        assert!(
+            matches!(
+                no_support.insert(entry),
+                Err(LoadError::CompressionUnsupported {
+                    compression: Compression::Xz,
+                    kernel: None,
+                    ..
+                })
+            ),
+            "{}",
+            entry.name
+        );
+    }
 }

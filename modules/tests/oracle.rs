@@ -1,15 +1,16 @@
 //! Oracle test: kestrel-modules must plan exactly what the real kmod does.
 //!
-//! Against the Debian kernel 6.1.0-56-amd64 module tree (installed by the
-//! project's setup script and by CI), for a deterministic sample of alias
+//! Against the installed Debian module tree with plain `.ko` files (the
+//! generic 6.1 flavour: installed by the project's setup script and by CI;
+//! see tests/common for the choice), for a deterministic sample of alias
 //! patterns across the whole modules.alias (each turned into a concrete
 //! MODALIAS that matches it), for every module name and every builtin name,
 //! the modules (and their options) of `plan` must equal, in order, the
-//! `insmod` lines of `modprobe -S 6.1.0-56-amd64 --show-depends`, and the
+//! `insmod` lines of `modprobe -S VERSION --show-depends`, and the
 //! builtin modules it notes must equal the `builtin` lines. modprobe runs
 //! batched (`-a`, a builtin sentinel between requests) on all cores.
 //!
-//! The test skips, loudly, only when that module tree is absent.
+//! The test skips, loudly, only when no such module tree is installed.
 
 // Test code: a failed expectation must stop the run loudly (clippy.toml
 // allows this in unit tests; integration tests and benches need it spelled out).
@@ -21,11 +22,11 @@
 )]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::kernel;
+use common::{Layout, Tree};
 
 use kestrel_modules::config::{Config, DEFAULT_CONFIG_DIRS};
 use kestrel_modules::names::name_from_path;
@@ -37,21 +38,15 @@ const ALIAS_SAMPLE: usize = usize::MAX;
 /// Requests per modprobe process.
 const BATCH: usize = 150;
 
-fn kernel_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(format!("/lib/modules/{}", kernel()));
-    if dir.join("modules.dep").exists() {
-        Some(dir)
-    } else {
-        eprintln!();
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!(
-            "!!! SKIPPING the kmod oracle test: {} is not installed.",
-            dir.display()
-        );
+/// The tree the oracle runs on: the installed one with plain `.ko` files
+/// (any layout would do for kmod; this one is the tree the fixtures were
+/// captured with).
+fn kernel_tree() -> Option<Tree> {
+    let tree = common::tree_or_skip(Layout::Plain, "kmod oracle test");
+    if tree.is_none() {
         eprintln!("!!! Install linux-image-amd64 (scripts/setup does) to run it.");
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        None
     }
+    tree
 }
 
 /// The answer to one request: (path, options) to insmod, builtin names.
@@ -89,7 +84,12 @@ fn parse_show_depends(lines: &[&str]) -> Answer {
 
 /// Runs modprobe on all requests, batched and in parallel, with a builtin
 /// module as separator. `config_arg` is passed as `-C` when set.
-fn kmod_answers(requests: &[String], sentinel: &str, config_arg: Option<&Path>) -> Vec<Answer> {
+fn kmod_answers(
+    tree: &Tree,
+    requests: &[String],
+    sentinel: &str,
+    config_arg: Option<&Path>,
+) -> Vec<Answer> {
     let batches: Vec<&[String]> = requests.chunks(BATCH).collect();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -106,7 +106,7 @@ fn kmod_answers(requests: &[String], sentinel: &str, config_arg: Option<&Path>) 
                 if let Some(c) = config_arg {
                     cmd.arg("-C").arg(c);
                 }
-                cmd.args(["-S", &kernel(), "-a", "--show-depends"]);
+                cmd.args(["-S", &tree.version, "-a", "--show-depends"]);
                 for r in batch.iter() {
                     cmd.arg(r).arg(sentinel);
                 }
@@ -286,7 +286,8 @@ fn report(diffs: &[String], total: usize) {
 
 #[test]
 fn plans_equal_modprobe_show_depends() {
-    let Some(dir) = kernel_dir() else { return };
+    let Some(tree) = kernel_tree() else { return };
+    let dir = tree.dir.clone();
     let started = std::time::Instant::now();
     let mut config =
         Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
@@ -362,7 +363,7 @@ fn plans_equal_modprobe_show_depends() {
     }
 
     let texts: Vec<String> = requests.iter().map(|(_, t)| t.clone()).collect();
-    let kmod = kmod_answers(&texts, &sentinel, None);
+    let kmod = kmod_answers(&tree, &texts, &sentinel, None);
     assert_eq!(kmod.len(), requests.len());
     let diffs = compare(&index, &requests, &kmod);
     let nonempty_alias = kmod
@@ -394,7 +395,8 @@ fn plans_equal_modprobe_show_depends() {
 /// glob softdeps and the place of modules.softdep among config files.
 #[test]
 fn config_semantics_equal_modprobe() {
-    let Some(dir) = kernel_dir() else { return };
+    let Some(tree) = kernel_tree() else { return };
+    let dir = tree.dir.clone();
     let conf = tempfile::tempdir().unwrap();
     std::fs::write(
         conf.path().join("a.conf"),
@@ -447,7 +449,7 @@ fn config_semantics_equal_modprobe() {
     requests.push((Request::Alias(e1000_alias.clone()), e1000_alias.clone()));
     requests.push((Request::Alias("my-disk".to_owned()), "my-disk".to_owned()));
     let texts: Vec<String> = requests.iter().map(|(_, t)| t.clone()).collect();
-    let kmod = kmod_answers(&texts, &sentinel, Some(conf.path()));
+    let kmod = kmod_answers(&tree, &texts, &sentinel, Some(conf.path()));
     // The blacklisted alias must produce nothing on both sides.
     let e1000_idx = requests.len() - 2;
     assert!(
@@ -482,7 +484,8 @@ fn guest_fixtures() -> Vec<(String, Vec<String>)> {
 /// appearance.
 #[test]
 fn guest_fixture_modaliases_equal_modprobe() {
-    let Some(dir) = kernel_dir() else { return };
+    let Some(tree) = kernel_tree() else { return };
+    let dir = tree.dir.clone();
     let mut config =
         Config::load_paths(&DEFAULT_CONFIG_DIRS).expect("host modprobe.d config parses");
     config.apply_kernel_cmdline(&read_cmdline());
@@ -495,7 +498,7 @@ fn guest_fixture_modaliases_equal_modprobe() {
             .iter()
             .map(|a| (Request::Alias(a.clone()), a.clone()))
             .collect();
-        let kmod = kmod_answers(&aliases, &sentinel, None);
+        let kmod = kmod_answers(&tree, &aliases, &sentinel, None);
         let diffs = compare(&index, &requests, &kmod);
         report(&diffs, requests.len());
 
@@ -508,7 +511,7 @@ fn guest_fixture_modaliases_equal_modprobe() {
             .map(|m| (m.path.display().to_string(), m.options.clone()))
             .collect();
         let out = Command::new("modprobe")
-            .args(["-S", &kernel(), "-a", "--show-depends"])
+            .args(["-S", &tree.version, "-a", "--show-depends"])
             .args(&aliases)
             .output()
             .unwrap();
