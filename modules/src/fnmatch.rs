@@ -126,176 +126,241 @@ fn collating_symbol(pat: &[u8], p: usize) -> Option<(u8, usize)> {
 /// `[`) and tests byte `sc` against it: a port of glibc's state machine
 /// (posix/fnmatch_loop.c, C locale), where reading past the end gives NUL.
 fn bracket(pat: &[u8], start: usize, sc: u8) -> Bracket {
-    let at = |i: usize| pat.get(i).copied().unwrap_or(0);
     let mut p = start;
-    let negate = matches!(at(p), b'!' | b'^');
+    let negate = matches!(byte_at(pat, p), b'!' | b'^');
     if negate {
         p += 1;
     }
-    let mut c = at(p);
-    p += 1;
-    // Phase 1: members until one matches (then `matched` holds the index
-    // where glibc's skip phase starts) or the closing ']'.
-    let matched: Option<usize> = 'scan: loop {
-        // `Some(m)`: glibc's `normal_bracket` with member m, p just after it.
-        let mut normal: Option<u8> = None;
-        if c == b'\\' {
-            if at(p) == 0 {
-                return Bracket::Fail;
-            }
-            normal = Some(at(p));
-            p += 1;
-        } else if c == b'[' && at(p) == b':' {
-            let startp = p;
-            let mut q = p;
-            let mut len = 0usize;
-            let is_class = loop {
-                if len == CHAR_CLASS_MAX_LENGTH {
-                    return Bracket::Fail;
-                }
-                q += 1;
-                let b = at(q);
-                if b == b':' && at(q + 1) == b']' {
-                    break true;
-                }
-                // glibc's test is `c < 'a' || c >= 'z'`: 'z' ends the name.
-                if !(b'a'..=b'y').contains(&b) {
-                    break false;
-                }
-                len += 1;
-            };
-            if is_class {
-                let name = pat.get(startp + 1..q).unwrap_or_default();
-                p = q + 2;
-                match class_matches(name, sc) {
-                    None => return Bracket::Fail,
-                    Some(true) => break 'scan Some(p),
-                    Some(false) => {}
-                }
-                c = at(p);
-                p += 1;
-            } else {
-                p = startp;
-                normal = Some(b'[');
-            }
-        } else if c == 0 {
-            // Unterminated: the '[' is an ordinary byte.
-            return Bracket::Literal;
-        } else if c == b'[' && at(p) == b'=' {
-            let x = at(p + 1);
-            if x == 0 || at(p + 2) != b'=' || at(p + 3) != b']' {
-                normal = Some(b'[');
-            } else {
-                p += 4;
-                if x == sc {
-                    break 'scan Some(p);
-                }
-                c = at(p);
-                p += 1;
-            }
-        } else if c == b'[' && at(p) == b'.' {
-            let Some((sym, next)) = collating_symbol(pat, p) else {
-                return Bracket::Fail;
-            };
-            p = next;
-            let is_range = at(p) == b'-' && at(p + 1) != 0;
-            if !is_range && sym == sc {
-                break 'scan Some(p);
-            }
-            c = at(p);
-            p += 1;
-            match range(pat, &mut p, &mut c, sym, sc) {
-                Err(()) => return Bracket::Fail,
-                Ok(true) => break 'scan Some(p),
-                Ok(false) => {}
-            }
-        } else {
-            normal = Some(c);
-        }
-        if let Some(m) = normal {
-            let is_range = at(p) == b'-' && at(p + 1) != 0 && at(p + 1) != b']';
-            if !is_range && m == sc {
-                break 'scan Some(p);
-            }
-            c = at(p);
-            p += 1;
-            match range(pat, &mut p, &mut c, m, sc) {
-                Err(()) => return Bracket::Fail,
-                Ok(true) => break 'scan Some(p),
-                Ok(false) => {}
-            }
-        }
-        if c == b']' {
-            break 'scan None;
-        }
-    };
-    let Some(mut p) = matched else {
-        return Bracket::Done {
+    match scan_members(pat, p, sc) {
+        Scan::Unmatched { next } => Bracket::Done {
             matched: negate,
-            next: p,
-        };
-    };
-    // Phase 2 (glibc's `matched:`): skip the rest of the expression.
+            next,
+        },
+        Scan::Matched { at } => match skip_rest(pat, at) {
+            Ok(next) => Bracket::Done {
+                matched: !negate,
+                next,
+            },
+            Err(outcome) => outcome,
+        },
+        Scan::Done(outcome) => outcome,
+    }
+}
+
+/// The pattern byte at `i`; NUL past the end, as C reads it.
+fn byte_at(pat: &[u8], i: usize) -> u8 {
+    pat.get(i).copied().unwrap_or(0)
+}
+
+/// Outcome of phase 1 of a bracket expression.
+enum Scan {
+    /// A member matched; glibc's skip phase starts at `at`.
+    Matched { at: usize },
+    /// The closing `]` came first; `next` is the index after it.
+    Unmatched { next: usize },
+    /// The answer is known without the rest (unterminated, or a failure).
+    Done(Bracket),
+}
+
+/// Where phase 1 stands after one member.
+enum Member {
+    /// `sc` is in the set; the skip phase starts at this index.
+    Matched(usize),
+    /// Not this member: `c` is the next byte, `p` the index after it.
+    Next { c: u8, p: usize },
+    /// The answer is known without the rest.
+    Done(Bracket),
+}
+
+/// Phase 1: members until one matches or the closing `]` (`p` is the
+/// first member).
+fn scan_members(pat: &[u8], p: usize, sc: u8) -> Scan {
+    let mut c = byte_at(pat, p);
+    let mut p = p + 1;
     loop {
-        let mut c = at(p);
-        p += 1;
-        if c == 0 {
-            return Bracket::Literal;
-        }
-        if c == b'\\' {
-            if at(p) == 0 {
-                return Bracket::Fail;
-            }
-            p += 1;
-        } else if c == b'[' && at(p) == b':' {
-            let startp = p;
-            let mut len = 0usize;
-            loop {
-                p += 1;
-                let b = at(p);
-                len += 1;
-                if len == CHAR_CLASS_MAX_LENGTH {
-                    return Bracket::Fail;
-                }
-                if b == b':' && at(p + 1) == b']' {
-                    p += 2;
-                    break;
-                }
-                if !(b'a'..=b'y').contains(&b) {
-                    // Not a class: go on after the '['.
-                    p = startp;
-                    break;
-                }
-            }
-        } else if c == b'[' && at(p) == b'=' {
-            if at(p + 1) == 0 || at(p + 2) != b'=' || at(p + 3) != b']' {
-                return Bracket::Fail;
-            }
-            p += 4;
-            c = at(p);
-            p += 1;
-            if c == 0 {
-                return Bracket::Fail;
-            }
-        } else if c == b'[' && at(p) == b'.' {
-            let body = pat.get(p + 1..).unwrap_or_default();
-            let Some(end) = body.windows(2).position(|w| w == b".]") else {
-                return Bracket::Fail;
-            };
-            p += 1 + end + 2;
-            c = at(p);
-            p += 1;
-            if c == 0 {
-                return Bracket::Fail;
+        let member = match (c, byte_at(pat, p)) {
+            (b'\\', _) => escaped_member(pat, p, sc),
+            (b'[', b':') => class_member(pat, p, sc),
+            // Unterminated: the '[' is an ordinary byte.
+            (0, _) => Member::Done(Bracket::Literal),
+            (b'[', b'=') => equivalence_member(pat, p, sc),
+            (b'[', b'.') => collating_member(pat, p, sc),
+            _ => ordinary_member(pat, c, p, sc),
+        };
+        match member {
+            Member::Matched(at) => return Scan::Matched { at },
+            Member::Done(outcome) => return Scan::Done(outcome),
+            Member::Next {
+                c: next_c,
+                p: next_p,
+            } => {
+                c = next_c;
+                p = next_p;
             }
         }
         if c == b']' {
-            break;
+            return Scan::Unmatched { next: p };
         }
     }
-    Bracket::Done {
-        matched: !negate,
-        next: p,
+}
+
+/// glibc's `normal_bracket`: the byte member `m` (`p` just after it),
+/// alone or as the start of a range.
+fn ordinary_member(pat: &[u8], m: u8, p: usize, sc: u8) -> Member {
+    let is_range = byte_at(pat, p) == b'-' && !matches!(byte_at(pat, p + 1), 0 | b']');
+    if !is_range && m == sc {
+        return Member::Matched(p);
+    }
+    range_after(pat, p, m, sc)
+}
+
+/// The range step after member `m`: `p` is at the byte after the member.
+fn range_after(pat: &[u8], p: usize, m: u8, sc: u8) -> Member {
+    let mut c = byte_at(pat, p);
+    let mut p = p + 1;
+    match range(pat, &mut p, &mut c, m, sc) {
+        Err(()) => Member::Done(Bracket::Fail),
+        Ok(true) => Member::Matched(p),
+        Ok(false) => Member::Next { c, p },
+    }
+}
+
+/// `\x`: the byte after the backslash (`p`) is an ordinary member.
+fn escaped_member(pat: &[u8], p: usize, sc: u8) -> Member {
+    match byte_at(pat, p) {
+        0 => Member::Done(Bracket::Fail),
+        m => ordinary_member(pat, m, p + 1, sc),
+    }
+}
+
+/// `[:name:]` (`p` at the first `:`); not a class name (glibc reads
+/// `a`..`y` only) makes the `[` an ordinary member.
+fn class_member(pat: &[u8], p: usize, sc: u8) -> Member {
+    let mut q = p;
+    let mut len = 0usize;
+    let is_class = loop {
+        if len == CHAR_CLASS_MAX_LENGTH {
+            return Member::Done(Bracket::Fail);
+        }
+        q += 1;
+        let b = byte_at(pat, q);
+        if b == b':' && byte_at(pat, q + 1) == b']' {
+            break true;
+        }
+        // glibc's test is `c < 'a' || c >= 'z'`: 'z' ends the name.
+        if !(b'a'..=b'y').contains(&b) {
+            break false;
+        }
+        len += 1;
+    };
+    if !is_class {
+        return ordinary_member(pat, b'[', p, sc);
+    }
+    let name = pat.get(p + 1..q).unwrap_or_default();
+    let after = q + 2;
+    match class_matches(name, sc) {
+        None => Member::Done(Bracket::Fail),
+        Some(true) => Member::Matched(after),
+        Some(false) => Member::Next {
+            c: byte_at(pat, after),
+            p: after + 1,
+        },
+    }
+}
+
+/// `[=c=]` (`p` at the `=`); a malformed one makes the `[` an ordinary
+/// member.
+fn equivalence_member(pat: &[u8], p: usize, sc: u8) -> Member {
+    let x = byte_at(pat, p + 1);
+    if x == 0 || byte_at(pat, p + 2) != b'=' || byte_at(pat, p + 3) != b']' {
+        return ordinary_member(pat, b'[', p, sc);
+    }
+    let after = p + 4;
+    if x == sc {
+        return Member::Matched(after);
+    }
+    Member::Next {
+        c: byte_at(pat, after),
+        p: after + 1,
+    }
+}
+
+/// `[.c.]` (`p` at the first `.`), alone or as the start of a range.
+fn collating_member(pat: &[u8], p: usize, sc: u8) -> Member {
+    let Some((sym, after)) = collating_symbol(pat, p) else {
+        return Member::Done(Bracket::Fail);
+    };
+    let is_range = byte_at(pat, after) == b'-' && byte_at(pat, after + 1) != 0;
+    if !is_range && sym == sc {
+        return Member::Matched(after);
+    }
+    range_after(pat, after, sym, sc)
+}
+
+/// Phase 2 (glibc's `matched:`): skip the rest of the expression from `p`;
+/// the index after its closing `]`, or the outcome when that is not found.
+fn skip_rest(pat: &[u8], mut p: usize) -> Result<usize, Bracket> {
+    loop {
+        let mut c = byte_at(pat, p);
+        p += 1;
+        if c == 0 {
+            return Err(Bracket::Literal);
+        }
+        if c == b'\\' {
+            if byte_at(pat, p) == 0 {
+                return Err(Bracket::Fail);
+            }
+            p += 1;
+        } else if c == b'[' && byte_at(pat, p) == b':' {
+            p = skip_class(pat, p)?;
+        } else if c == b'[' && byte_at(pat, p) == b'=' {
+            if byte_at(pat, p + 1) == 0
+                || byte_at(pat, p + 2) != b'='
+                || byte_at(pat, p + 3) != b']'
+            {
+                return Err(Bracket::Fail);
+            }
+            (c, p) = byte_after(pat, p + 4)?;
+        } else if c == b'[' && byte_at(pat, p) == b'.' {
+            let body = pat.get(p + 1..).unwrap_or_default();
+            let Some(end) = body.windows(2).position(|w| w == b".]") else {
+                return Err(Bracket::Fail);
+            };
+            (c, p) = byte_after(pat, p + 1 + end + 2)?;
+        }
+        if c == b']' {
+            return Ok(p);
+        }
+    }
+}
+
+/// The byte at `p` and the index after it; glibc fails the match at NUL.
+fn byte_after(pat: &[u8], p: usize) -> Result<(u8, usize), Bracket> {
+    match byte_at(pat, p) {
+        0 => Err(Bracket::Fail),
+        c => Ok((c, p + 1)),
+    }
+}
+
+/// Skips a `[:name:]` in phase 2 (`p` at the first `:`): the index after
+/// it, or after the `[` when it is not a class.
+fn skip_class(pat: &[u8], p: usize) -> Result<usize, Bracket> {
+    let mut q = p;
+    let mut len = 0usize;
+    loop {
+        q += 1;
+        let b = byte_at(pat, q);
+        len += 1;
+        if len == CHAR_CLASS_MAX_LENGTH {
+            return Err(Bracket::Fail);
+        }
+        if b == b':' && byte_at(pat, q + 1) == b']' {
+            return Ok(q + 2);
+        }
+        if !(b'a'..=b'y').contains(&b) {
+            // Not a class: go on after the '['.
+            return Ok(p);
+        }
     }
 }
 
@@ -303,7 +368,7 @@ fn bracket(pat: &[u8], start: usize, sc: u8) -> Bracket {
 /// member, `p` the index after `c`. `Ok(true)` when `sc` is in the range,
 /// `Err` when glibc fails the match.
 fn range(pat: &[u8], p: &mut usize, c: &mut u8, cold: u8, sc: u8) -> Result<bool, ()> {
-    let at = |i: usize| pat.get(i).copied().unwrap_or(0);
+    let at = |i: usize| byte_at(pat, i);
     if *c != b'-' || at(*p) == b']' {
         return Ok(false);
     }

@@ -256,6 +256,23 @@ impl ModuleIndex {
 
     fn plan_inner(&self, requests: &[Request], strict: bool) -> Result<Plan, ModulesError> {
         let mut notes = Vec::new();
+        let mut walk = self.walk_requests(requests, strict, &mut notes)?;
+        let order = keep_first_appearances(&walk.items, &mut notes);
+        let mut edges = dependency_edges(&mut walk, &order);
+        let sorted = sort_topologically(&mut edges.deps, &order, &walk.items, strict, &mut notes)?;
+        let modules = self.plan_entries(&walk.items, &order, &edges, &sorted);
+        Ok(Plan { modules, notes })
+    }
+
+    /// kmod's probe list of every request, one after the other; what is
+    /// not found or blacklisted becomes a note (or, strict, an unknown name
+    /// an error).
+    fn walk_requests(
+        &self,
+        requests: &[Request],
+        strict: bool,
+        notes: &mut Vec<PlanNote>,
+    ) -> Result<Walk<'_>, ModulesError> {
         let mut walk = Walk {
             index: self,
             items: Vec::new(),
@@ -308,137 +325,35 @@ impl ModuleIndex {
                 walk.probe(&r, label.clone(), 0);
             }
         }
+        Ok(walk)
+    }
 
-        // Keep each module at its first appearance.
-        let mut order: Vec<usize> = Vec::new(); // indices into walk.items
-        let mut pos: HashMap<String, usize> = HashMap::new(); // name -> kmod position
-        let mut noted: HashSet<String> = HashSet::new();
-        for (i, item) in walk.items.iter().enumerate() {
-            if pos.contains_key(&item.name) || noted.contains(&item.name) {
-                continue;
-            }
-            match (item.id, item.builtin) {
-                (Some(_), _) => {
-                    pos.insert(item.name.clone(), order.len());
-                    order.push(i);
-                }
-                (None, true) => {
-                    noted.insert(item.name.clone());
-                    notes.push(PlanNote::Builtin {
-                        module: item.name.clone(),
-                        reason: item.reason.clone(),
-                    });
-                }
-                (None, false) => {
-                    noted.insert(item.name.clone());
-                    notes.push(PlanNote::Unknown {
-                        module: item.name.clone(),
-                        reason: item.reason.clone(),
-                    });
-                }
-            }
-        }
-
-        // Edges: hard deps, softdep pre, and "after the module whose post
-        // softdep this is" when it did come after it.
-        let n = order.len();
-        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut hard: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (k, &i) in order.iter().enumerate() {
-            let Some(item) = walk.items.get(i) else {
-                continue;
-            };
-            let mut edges: Vec<usize> = Vec::new();
-            if let Some(id) = item.id {
-                for &d in self.deps_of(id) {
-                    if let Some(&p) = self
-                        .modules
-                        .get(d as usize)
-                        .and_then(|dm| pos.get(&dm.name))
-                    {
-                        edges.push(p);
-                        if let Some(h) = hard.get_mut(k) {
-                            h.push(p);
-                        }
-                    }
-                }
-            }
-            let item_name = item.name.clone();
-            let soft = walk.softdeps(&item_name);
-            for r in &soft.pre {
-                if let Some(&p) = pos.get(&r.name) {
-                    edges.push(p);
-                }
-            }
-            for r in &soft.post {
-                if let Some(&q) = pos.get(&r.name) {
-                    if q > k {
-                        if let Some(d) = deps.get_mut(q) {
-                            d.push(k);
-                        }
-                    }
-                }
-            }
-            edges.retain(|&p| p != k);
-            if let Some(d) = deps.get_mut(k) {
-                d.extend(edges);
-            }
-        }
-        for d in &mut deps {
-            d.sort_unstable();
-            d.dedup();
-        }
-
-        // Stable topological sort (Kahn, smallest kmod position first). On a
-        // cycle: report it (strict) or drop its edges that point forward in
-        // kmod's order, which is the order kmod would load it in, and
-        // start again (lenient).
-        let sorted = loop {
-            let (sorted, done) = kahn(&deps);
-            if sorted.len() == n {
-                break sorted;
-            }
-            let cycle = find_cycle(&deps, &done).unwrap_or_default();
-            let names: Vec<String> = cycle
-                .iter()
-                .filter_map(|&k| {
-                    order
-                        .get(k)
-                        .and_then(|&i| walk.items.get(i))
-                        .map(|it| it.name.clone())
-                })
-                .collect();
-            if strict {
-                return Err(ModulesError::DependencyCycle { cycle: names });
-            }
-            notes.push(PlanNote::CycleBroken { cycle: names });
-            let mut dropped = false;
-            for &c in &cycle {
-                if let Some(ds) = deps.get_mut(c) {
-                    let before = ds.len();
-                    ds.retain(|&d| d < c);
-                    dropped |= ds.len() != before;
-                }
-            }
-            if !dropped {
-                // Cannot happen (a cycle has a forward edge); never loop.
-                for &c in &cycle {
-                    if let Some(ds) = deps.get_mut(c) {
-                        ds.retain(|d| !cycle.contains(d));
-                    }
-                }
-            }
-        };
-
-        let mut new_index = vec![0usize; n];
+    /// The plan's entries in `sorted` order, their dependencies renumbered
+    /// to positions in the plan.
+    fn plan_entries(
+        &self,
+        items: &[Item],
+        order: &FirstAppearances,
+        edges: &Edges,
+        sorted: &[usize],
+    ) -> Vec<PlanEntry> {
+        let mut new_index = vec![0usize; sorted.len()];
         for (new, &k) in sorted.iter().enumerate() {
             if let Some(slot) = new_index.get_mut(k) {
                 *slot = new;
             }
         }
-        let mut modules = Vec::with_capacity(n);
-        for &k in &sorted {
-            let Some(item) = order.get(k).and_then(|&i| walk.items.get(i)) else {
+        let renumber = |list: Option<&Vec<usize>>| -> Vec<usize> {
+            list.map(|xs| {
+                xs.iter()
+                    .filter_map(|&x| new_index.get(x).copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let mut modules = Vec::with_capacity(sorted.len());
+        for &k in sorted {
+            let Some(item) = order.items.get(k).and_then(|&i| items.get(i)) else {
                 continue;
             };
             // Never drop an entry here: the dependency indices count them all.
@@ -446,35 +361,24 @@ impl ModuleIndex {
                 .id
                 .and_then(|id| self.rel_bytes_of(id))
                 .unwrap_or_default();
-            let mut d: Vec<usize> = deps
-                .get(k)
-                .map(|ds| {
-                    ds.iter()
-                        .filter_map(|&x| new_index.get(x).copied())
-                        .collect()
-                })
-                .unwrap_or_default();
-            d.sort_unstable();
-            let hard_of: Vec<usize> = hard
-                .get(k)
-                .map(|hs| {
-                    hs.iter()
-                        .filter_map(|&x| new_index.get(x).copied())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let soft_deps: Vec<usize> =
-                d.iter().copied().filter(|x| !hard_of.contains(x)).collect();
+            let mut deps = renumber(edges.deps.get(k));
+            deps.sort_unstable();
+            let hard_of = renumber(edges.hard.get(k));
+            let soft_deps: Vec<usize> = deps
+                .iter()
+                .copied()
+                .filter(|x| !hard_of.contains(x))
+                .collect();
             modules.push(PlanEntry {
                 name: item.name.clone(),
                 path: self.dir().join(std::ffi::OsStr::from_bytes(rel)),
-                deps: d,
+                deps,
                 soft_deps,
                 options: self.options_for(&item.name, item.alias.as_deref()),
                 reason: item.reason.clone(),
             });
         }
-        Ok(Plan { modules, notes })
+        modules
     }
 
     /// kmod `kmod_module_get_options`: every `options` entry for the name or
@@ -491,6 +395,170 @@ impl ModuleIndex {
             }
         }
         out
+    }
+}
+
+/// The modules of the probe list, each at its first appearance (kmod's
+/// position), with the way back from a name.
+struct FirstAppearances {
+    /// Indices into the probe list, in kmod's order.
+    items: Vec<usize>,
+    /// Module name -> its position in `items`.
+    pos: HashMap<String, usize>,
+}
+
+/// Keep each module at its first appearance; builtin and unknown modules
+/// become notes instead.
+fn keep_first_appearances(items: &[Item], notes: &mut Vec<PlanNote>) -> FirstAppearances {
+    let mut order = FirstAppearances {
+        items: Vec::new(),
+        pos: HashMap::new(),
+    };
+    let mut noted: HashSet<String> = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if order.pos.contains_key(&item.name) || noted.contains(&item.name) {
+            continue;
+        }
+        match (item.id, item.builtin) {
+            (Some(_), _) => {
+                order.pos.insert(item.name.clone(), order.items.len());
+                order.items.push(i);
+            }
+            (None, true) => {
+                noted.insert(item.name.clone());
+                notes.push(PlanNote::Builtin {
+                    module: item.name.clone(),
+                    reason: item.reason.clone(),
+                });
+            }
+            (None, false) => {
+                noted.insert(item.name.clone());
+                notes.push(PlanNote::Unknown {
+                    module: item.name.clone(),
+                    reason: item.reason.clone(),
+                });
+            }
+        }
+    }
+    order
+}
+
+/// The edges between the modules kept, by position in kmod's order.
+struct Edges {
+    /// Everything each module waits for, sorted.
+    deps: Vec<Vec<usize>>,
+    /// The part of `deps` from modules.dep (symbol dependencies).
+    hard: Vec<Vec<usize>>,
+}
+
+/// Edges: hard deps, softdep pre, and "after the module whose post softdep
+/// this is" when it did come after it.
+fn dependency_edges(walk: &mut Walk<'_>, order: &FirstAppearances) -> Edges {
+    let n = order.items.len();
+    let index = walk.index;
+    let mut edges = Edges {
+        deps: vec![Vec::new(); n],
+        hard: vec![Vec::new(); n],
+    };
+    for (k, &i) in order.items.iter().enumerate() {
+        let Some(item) = walk.items.get(i) else {
+            continue;
+        };
+        let mut mine: Vec<usize> = Vec::new();
+        if let Some(id) = item.id {
+            for &d in index.deps_of(id) {
+                if let Some(&p) = index
+                    .modules
+                    .get(d as usize)
+                    .and_then(|dm| order.pos.get(&dm.name))
+                {
+                    mine.push(p);
+                    if let Some(h) = edges.hard.get_mut(k) {
+                        h.push(p);
+                    }
+                }
+            }
+        }
+        let item_name = item.name.clone();
+        let soft = walk.softdeps(&item_name);
+        for r in &soft.pre {
+            if let Some(&p) = order.pos.get(&r.name) {
+                mine.push(p);
+            }
+        }
+        for r in &soft.post {
+            if let Some(&q) = order.pos.get(&r.name) {
+                if q > k {
+                    if let Some(d) = edges.deps.get_mut(q) {
+                        d.push(k);
+                    }
+                }
+            }
+        }
+        mine.retain(|&p| p != k);
+        if let Some(d) = edges.deps.get_mut(k) {
+            d.extend(mine);
+        }
+    }
+    for d in &mut edges.deps {
+        d.sort_unstable();
+        d.dedup();
+    }
+    edges
+}
+
+/// Stable topological sort (Kahn, smallest kmod position first). On a
+/// cycle: report it (strict) or drop its edges that point forward in kmod's
+/// order, which is the order kmod would load it in, and start again
+/// (lenient).
+fn sort_topologically(
+    deps: &mut [Vec<usize>],
+    order: &FirstAppearances,
+    items: &[Item],
+    strict: bool,
+    notes: &mut Vec<PlanNote>,
+) -> Result<Vec<usize>, ModulesError> {
+    loop {
+        let (sorted, done) = kahn(deps);
+        if sorted.len() == deps.len() {
+            return Ok(sorted);
+        }
+        let cycle = find_cycle(deps, &done).unwrap_or_default();
+        let names: Vec<String> = cycle
+            .iter()
+            .filter_map(|&k| {
+                order
+                    .items
+                    .get(k)
+                    .and_then(|&i| items.get(i))
+                    .map(|it| it.name.clone())
+            })
+            .collect();
+        if strict {
+            return Err(ModulesError::DependencyCycle { cycle: names });
+        }
+        notes.push(PlanNote::CycleBroken { cycle: names });
+        break_cycle(deps, &cycle);
+    }
+}
+
+/// Drops the edges of `cycle` that point forward in kmod's order (a cycle
+/// always has one), or, should it have none, all its edges: never loop.
+fn break_cycle(deps: &mut [Vec<usize>], cycle: &[usize]) {
+    let mut dropped = false;
+    for &c in cycle {
+        if let Some(ds) = deps.get_mut(c) {
+            let before = ds.len();
+            ds.retain(|&d| d < c);
+            dropped |= ds.len() != before;
+        }
+    }
+    if !dropped {
+        for &c in cycle {
+            if let Some(ds) = deps.get_mut(c) {
+                ds.retain(|d| !cycle.contains(d));
+            }
+        }
     }
 }
 
