@@ -6,9 +6,9 @@
 //! or the socket picks up, until nothing new appears.
 
 use crate::log;
-use kestrel_init::event::kind;
-use kestrel_modules::loader::{self, LoadEvent, Loaded};
+use kestrel_modules::loader::{self, LoadError, LoadEvent, Loaded};
 use kestrel_modules::{Config, ModuleIndex, Plan, PlanNote, Request};
+use kestrel_proto::{GuestRecord, ModuleOutcome};
 use kestrel_uevent::socket::UeventSocket;
 use kestrel_uevent::{walk, Uevent, UeventError};
 use std::collections::BTreeSet;
@@ -124,13 +124,10 @@ impl Devices {
                 }
             };
             let aliases = self.new_aliases(walked.devices.iter());
-            log::emit(
-                kind::COLDPLUG,
-                &[
-                    ("devices", walked.devices.len().to_string().as_bytes()),
-                    ("new_modaliases", aliases.len().to_string().as_bytes()),
-                ],
-            );
+            log::emit(GuestRecord::Coldplug {
+                devices: walked.devices.len() as u64,
+                modaliases: aliases.len() as u64,
+            });
             if aliases.is_empty() {
                 return;
             }
@@ -262,13 +259,6 @@ impl Devices {
         if plan.modules.is_empty() {
             return;
         }
-        log::emit(
-            kind::MODULES_PLAN,
-            &[
-                ("modules", plan.modules.len().to_string().as_bytes()),
-                ("threads", threads.to_string().as_bytes()),
-            ],
-        );
         let live = Mutex::new(Vec::new());
         let report = loader::load_plan(&plan, threads, &|ev: &LoadEvent| {
             emit_load_event(ev);
@@ -284,17 +274,6 @@ impl Devices {
         );
         self.loaded += report.loaded + report.already;
         self.failed += report.failed + report.skipped;
-        log::emit(
-            kind::MODULES_DONE,
-            &[
-                (
-                    "loaded",
-                    (report.loaded + report.already).to_string().as_bytes(),
-                ),
-                ("failed", report.failed.to_string().as_bytes()),
-                ("skipped", report.skipped.to_string().as_bytes()),
-            ],
-        );
     }
 }
 
@@ -342,30 +321,29 @@ fn sync_node(dev: &Uevent) {
 fn emit_load_event(ev: &LoadEvent) {
     let start_ns = u64::try_from(ev.start.as_nanos()).unwrap_or(u64::MAX);
     let end_ns = start_ns.saturating_add(u64::try_from(ev.duration.as_nanos()).unwrap_or(0));
-    let (start, dur, thread) = (
-        start_ns.to_string(),
-        ev.duration.as_micros().to_string(),
-        ev.thread.to_string(),
-    );
-    let (result, error) = match &ev.outcome {
-        Ok(Loaded::Inserted) => ("ok", None),
-        Ok(Loaded::AlreadyLoaded) => ("exists", None),
-        Err(e) => ("error", Some(e.to_string())),
+    let outcome = match &ev.outcome {
+        Ok(Loaded::Inserted) => ModuleOutcome::Inserted,
+        Ok(Loaded::AlreadyLoaded) => ModuleOutcome::AlreadyLoaded,
+        Err(e @ LoadError::DependencyFailed { .. }) => ModuleOutcome::Skipped {
+            cause: e.to_string(),
+        },
+        Err(e) => ModuleOutcome::Failed {
+            error: e.to_string(),
+        },
     };
-    let mut fields: Vec<(&str, &[u8])> = vec![
-        ("name", ev.entry.name.as_bytes()),
-        ("start_ns", start.as_bytes()),
-        ("dur_us", dur.as_bytes()),
-        ("thread", thread.as_bytes()),
-        ("result", result.as_bytes()),
-    ];
-    if let Some(error) = &error {
-        fields.push(("error", error.as_bytes()));
-    }
-    log::emit_at(end_ns, kind::MODULE, &fields);
-    if let Some(error) = error {
+    if let ModuleOutcome::Failed { error } | ModuleOutcome::Skipped { cause: error } = &outcome {
         log::warn(&format!("module {}: {error}", ev.entry.name));
     }
+    log::emit_at(
+        end_ns,
+        GuestRecord::Module {
+            name: ev.entry.name.clone(),
+            start_ns,
+            dur_us: u64::try_from(ev.duration.as_micros()).unwrap_or(u64::MAX),
+            thread: u32::try_from(ev.thread).unwrap_or(u32::MAX),
+            outcome,
+        },
+    );
 }
 
 /// The plan without modules already live, indices remapped; a dependency

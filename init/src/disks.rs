@@ -5,8 +5,8 @@
 //! `encode_link_name`, so a hostile label cannot leave its directory.
 
 use crate::log;
-use kestrel_init::cmdline::RootSpec;
 use kestrel_init::probe::{self, encode_link_name, Filesystem, PartitionTable};
+use kestrel_proto::cmdline::RootSpec;
 use std::path::{Path, PathBuf};
 
 pub const SYS_CLASS_BLOCK: &str = "/sys/class/block";

@@ -1,34 +1,25 @@
-//! What the host sends down the events port: records (payload stdin as
-//! `in`/`in_eof`) and the `ack` line after `poweroff`. The port is
-//! non-blocking (shared with the writer in `log`); reads happen after poll
-//! says it is readable.
+//! What the host sends down the events port: the payload's stdin (`in`,
+//! `in_eof`) and the `ack` after `poweroff`. The port is non-blocking
+//! (shared with the writer in `log`); reads happen after poll says it is
+//! readable.
 
-use kestrel_init::event::{self, Event};
+use kestrel_proto::wire::{Decoder, CHUNK};
+use kestrel_proto::HostRecord;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// Kinds the host sends.
-pub const IN: &str = "in";
-pub const IN_EOF: &str = "in_eof";
-
 pub struct HostInput {
     port: File,
-    buf: Vec<u8>,
+    decoder: Decoder,
     pub eof: bool,
-}
-
-/// One thing the host said.
-pub enum HostLine {
-    Ack,
-    Record(Event),
 }
 
 impl HostInput {
     pub fn open() -> Option<HostInput> {
         crate::log::port_reader().map(|port| HostInput {
             port,
-            buf: Vec::new(),
+            decoder: Decoder::new(),
             eof: false,
         })
     }
@@ -37,15 +28,13 @@ impl HostInput {
         self.port.as_fd()
     }
 
-    /// Call when poll said readable: reads once, returns complete lines.
-    /// A line longer than the record limit is dropped, not buffered forever.
-    pub fn read_lines(&mut self) -> Vec<HostLine> {
-        let mut chunk = [0u8; 16 * 1024];
+    /// Call when poll said readable: reads once, returns complete records.
+    /// A bad frame is reported and skipped (the decoder's memory is bounded).
+    pub fn read_records(&mut self) -> Vec<HostRecord> {
+        let mut chunk = vec![0u8; CHUNK];
         match self.port.read(&mut chunk) {
             Ok(0) => self.eof = true,
-            Ok(n) => self
-                .buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Ok(n) => self.decoder.feed(chunk.get(..n).unwrap_or_default()),
             // The port is non-blocking: a wake-up without data is no EOF.
             Err(e)
                 if matches!(
@@ -54,25 +43,13 @@ impl HostInput {
                 ) => {}
             Err(_) => self.eof = true,
         }
-        let mut lines = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            if line == event::ACK.strip_suffix(b"\n").unwrap_or(event::ACK) {
-                lines.push(HostLine::Ack);
-            } else if let Ok(ev) = event::parse_line(line) {
-                lines.push(HostLine::Record(ev));
-            } else {
-                crate::log::warn(&format!(
-                    "ignored a malformed line from the host ({} bytes)",
-                    line.len()
-                ));
+        let mut records = Vec::new();
+        while let Some(frame) = self.decoder.next_frame() {
+            match frame.map_err(Into::into).and_then(HostRecord::decode) {
+                Ok(rec) => records.push(rec),
+                Err(e) => crate::log::warn(&format!("ignored a bad record from the host: {e}")),
             }
         }
-        if self.buf.len() > event::MAX_LINE {
-            crate::log::warn("dropped an over-long line from the host");
-            self.buf.clear();
-        }
-        lines
+        records
     }
 }

@@ -4,7 +4,7 @@
 //! `PRIO,SEQ,TS_USEC,FLAGS[,...];MESSAGE\n` then optional ` KEY=VALUE` lines.
 
 use crate::log;
-use kestrel_init::event::kind;
+use kestrel_proto::GuestRecord;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -61,18 +61,15 @@ fn forward_record(record: &[u8]) {
     let seq = parts.next().unwrap_or_default();
     let ts = parts.next().unwrap_or_default();
     // The facility is in the high bits; the level in the low three.
-    let level = std::str::from_utf8(prio)
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .map(|p| (p & 7).to_string())
-        .unwrap_or_default();
-    log::emit(
-        kind::KMSG,
-        &[
-            ("prio", level.as_bytes()),
-            ("seq", seq),
-            ("ts_us", ts),
-            ("msg", msg),
-        ],
-    );
+    let number = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|p| p.parse::<u64>().ok())
+    };
+    log::emit(GuestRecord::Kmsg {
+        level: number(prio).map_or(0, |p| (p & 7) as u8),
+        seq: number(seq).unwrap_or(0),
+        ts_us: number(ts).unwrap_or(0),
+        msg: String::from_utf8_lossy(msg).into_owned(),
+    });
 }

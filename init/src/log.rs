@@ -1,11 +1,11 @@
-//! The events writer. Records (see `kestrel_init::event`) are buffered in
+//! The events writer. Records (see `kestrel_proto::record`) are buffered in
 //! memory from the first instruction and flushed to the events port once it
 //! exists. The buffer is bounded: past [`PENDING_MAX`] records are dropped
 //! and counted (the count goes out with `poweroff`). Errors and warnings
 //! also go to the console as plain lines, so they are seen even when the
 //! port never appears.
 
-use kestrel_init::event::{self, kind};
+use kestrel_proto::{GuestRecord, OutputFd};
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
@@ -106,15 +106,27 @@ impl Sink {
 }
 
 /// Writes one record stamped now.
-pub fn emit(kind: &str, fields: &[(&str, &[u8])]) {
-    emit_at(now_ns(), kind, fields);
+pub fn emit(rec: GuestRecord) {
+    emit_at(now_ns(), rec);
 }
 
 /// Writes one record with a given timestamp.
-pub fn emit_at(t_ns: u64, kind: &str, fields: &[(&str, &[u8])]) {
+pub fn emit_at(t_ns: u64, rec: GuestRecord) {
+    let mut s = sink();
+    if s.console {
+        // On the console the payload's output is plain text, and records
+        // are lines (no payload follows a header there).
+        if let GuestRecord::Output { fd, data } = &rec {
+            let _ = match fd {
+                OutputFd::Stdout => std::io::stdout().write_all(data),
+                OutputFd::Stderr => std::io::stderr().write_all(data),
+            };
+            return;
+        }
+    }
     let mut line = Vec::with_capacity(96);
-    event::format_into(&mut line, t_ns, kind, fields);
-    sink().write(&line);
+    rec.encode(t_ns, &mut line);
+    s.write(&line);
 }
 
 /// Turns on debug records (`kestrel.debug`).
@@ -125,7 +137,9 @@ pub fn set_verbose(on: bool) {
 /// A debug record, only written with `kestrel.debug`.
 pub fn debug(msg: &str) {
     if sink().verbose {
-        emit("debug", &[("msg", msg.as_bytes())]);
+        emit(GuestRecord::Debug {
+            msg: msg.to_owned(),
+        });
     }
 }
 
@@ -137,19 +151,18 @@ fn console(level: &str, msg: &str) {
 
 /// A failure, on the events port and the console.
 pub fn error(msg: &str, fatal: bool) {
-    emit(
-        kind::ERROR,
-        &[
-            ("msg", msg.as_bytes()),
-            ("fatal", if fatal { b"yes" } else { b"no" }),
-        ],
-    );
+    emit(GuestRecord::Error {
+        msg: msg.to_owned(),
+        fatal,
+    });
     console("error", msg);
 }
 
 /// A problem the boot survives.
 pub fn warn(msg: &str) {
-    emit(kind::WARN, &[("msg", msg.as_bytes())]);
+    emit(GuestRecord::Warn {
+        msg: msg.to_owned(),
+    });
     console("warning", msg);
 }
 

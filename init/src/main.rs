@@ -16,8 +16,9 @@ mod shutdown;
 mod stdio;
 mod sys;
 
-use kestrel_init::cmdline::{self, BootOptions};
-use kestrel_init::event::{kind, EVENTS_PORT};
+use kestrel_proto::cmdline::{self, BootOptions};
+use kestrel_proto::config::{self, Config};
+use kestrel_proto::{GuestRecord, EVENTS_PORT};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,8 +27,6 @@ use std::time::{Duration, Instant};
 const STATUS_BOOT_FAILED: i32 = 1;
 const KERNEL_CMDLINE: &str = "/proc/cmdline";
 const EMERGENCY_SHELL: &str = "/bin/sh";
-/// The frozen plan baked by the builder: module names, one per line.
-const PLAN_FILE: &str = kestrel_init::config::PLAN_FILE;
 
 #[derive(Debug, thiserror::Error)]
 enum InitError {
@@ -43,9 +42,17 @@ enum InitError {
     Payload(#[from] payload::PayloadError),
     #[error(transparent)]
     Root(#[from] root::RootError),
-    #[error("failed to read {PLAN_FILE}: {0}")]
-    ReadPlan(std::io::Error),
-    #[error("nothing to do: the initrd has no payload (/kestrel/argv) and no root= was given")]
+    #[error("failed to read {path}: {source}")]
+    ReadConfig {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error("bad baked config {path}: {source}")]
+    BadConfig {
+        path: &'static str,
+        source: config::ConfigError,
+    },
+    #[error("nothing to do: the initrd has no payload and no root= was given")]
     NothingToDo,
 }
 
@@ -77,10 +84,9 @@ fn main() {
 
 /// Phases 1-7; returns the status the host reports.
 fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
-    log::emit(
-        kind::INIT_START,
-        &[("version", env!("CARGO_PKG_VERSION").as_bytes())],
-    );
+    log::emit(GuestRecord::InitStart {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    });
     stdio::ensure();
     let (early, make_nodes) = mounts::mount_early()?;
     *mounted = early;
@@ -92,14 +98,15 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     forward_kmsg(&mut kmsg);
     let opts = read_boot_options()?;
     log::set_verbose(opts.debug);
+    let baked = read_config()?;
     // Before any thread starts, so every thread inherits the blocked mask.
     let signals = sys::signalfd().map_err(InitError::Signals)?;
 
     hang_if_asked(&opts, "modules");
     let params: Vec<String> = opts.params.iter().map(ToString::to_string).collect();
     let mut devices = devices::Devices::start(opts.threads, make_nodes, &params);
-    match frozen_plan(&opts)? {
-        Some(plan) => devices.load_frozen(&plan),
+    match opts.plan.as_ref().or(baked.plan.as_ref()) {
+        Some(plan) => devices.load_frozen(plan),
         None => devices.coldplug(),
     }
     if !opts.modules.is_empty() {
@@ -107,12 +114,12 @@ fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     }
     wait_for_events_port(&opts, &mut devices, &mut kmsg);
     forward_kmsg(&mut kmsg);
-    log::emit(kind::READY, &[]);
+    log::emit(GuestRecord::Ready);
 
     hang_if_asked(&opts, "payload");
-    let result = match (payload::load_spec()?, &opts.root.device) {
+    let result = match (&baked.payload, &opts.root.device) {
         (Some(spec), _) => {
-            payload::run(&spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from)
+            payload::run(spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from)
         }
         (None, Some(spec)) => Err(hand_over_to_root(&opts, spec, &mut devices, &mut kmsg)),
         (None, None) => Err(InitError::NothingToDo),
@@ -144,26 +151,29 @@ fn hand_over_to_root(
     root::switch_root(&opts.root, &args).into()
 }
 
-/// `kestrel.plan=` wins over the baked /kestrel/plan.
-fn frozen_plan(opts: &BootOptions) -> Result<Option<Vec<String>>, InitError> {
-    if let Some(plan) = &opts.plan {
-        return Ok(Some(plan.clone()));
+/// The baked config: the base archive's part and the run archive's part,
+/// merged. A missing file is an empty part.
+fn read_config() -> Result<Config, InitError> {
+    use std::io::Read;
+    let mut cfg = Config::default();
+    for path in [config::BASE_CONFIG, config::RUN_CONFIG] {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(InitError::ReadConfig { path, source }),
+        };
+        let mut text = Vec::new();
+        file.take(config::MAX_CONFIG as u64)
+            .read_to_end(&mut text)
+            .map_err(|source| InitError::ReadConfig { path, source })?;
+        cfg.merge(&text)
+            .map_err(|source| InitError::BadConfig { path, source })?;
     }
-    match std::fs::read_to_string(PLAN_FILE) {
-        Ok(text) => Ok(Some(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(InitError::ReadPlan(e)),
-    }
+    Ok(cfg)
 }
 
 fn read_boot_options() -> Result<BootOptions, InitError> {
-    let line = std::fs::read_to_string(KERNEL_CMDLINE).map_err(InitError::ReadCmdline)?;
+    let line = std::fs::read(KERNEL_CMDLINE).map_err(InitError::ReadCmdline)?;
     Ok(cmdline::parse_boot_options(&line)?)
 }
 
@@ -196,13 +206,10 @@ fn wait_for_events_port(
             {
                 Ok(port) => {
                     log::attach_port(port);
-                    log::emit(
-                        kind::PORT_OPEN,
-                        &[
-                            ("name", EVENTS_PORT.as_bytes()),
-                            ("dev", dev.as_os_str().as_encoded_bytes()),
-                        ],
-                    );
+                    log::emit(GuestRecord::PortOpen {
+                        name: EVENTS_PORT.to_owned(),
+                        dev: dev.display().to_string(),
+                    });
                 }
                 Err(e) => log::warn(&format!("failed to open {}: {e}", dev.display())),
             }

@@ -2,7 +2,7 @@
 //! stops the boot; an optional one is reported and the boot goes on.
 
 use crate::log;
-use kestrel_init::event::kind;
+use kestrel_proto::GuestRecord;
 use rustix::mount::MountFlags;
 use std::ffi::CStr;
 
@@ -95,13 +95,10 @@ pub fn mount_early() -> Result<(Vec<&'static str>, bool), MountError> {
         match result {
             Ok(()) => {
                 mounted.push(m.target);
-                log::emit(
-                    kind::MOUNT,
-                    &[
-                        ("target", m.target.as_bytes()),
-                        ("fstype", m.fstype.as_bytes()),
-                    ],
-                );
+                log::emit(GuestRecord::Mount {
+                    target: m.target.to_owned(),
+                    fstype: m.fstype.to_owned(),
+                });
             }
             // Already mounted (e.g. the kernel mounted devtmpfs itself).
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => mounted.push(m.target),

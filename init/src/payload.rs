@@ -6,11 +6,12 @@
 //! forwards SIGTERM/SIGINT to it.
 
 use crate::devices::Devices;
-use crate::hostin::{self, HostInput, HostLine};
+use crate::hostin::HostInput;
 use crate::kmsg::Kmsg;
 use crate::{log, sys};
-use kestrel_init::config::{self, decode_list};
-use kestrel_init::event::kind;
+use kestrel_proto::config::Payload;
+use kestrel_proto::wire::CHUNK;
+use kestrel_proto::{GuestRecord, HostRecord, OutputFd};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{wait, Pid, WaitOptions, WaitStatus};
 use std::ffi::OsStr;
@@ -22,34 +23,13 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Largest chunk of output in one record.
-const CHUNK: usize = 16 * 1024;
 /// After the payload exits, how long output still held open by its
 /// leftover children is waited for.
 const OUTPUT_LINGER: Duration = Duration::from_millis(200);
 
-/// The payload as baked into the initrd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunSpec {
-    pub argv: Vec<Vec<u8>>,
-    /// What to exec, when the host resolved it (see `config::EXE_FILE`).
-    pub exe: Option<Vec<u8>>,
-    pub env: Vec<Vec<u8>>,
-    pub cwd: Option<Vec<u8>>,
-    /// Interactive: the console is the payload's terminal.
-    pub console: bool,
-    /// The host sends the payload's stdin over the events port.
-    pub stdin: bool,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
-    #[error("failed to read {path}: {source}")]
-    ReadConfig {
-        path: &'static str,
-        source: std::io::Error,
-    },
-    #[error("{ARGV} is empty: no payload to run", ARGV = config::ARGV_FILE)]
+    #[error("the baked payload has no argv")]
     EmptyArgv,
     #[error("failed to start {program}: {source}")]
     Spawn {
@@ -67,48 +47,9 @@ impl PayloadError {
                 127
             }
             PayloadError::Spawn { .. } => 126,
-            _ => 1,
+            PayloadError::EmptyArgv => 1,
         }
     }
-}
-
-fn read_config(path: &'static str) -> Result<Option<Vec<u8>>, PayloadError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(PayloadError::ReadConfig { path, source }),
-    };
-    let mut data = Vec::new();
-    file.take(config::MAX_CONFIG as u64)
-        .read_to_end(&mut data)
-        .map_err(|source| PayloadError::ReadConfig { path, source })?;
-    Ok(Some(data))
-}
-
-/// The baked payload, or None when the initrd has none.
-pub fn load_spec() -> Result<Option<RunSpec>, PayloadError> {
-    let Some(argv) = read_config(config::ARGV_FILE)? else {
-        return Ok(None);
-    };
-    let argv = decode_list(&argv);
-    if argv.is_empty() {
-        return Err(PayloadError::EmptyArgv);
-    }
-    let env = read_config(config::ENV_FILE)?
-        .map(|e| decode_list(&e))
-        .unwrap_or_default();
-    let cwd = read_config(config::CWD_FILE)?;
-    let exe = read_config(config::EXE_FILE)?;
-    let console = std::path::Path::new(config::CONSOLE_FILE).exists();
-    let stdin = std::path::Path::new(config::STDIN_FILE).exists();
-    Ok(Some(RunSpec {
-        argv,
-        exe,
-        env,
-        cwd,
-        console,
-        stdin,
-    }))
 }
 
 /// Default environment when the host passes none.
@@ -120,16 +61,16 @@ const DEFAULT_ENV: &[&str] = &[
 
 struct Pipe {
     file: File,
-    fd_no: &'static [u8],
+    fd: OutputFd,
     open: bool,
 }
 
 impl Pipe {
-    fn new(fd: OwnedFd, fd_no: &'static [u8]) -> Pipe {
-        let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+    fn new(file: OwnedFd, fd: OutputFd) -> Pipe {
+        let _ = rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::NONBLOCK);
         Pipe {
-            file: File::from(fd),
-            fd_no,
+            file: File::from(file),
+            fd,
             open: true,
         }
     }
@@ -140,13 +81,10 @@ impl Pipe {
         while self.open {
             match self.file.read(&mut buf) {
                 Ok(0) => self.open = false,
-                Ok(n) => log::emit(
-                    kind::OUTPUT,
-                    &[
-                        ("fd", self.fd_no),
-                        ("data", buf.get(..n).unwrap_or_default()),
-                    ],
-                ),
+                Ok(n) => log::emit(GuestRecord::Output {
+                    fd: self.fd,
+                    data: buf.get(..n).unwrap_or_default().to_vec(),
+                }),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(_) => self.open = false,
@@ -221,7 +159,7 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
 
 /// Starts the payload and serves it until it exits; returns its status.
 pub fn run(
-    spec: &RunSpec,
+    spec: &Payload,
     signals: &OwnedFd,
     kmsg: &mut Option<Kmsg>,
     devices: &mut Devices,
@@ -266,17 +204,17 @@ pub fn run(
         source,
     })?;
     let pid = child.id();
-    let pid_s = pid.to_string();
-    let mut fields: Vec<(&str, &[u8])> = vec![("pid", pid_s.as_bytes())];
-    fields.extend(spec.argv.iter().map(|a| ("arg", a.as_slice())));
-    log::emit(kind::PAYLOAD_START, &fields);
+    log::emit(GuestRecord::PayloadStart {
+        pid,
+        program: String::from_utf8_lossy(program).into_owned(),
+    });
 
     let mut pipes: Vec<Pipe> = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pipes.push(Pipe::new(out.into(), b"1"));
+        pipes.push(Pipe::new(out.into(), OutputFd::Stdout));
     }
     if let Some(err) = child.stderr.take() {
-        pipes.push(Pipe::new(err.into(), b"2"));
+        pipes.push(Pipe::new(err.into(), OutputFd::Stderr));
     }
     let mut feeder = child
         .stdin
@@ -332,13 +270,11 @@ pub fn run(
         }
         if let (Some(h), Some(f)) = (host.as_mut(), feeder.as_mut()) {
             if f.pending.len() < STDIN_PENDING_MAX && !h.eof && readable(h.fd()) {
-                for line in h.read_lines() {
-                    match line {
-                        HostLine::Record(ev) if ev.kind == hostin::IN => f
-                            .pending
-                            .extend_from_slice(ev.get("data").unwrap_or_default()),
-                        HostLine::Record(ev) if ev.kind == hostin::IN_EOF => f.eof = true,
-                        _ => {}
+                for rec in h.read_records() {
+                    match rec {
+                        HostRecord::Input { data } => f.pending.extend_from_slice(&data),
+                        HostRecord::InputEof => f.eof = true,
+                        HostRecord::Ack => {}
                     }
                 }
             }
@@ -375,12 +311,9 @@ pub fn run(
     }
     drop(child);
     let (code, signal) = status.map_or((1, None), exit_code);
-    let code_s = code.to_string();
-    let sig_s = signal.map(|s| s.to_string());
-    let mut fields: Vec<(&str, &[u8])> = vec![("status", code_s.as_bytes())];
-    if let Some(s) = &sig_s {
-        fields.push(("signal", s.as_bytes()));
-    }
-    log::emit(kind::PAYLOAD_EXIT, &fields);
+    log::emit(GuestRecord::PayloadExit {
+        status: code,
+        signal,
+    });
     Ok(code)
 }

@@ -6,8 +6,8 @@
 use crate::devices::Devices;
 use crate::disks::{self, BlockDev};
 use crate::log;
-use kestrel_init::cmdline::{RootOptions, RootSpec};
-use kestrel_init::event::kind;
+use kestrel_proto::cmdline::{RootOptions, RootSpec};
+use kestrel_proto::GuestRecord;
 use rustix::mount::MountFlags;
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -113,15 +113,12 @@ pub fn mount_root(
             }
         },
     )?;
-    log::emit(
-        kind::ROOT,
-        &[
-            ("dev", node.as_os_str().as_encoded_bytes()),
-            ("fstype", fstype.as_bytes()),
-            ("mode", if opts.read_write { b"rw" } else { b"ro" }),
-            ("spec", spec.to_string().as_bytes()),
-        ],
-    );
+    log::emit(GuestRecord::Root {
+        dev: node.display().to_string(),
+        fstype: fstype.clone(),
+        read_write: opts.read_write,
+        spec: spec.to_string(),
+    });
     Ok(dev)
 }
 
@@ -168,7 +165,7 @@ pub fn switch_root(opts: &RootOptions, args: &[std::ffi::OsString]) -> RootError
             let _ = rustix::mount::unmount(*m, rustix::mount::UnmountFlags::DETACH);
         }
     }
-    log::emit(kind::SWITCH_ROOT, &[("init", init.as_bytes())]);
+    log::emit(GuestRecord::SwitchRoot { init: init.clone() });
     if let Ok(meta) = std::fs::metadata("/") {
         free_initramfs(Path::new("/"), meta.dev());
     }

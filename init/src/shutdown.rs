@@ -2,9 +2,10 @@
 //! power off. PID 1 must never exit (the kernel would panic), so this
 //! never returns.
 
-use crate::hostin::{HostInput, HostLine};
+use crate::hostin::HostInput;
 use crate::{log, mounts, sys};
-use kestrel_init::event::kind;
+use kestrel_proto::GuestRecord;
+use kestrel_proto::HostRecord;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{wait, WaitOptions};
 use std::time::{Duration, Instant};
@@ -53,11 +54,7 @@ fn wait_for_ack() {
         {
             return;
         }
-        if input
-            .read_lines()
-            .iter()
-            .any(|l| matches!(l, HostLine::Ack))
-        {
+        if input.read_records().iter().any(|r| *r == HostRecord::Ack) {
             return;
         }
     }
@@ -71,15 +68,10 @@ pub fn power_off(status: i32, mounted: &[&str]) -> ! {
     }
     rustix::fs::sync();
     mounts::unmount_all(mounted);
-    let status_s = status.to_string();
-    let dropped = log::dropped().to_string();
-    log::emit(
-        kind::POWEROFF,
-        &[
-            ("status", status_s.as_bytes()),
-            ("dropped", dropped.as_bytes()),
-        ],
-    );
+    log::emit(GuestRecord::Poweroff {
+        status,
+        dropped: log::dropped(),
+    });
     wait_for_ack();
     loop {
         let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);

@@ -10,12 +10,33 @@
 
 use kestrel::run::{RunOptions, RunOutcome};
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Options for a test boot: output captured (not streamed), a hard
-/// timeout well above a TCG boot, everything else the defaults users get.
+/// The Debian 6.1 kernel (plain .ko modules, virtio drivers as modules)
+/// that the VM tests' assertions about modules are written for: the
+/// newest /boot/vmlinuz-6.1.*-amd64 (not the cloud flavour). Machines
+/// have several kernels; tests never take "the newest" by accident.
+pub fn kernel_61() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .expect("/boot")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("vmlinuz-6.1.") && name.ends_with("-amd64") && !name.contains("cloud")
+        })
+        .collect();
+    found.sort();
+    found.pop().expect("no /boot/vmlinuz-6.1.*-amd64: `make setup` installs Debian's linux-image-amd64")
+}
+
+/// Options for a test boot: the 6.1 kernel, output captured (not
+/// streamed), a hard timeout well above a TCG boot, everything else the
+/// defaults users get.
 pub fn test_options() -> RunOptions {
     RunOptions {
+        kernel: Some(kernel_61()),
         timeout: Duration::from_secs(180),
         stream_output: false,
         ..RunOptions::default()
@@ -54,4 +75,37 @@ pub fn run_root(opts: &RunOptions) -> RunOutcome {
         Ok(o) => o,
         Err(e) => panic!("kestrel run failed before booting: {e:#}"),
     }
+}
+
+/// Each module record of a boot: its name and what happened to it.
+pub fn modules(log: &kestrel::vm::BootLog) -> Vec<(String, kestrel_proto::ModuleOutcome)> {
+    log.records()
+        .filter_map(|e| match &e.rec {
+            kestrel_proto::GuestRecord::Module { name, outcome, .. } => {
+                Some((name.clone(), outcome.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The errors and warnings the guest reported, in order.
+pub fn problems(log: &kestrel::vm::BootLog) -> Vec<String> {
+    log.records()
+        .filter_map(|e| match &e.rec {
+            kestrel_proto::GuestRecord::Error { msg, .. }
+            | kestrel_proto::GuestRecord::Warn { msg } => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The facts a guest-side checker reported, by name (the last wins).
+pub fn facts(log: &kestrel::vm::BootLog) -> std::collections::BTreeMap<String, String> {
+    log.records()
+        .filter_map(|e| match &e.rec {
+            kestrel_proto::GuestRecord::Fact { name, value } => Some((name.clone(), value.clone())),
+            _ => None,
+        })
+        .collect()
 }

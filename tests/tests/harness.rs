@@ -13,7 +13,8 @@ use kestrel::analyze::analyze;
 use kestrel::bench;
 use kestrel::qemu::Profile;
 use kestrel::run::{RunOptions, EXIT_TIMEOUT};
-use kestrel_tests::{dump, run, test_options};
+use kestrel_proto::GuestKind;
+use kestrel_tests::{dump, modules, run, test_options};
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
@@ -142,22 +143,13 @@ fn a_frozen_plan_skips_discovery() {
     };
     let out = run(&["/bin/true"], &opts);
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
-    let events: Vec<_> = out.log.events.iter().map(|s| &s.item).collect();
     assert!(
-        !events
-            .iter()
-            .any(|e| e.kind == kestrel_init::event::kind::COLDPLUG),
+        out.log.first(GuestKind::Coldplug).is_none(),
         "discovery ran"
     );
-    let plan = events
-        .iter()
-        .find(|e| e.kind == kestrel_init::event::kind::MODULES_PLAN)
-        .expect("a plan");
-    assert_eq!(plan.get_u64("threads"), Some(1));
-    let loaded: Vec<String> = events
-        .iter()
-        .filter(|e| e.kind == kestrel_init::event::kind::MODULE)
-        .filter_map(|e| e.get_str("name"))
+    let loaded: Vec<String> = modules(&out.log)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect();
     let transport = opts.profile.spec().modules[0];
     for m in [transport, "virtio_console", "virtio_blk", "ext4"] {

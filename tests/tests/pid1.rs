@@ -8,9 +8,9 @@
 
 use kestrel::run::RunOptions;
 use kestrel::vm::StdinSource;
-use kestrel_init::event::kind;
 use kestrel_modules::{ModuleIndex, Request};
-use kestrel_tests::{run, run_root, test_options};
+use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
+use kestrel_tests::{modules, problems, run, run_root, test_options};
 use std::path::Path;
 
 /// Environment, working directory and stdin reach the payload; a zombie
@@ -38,8 +38,15 @@ fn env_cwd_stdin_and_leftover_processes() {
         "x y|/tmp\nhello\nworld\n"
     );
     assert!(!out.log.timed_out);
-    let poweroff = out.log.last(kind::POWEROFF).expect("an orderly power off");
-    assert_eq!(poweroff.get_u64("status"), Some(3));
+    let poweroff = &out
+        .log
+        .last(GuestKind::Poweroff)
+        .expect("an orderly power off")
+        .rec;
+    assert!(
+        matches!(poweroff, GuestRecord::Poweroff { status: 3, .. }),
+        "{poweroff:?}"
+    );
 }
 
 /// An unknown `kestrel.` option is an error that names it; the kernel
@@ -118,26 +125,18 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
     let out = run(&["/bin/echo", "still here"], &opts);
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
     assert_eq!(out.stdout, b"still here\n");
-    let rng = out
-        .log
-        .events
-        .iter()
-        .map(|s| &s.item)
-        .find(|e| e.kind == kind::MODULE && e.get_str("name").as_deref() == Some("virtio_rng"))
+    let rng = modules(&out.log)
+        .into_iter()
+        .find(|(name, _)| name == "virtio_rng")
         .expect("a module record for virtio_rng");
-    assert_eq!(rng.get_str("result").as_deref(), Some("error"), "{rng}");
-    let err = rng.get_str("error").unwrap_or_default();
+    let ModuleOutcome::Failed { error } = &rng.1 else {
+        panic!("{rng:?}")
+    };
     assert!(
-        err.contains("virtio_rng") && err.contains("os error"),
-        "{err}"
+        error.contains("virtio_rng") && error.contains("os error"),
+        "{error}"
     );
-    let errors: Vec<String> = out
-        .log
-        .events
-        .iter()
-        .filter(|s| s.item.kind == kind::ERROR || s.item.kind == kind::WARN)
-        .filter_map(|s| s.item.get_str("msg"))
-        .collect();
+    let errors = problems(&out.log);
     assert!(
         errors.iter().any(|m| m.contains("no_such_module")),
         "{errors:?}"

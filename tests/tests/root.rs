@@ -9,8 +9,9 @@
 )]
 
 use kestrel::run::RunOptions;
-use kestrel_init::event::Event;
+use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
 use kestrel_tests::{dump, run_root, test_options};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,7 +27,9 @@ mode=$($B awk '$2 == "/" { split($4, o, ","); m = o[1] } END { print m }' /proc/
 fstype=$($B awk '$2 == "/" { t = $3 } END { print t }' /proc/mounts)
 byuuid=$($B ls /dev/disk/by-uuid | $B tr '\n' ',')
 left=$($B ls /kestrel 2>/dev/null | $B wc -l)
-echo "@kestrel $(now) root_init pid=$$ mode=$mode fstype=$fstype arg1=$1 byuuid=$byuuid initramfs_files=$left" >&3
+fact() { echo "@kestrel $(now) fact name=$1 value=$2" >&3; }
+fact pid $$; fact mode $mode; fact fstype $fstype; fact arg1 "$1"; fact byuuid "$byuuid"; fact initramfs_files $left
+fact reported yes
 echo "@kestrel $(now) poweroff status=0 dropped=0" >&3
 read -t 5 ack <&3
 $B poweroff -f
@@ -64,14 +67,14 @@ fn make_root(dir: &Path) -> PathBuf {
     image
 }
 
-fn boot_root(append: &str) -> (kestrel::run::RunOutcome, Option<Event>) {
+fn boot_root(append: &str) -> (kestrel::run::RunOutcome, Option<BTreeMap<String, String>>) {
     boot_root_with(append, vec![])
 }
 
 fn boot_root_with(
     append: &str,
     qemu_args: Vec<std::ffi::OsString>,
-) -> (kestrel::run::RunOutcome, Option<Event>) {
+) -> (kestrel::run::RunOutcome, Option<BTreeMap<String, String>>) {
     let dir = tempfile::tempdir().unwrap();
     let image = make_root(dir.path());
     let opts = RunOptions {
@@ -81,7 +84,8 @@ fn boot_root_with(
         ..test_options()
     };
     let out = run_root(&opts);
-    let reported = out.log.last("root_init").cloned();
+    let facts = kestrel_tests::facts(&out.log);
+    let reported = facts.contains_key("reported").then_some(facts);
     if reported.is_none() {
         dump(&out);
     }
@@ -95,16 +99,16 @@ fn switches_to_a_root_found_by_uuid_read_only() {
     let (out, r) = boot_root(&format!("root=UUID={UUID} -- hello"));
     let r = r.expect("the root's init reported back");
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
-    assert_eq!(r.get_str("pid").as_deref(), Some("1"));
-    assert_eq!(r.get_str("mode").as_deref(), Some("ro"));
-    assert_eq!(r.get_str("fstype").as_deref(), Some("ext4"));
-    assert_eq!(r.get_str("arg1").as_deref(), Some("hello"));
-    assert!(
-        r.get_str("byuuid").unwrap_or_default().contains(UUID),
-        "{r}"
-    );
-    let root = out.log.last("root").expect("root event");
-    assert_eq!(root.get_str("dev").as_deref(), Some("/dev/vdb"));
+    let fact = |k: &str| r.get(k).map(String::as_str);
+    assert_eq!(fact("pid"), Some("1"));
+    assert_eq!(fact("mode"), Some("ro"));
+    assert_eq!(fact("fstype"), Some("ext4"));
+    assert_eq!(fact("arg1"), Some("hello"));
+    assert!(fact("byuuid").unwrap_or_default().contains(UUID), "{r:?}");
+    match &out.log.last(GuestKind::Root).expect("root record").rec {
+        GuestRecord::Root { dev, .. } => assert_eq!(dev, "/dev/vdb"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// root=LABEL= with rw, on a CPU without SSE4.2 (qemu64): ext4's softdep
@@ -117,25 +121,18 @@ fn switches_to_a_root_found_by_label_read_write() {
     );
     let r = r.expect("the root's init reported back");
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
-    assert_eq!(r.get_str("mode").as_deref(), Some("rw"));
+    assert_eq!(r.get("mode").map(String::as_str), Some("rw"));
     let module = |name: &str| {
-        out.log
-            .events
-            .iter()
-            .map(|s| &s.item)
-            .find(|e| e.kind == "module" && e.get_str("name").as_deref() == Some(name))
-            .cloned()
+        kestrel_tests::modules(&out.log)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| o)
     };
-    assert_eq!(
-        module("crc32c_intel")
-            .and_then(|e| e.get_str("result"))
-            .as_deref(),
-        Some("error")
-    );
-    assert_eq!(
-        module("ext4").and_then(|e| e.get_str("result")).as_deref(),
-        Some("ok")
-    );
+    assert!(matches!(
+        module("crc32c_intel"),
+        Some(ModuleOutcome::Failed { .. })
+    ));
+    assert_eq!(module("ext4"), Some(ModuleOutcome::Inserted));
 }
 
 /// root=/dev/PATH.

@@ -8,7 +8,7 @@
 //! over all records, i.e. the record that was delayed least.
 
 use crate::vm::BootLog;
-use kestrel_init::event::kind;
+use kestrel_proto::{GuestKind, GuestRecord};
 use std::fmt::Write as _;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -81,19 +81,8 @@ pub fn analyze(log: &BootLog) -> Analysis {
         .min();
     let guest =
         |t_ns: u64| -> f64 { offset_ns.map_or(f64::NAN, |o| (i128::from(t_ns) + o) as f64 / 1e6) };
-    let first = |k: &str| {
-        log.events
-            .iter()
-            .find(|s| s.item.kind == k)
-            .map(|s| guest(s.item.t_ns))
-    };
-    let last = |k: &str| {
-        log.events
-            .iter()
-            .rev()
-            .find(|s| s.item.kind == k)
-            .map(|s| guest(s.item.t_ns))
-    };
+    let first = |k: GuestKind| log.first(k).map(|e| guest(e.t_ns));
+    let last = |k: GuestKind| log.last(k).map(|e| guest(e.t_ns));
     let mut phases = Vec::new();
     let mut push = |name: &str, start: Option<f64>, end: Option<f64>| {
         if let (Some(start_ms), Some(end_ms)) = (start, end) {
@@ -107,29 +96,35 @@ pub fn analyze(log: &BootLog) -> Analysis {
     };
     let clock_zero = offset_ns.map(|o| o.max(0) as f64 / 1e6);
     let first_console = log.console.first().map(|s| ms(s.host_ns));
-    let init_start = first(kind::INIT_START);
+    let init_start = first(GuestKind::InitStart);
     let mut modules: Vec<Phase> = log
-        .events
-        .iter()
-        .filter(|s| s.item.kind == kind::MODULE)
-        .filter_map(|s| {
-            let start = guest(s.item.get_u64("start_ns")?);
-            let dur = s.item.get_u64("dur_us")? as f64 / 1e3;
-            Some(Phase {
-                name: s.item.get_str("name")?,
-                start_ms: start,
-                end_ms: start + dur,
-                thread: s.item.get_u64("thread"),
-            })
+        .records()
+        .filter_map(|e| match &e.rec {
+            GuestRecord::Module {
+                name,
+                start_ns,
+                dur_us,
+                thread,
+                ..
+            } => {
+                let start_ms = guest(*start_ns);
+                Some(Phase {
+                    name: name.clone(),
+                    start_ms,
+                    end_ms: start_ms + *dur_us as f64 / 1e3,
+                    thread: Some(u64::from(*thread)),
+                })
+            }
+            _ => None,
         })
         .collect();
     modules.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
     let modules_start = modules.iter().map(|m| m.start_ms).reduce(f64::min);
     let modules_end = modules.iter().map(|m| m.end_ms).reduce(f64::max);
-    let ready = first(kind::READY);
-    let payload_start = first(kind::PAYLOAD_START);
-    let payload_exit = last(kind::PAYLOAD_EXIT);
-    let poweroff = last(kind::POWEROFF);
+    let ready = first(GuestKind::Ready);
+    let payload_start = first(GuestKind::PayloadStart);
+    let payload_exit = last(GuestKind::PayloadExit);
+    let poweroff = last(GuestKind::Poweroff);
     let qemu_exit = log.qemu_exit_ns.map(ms);
 
     let milestones: Vec<Milestone> = [
@@ -148,10 +143,11 @@ pub fn analyze(log: &BootLog) -> Analysis {
     .filter_map(|(name, at)| Some(Milestone { name, at_ms: at? }))
     .collect();
     let mut initcalls: Vec<Initcall> = log
-        .events
-        .iter()
-        .filter(|s| s.item.kind == kind::KMSG)
-        .filter_map(|s| parse_initcall(&s.item.get_str("msg")?))
+        .records()
+        .filter_map(|e| match &e.rec {
+            GuestRecord::Kmsg { msg, .. } => parse_initcall(msg),
+            _ => None,
+        })
         .collect();
     initcalls.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
     initcalls.truncate(TOP_INITCALLS);

@@ -7,9 +7,9 @@
 
 use crate::kernel::Kernel;
 use anyhow::{bail, Context, Result};
-use kestrel_init::config;
 use kestrel_initrd::{Archive, Compression};
 use kestrel_modules::{ModuleIndex, Request};
+use kestrel_proto::config::{self, Config};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -113,7 +113,7 @@ pub struct BuildSpec<'a> {
     /// MODALIAS values whose modules are included too (`--host-modules`).
     pub aliases: Vec<String>,
     pub compression: Compression,
-    /// Write the plan's order to /kestrel/plan (see `kestrel_init::config::PLAN_FILE`).
+    /// Bake the plan's order as a frozen plan (see `kestrel_proto::config`).
     pub frozen_plan: bool,
 }
 
@@ -208,16 +208,13 @@ pub fn base_archive(spec: &BuildSpec) -> Result<Archive> {
         names.insert(entry.name.clone());
     }
     if spec.frozen_plan {
-        let order: String = plan
-            .modules
-            .iter()
-            .map(|m| format!("{}\n", m.name))
-            .collect();
-        a.add_file(config::PLAN_FILE, 0o644, order.into_bytes())?;
-        a.set_reason(
-            config::PLAN_FILE,
-            "frozen module plan: loaded in this order, no discovery",
-        );
+        let baked = Config {
+            plan: Some(plan.modules.iter().map(|m| m.name.clone()).collect()),
+            ..Config::default()
+        };
+        let path = config::BASE_CONFIG.trim_start_matches('/');
+        a.add_file(path, 0o644, baked.encode_base())?;
+        a.set_reason(path, "frozen module plan: these modules, no discovery");
     }
     for (file, data) in index.subset_files(&names) {
         let data = if file == "modules.dep" {
@@ -277,31 +274,25 @@ pub fn run_archive(
         )
     })?;
     a.set_reason(&archive_path(&payload.program), "the payload");
-    let argv = config::encode_list(payload.argv.iter().map(|s| s.as_bytes()))?;
-    a.add_file(config::ARGV_FILE, 0o644, argv)?;
     // The guest execs exactly what was resolved here (its PATH may differ);
     // argv[0] stays as typed.
-    a.add_file(
-        config::EXE_FILE,
-        0o644,
-        payload.program.as_os_str().as_bytes().to_vec(),
-    )?;
-    if !payload.env.is_empty() {
-        a.add_file(
-            config::ENV_FILE,
-            0o644,
-            config::encode_list(payload.env.iter().map(|s| s.as_bytes()))?,
-        )?;
-    }
-    if let Some(cwd) = &payload.cwd {
-        a.add_file(config::CWD_FILE, 0o644, cwd.as_bytes().to_vec())?;
-    }
-    if interactive {
-        a.add_file(config::CONSOLE_FILE, 0o644, Vec::new())?;
-    }
-    if stdin {
-        a.add_file(config::STDIN_FILE, 0o644, Vec::new())?;
-    }
+    let baked = Config {
+        payload: Some(config::Payload {
+            argv: payload.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            exe: Some(payload.program.as_os_str().as_bytes().to_vec()),
+            env: payload.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            cwd: payload.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
+            console: interactive,
+            stdin,
+        }),
+        ..Config::default()
+    };
+    let path = config::RUN_CONFIG.trim_start_matches('/');
+    a.add_file(path, 0o644, baked.encode_run()?)?;
+    a.set_reason(
+        path,
+        "the payload's argv, environment and working directory",
+    );
     Ok(a)
 }
 

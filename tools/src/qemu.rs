@@ -184,7 +184,7 @@ impl VmConfig {
         push("-device");
         push(&format!(
             "virtserialport,bus=vserial.0,chardev=events,name={}",
-            kestrel_init::event::EVENTS_PORT
+            kestrel_proto::EVENTS_PORT
         ));
         // A scratch disk that costs no file: reads give zeroes.
         push("-blockdev");
@@ -255,6 +255,8 @@ pub fn kernel_append(profile: Profile, quiet: bool, extra: &str) -> String {
         "panic=-1",
         "printk.devkmsg=on",
         "rdinit=/init",
+        // The init waits for the events port only when told it is attached.
+        kestrel_proto::cmdline::opt::EVENTS,
     ]
     .map(String::from)
     .to_vec();

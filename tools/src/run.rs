@@ -6,8 +6,8 @@ use crate::kernel::{self, Kernel};
 use crate::qemu::{self, Accel, Profile, VmConfig};
 use crate::vm::{self, BootLog};
 use anyhow::{Context, Result};
-use kestrel_init::event::kind;
 use kestrel_initrd::Compression;
+use kestrel_proto::{GuestKind, GuestRecord, OutputFd};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +17,29 @@ use std::time::Duration;
 pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit status when Kestrel itself failed (as `docker run`).
 pub const EXIT_HARNESS: i32 = 125;
+/// Exit status when the record stream from the guest was damaged
+/// (malformed frames, records the guest had to drop): the payload's
+/// output cannot be trusted whole, so its own status is not reported.
+pub const EXIT_STREAM: i32 = 123;
+
+/// Why the stream from the guest cannot be trusted, if it cannot.
+fn stream_damage(log: &BootLog) -> Option<String> {
+    let dropped = match log.last(GuestKind::Poweroff).map(|e| &e.rec) {
+        Some(GuestRecord::Poweroff { dropped, .. }) => *dropped,
+        _ => 0,
+    };
+    if log.bad_lines.is_empty() && dropped == 0 {
+        return None;
+    }
+    let mut why = format!(
+        "the record stream from the guest was damaged: {} malformed, {dropped} dropped by the guest",
+        log.bad_lines.len()
+    );
+    if let Some(first) = log.bad_lines.first() {
+        why.push_str(&format!(" (first: {first})"));
+    }
+    Some(why)
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -243,11 +266,10 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let stream = opts.stream_output;
     let log = vm::boot(&config, opts.timeout, opts.stdin.clone(), &mut |ev| {
-        if ev.item.kind != kind::OUTPUT {
+        let GuestRecord::Output { fd, data } = &ev.item.rec else {
             return;
-        }
-        let data = ev.item.get("data").unwrap_or_default();
-        if ev.item.get("fd") == Some(b"2") {
+        };
+        if *fd == OutputFd::Stderr {
             stderr.extend_from_slice(data);
             if stream {
                 let _ = std::io::stderr().write_all(data);
@@ -279,19 +301,22 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
         || "no event from the guest".to_owned(),
         |e| {
             format!(
-                "last phase reached: {} at {:.3} s guest time ({e})",
-                e.kind,
-                e.t_ns as f64 / 1e9
+                "last phase reached: {} at {:.3} s guest time ({})",
+                e.rec.kind().name(),
+                e.t_ns as f64 / 1e9,
+                e.rec.to_line(e.t_ns)
             )
         },
     );
-    if let Some(st) = log
-        .last(kind::PAYLOAD_EXIT)
-        .and_then(|e| e.get_u64("status"))
-    {
-        return (i32::try_from(st).unwrap_or(EXIT_HARNESS), None);
+    if let Some(why) = stream_damage(log) {
+        return (EXIT_STREAM, Some(why));
     }
-    if log.last(kind::SWITCH_ROOT).is_some() && !log.timed_out {
+    if let Some(GuestRecord::PayloadExit { status, .. }) =
+        log.last(GuestKind::PayloadExit).map(|e| &e.rec)
+    {
+        return (*status, None);
+    }
+    if log.last(GuestKind::SwitchRoot).is_some() && !log.timed_out {
         // Root mode: the real init ran; what it does next is its own business.
         return (0, None);
     }
@@ -303,19 +328,22 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
             )),
         );
     }
-    let errors: Vec<String> = log
-        .events
-        .iter()
-        .filter(|s| s.item.kind == kind::ERROR)
-        .filter_map(|s| s.item.get_str("msg"))
+    let errors: Vec<&str> = log
+        .records()
+        .filter_map(|e| match &e.rec {
+            GuestRecord::Error { msg, .. } => Some(msg.as_str()),
+            _ => None,
+        })
         .collect();
-    if let Some(st) = log.last(kind::POWEROFF).and_then(|e| e.get_u64("status")) {
+    if let Some(GuestRecord::Poweroff { status, .. }) =
+        log.last(GuestKind::Poweroff).map(|e| &e.rec)
+    {
         let why = if errors.is_empty() {
             "the guest powered off without running the payload".to_owned()
         } else {
             errors.join("; ")
         };
-        return (i32::try_from(st).unwrap_or(EXIT_HARNESS), Some(why));
+        return (*status, Some(why));
     }
     let tail: Vec<&str> = log
         .console

@@ -1,10 +1,11 @@
 //! One boot: qemu started, the events port and the serial console read on
-//! their own threads, every line stamped with host monotonic time on
-//! arrival, the host's ACK written after `poweroff`, a hard timeout.
+//! their own threads, every record stamped with host monotonic time on
+//! arrival, the host's ack written after `poweroff`, a hard timeout.
 
 use crate::qemu::{Vm, VmConfig};
 use anyhow::{Context, Result};
-use kestrel_init::event::{self, kind, Event};
+use kestrel_proto::wire::{Decoder, CHUNK};
+use kestrel_proto::{GuestKind, GuestRecord, HostRecord, RecordError, Timed};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,40 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Something that arrived from the guest, with host time since qemu start.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stamped<T> {
     pub host_ns: u64,
     pub item: T,
 }
 
-/// The records that mark boot phases, in boot order.
-pub const PHASE_KINDS: &[&str] = &[
-    kind::INIT_START,
-    kind::MOUNT,
-    kind::COLDPLUG,
-    kind::MODULES_PLAN,
-    kind::MODULE,
-    kind::MODULES_DONE,
-    kind::PORT_OPEN,
-    kind::READY,
-    kind::ROOT,
-    kind::SWITCH_ROOT,
-    kind::PAYLOAD_START,
-    kind::PAYLOAD_EXIT,
-    kind::POWEROFF,
-];
-
-/// Which stream a line came on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Events,
-    Console,
-}
-
 /// Everything a boot produced.
 #[derive(Debug, Default)]
 pub struct BootLog {
-    pub events: Vec<Stamped<Event>>,
+    pub events: Vec<Stamped<Timed<GuestRecord>>>,
     pub console: Vec<Stamped<String>>,
     /// Lines on the events port that were not records.
     pub bad_lines: Vec<String>,
@@ -57,31 +34,40 @@ pub struct BootLog {
 }
 
 impl BootLog {
-    /// The last event of a kind.
-    pub fn last(&self, kind: &str) -> Option<&Event> {
-        self.events
-            .iter()
-            .rev()
-            .map(|s| &s.item)
-            .find(|e| e.kind == kind)
+    /// The records, without the host's arrival times.
+    pub fn records(&self) -> impl DoubleEndedIterator<Item = &Timed<GuestRecord>> {
+        self.events.iter().map(|s| &s.item)
+    }
+
+    /// The first record of a kind.
+    pub fn first(&self, kind: GuestKind) -> Option<&Timed<GuestRecord>> {
+        self.records().find(|e| e.rec.kind() == kind)
+    }
+
+    /// The last record of a kind.
+    pub fn last(&self, kind: GuestKind) -> Option<&Timed<GuestRecord>> {
+        self.records().rev().find(|e| e.rec.kind() == kind)
     }
 
     /// The last boot phase the guest reported reaching.
-    pub fn last_phase(&self) -> Option<&Event> {
-        self.events
-            .iter()
-            .rev()
-            .map(|s| &s.item)
-            .find(|e| PHASE_KINDS.contains(&e.kind.as_str()))
+    pub fn last_phase(&self) -> Option<&Timed<GuestRecord>> {
+        self.records().rev().find(|e| e.rec.kind().is_phase())
     }
 
     /// Writes the log in the text form `kestrel analyze` reads: one line per
-    /// arrival, `E <host_ns> <record>` or `C <host_ns> <console line>`.
+    /// arrival, `E <host_ns> <record>` or `C <host_ns> <console line>`. The
+    /// payload's output is left out (it is the run's output, not its timing).
     pub fn write_log(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let mut lines: Vec<(u64, String)> = self
             .events
             .iter()
-            .map(|s| (s.host_ns, format!("E {} {}", s.host_ns, s.item)))
+            .filter(|s| s.item.rec.kind() != GuestKind::Output)
+            .map(|s| {
+                (
+                    s.host_ns,
+                    format!("E {} {}", s.host_ns, s.item.rec.to_line(s.item.t_ns)),
+                )
+            })
             .chain(
                 self.console
                     .iter()
@@ -113,7 +99,7 @@ impl BootLog {
                 .with_context(|| format!("line {}: bad host time {t:?}", n + 1))?;
             match tag {
                 "E" => {
-                    let item = event::parse_line(rest.as_bytes())
+                    let item = GuestRecord::parse_line(rest.as_bytes())
                         .with_context(|| format!("line {}: {rest:?}", n + 1))?;
                     log.events.push(Stamped { host_ns, item });
                 }
@@ -130,7 +116,9 @@ impl BootLog {
 }
 
 enum Msg {
-    Line(Stream, u64, Vec<u8>),
+    /// A line of the serial console.
+    Line(u64, Vec<u8>),
+    Record(u64, Result<Timed<GuestRecord>, RecordError>),
     EventsConnected(UnixStream),
     Stderr(String),
 }
@@ -139,7 +127,7 @@ fn since(t0: Instant) -> u64 {
     u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn read_lines(stream: impl Read, which: Stream, t0: Instant, tx: mpsc::Sender<Msg>) {
+fn read_lines(stream: impl Read, t0: Instant, tx: mpsc::Sender<Msg>) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -147,7 +135,7 @@ fn read_lines(stream: impl Read, which: Stream, t0: Instant, tx: mpsc::Sender<Ms
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                if tx.send(Msg::Line(which, since(t0), line.clone())).is_err() {
+                if tx.send(Msg::Line(since(t0), line.clone())).is_err() {
                     return;
                 }
             }
@@ -163,23 +151,37 @@ pub enum StdinSource {
     Inherit,
 }
 
-/// Kinds the host sends to the guest (see the init's `hostin`).
-const IN: &str = "in";
-const IN_EOF: &str = "in_eof";
-/// Largest stdin chunk in one record.
-const IN_CHUNK: usize = 16 * 1024;
-
-fn send_record(
-    writer: &Mutex<UnixStream>,
-    kind: &str,
-    fields: &[(&str, &[u8])],
-) -> std::io::Result<()> {
-    let mut line = Vec::new();
-    event::format_into(&mut line, 0, kind, fields);
+fn send_record(writer: &Mutex<UnixStream>, rec: &HostRecord) -> std::io::Result<()> {
+    let mut frame = Vec::new();
+    rec.encode(&mut frame);
     writer
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .write_all(&line)
+        .write_all(&frame)
+}
+
+/// Reads the events port, decoding frames as they complete.
+fn read_records(mut stream: impl Read, t0: Instant, tx: mpsc::Sender<Msg>) {
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        decoder.feed(buf.get(..n).unwrap_or_default());
+        while let Some(frame) = decoder.next_frame() {
+            let rec = frame
+                .map_err(RecordError::from)
+                .and_then(GuestRecord::decode);
+            if tx.send(Msg::Record(since(t0), rec)).is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(e) = decoder.finish() {
+        let _ = tx.send(Msg::Record(since(t0), Err(e.into())));
+    }
 }
 
 /// Streams stdin to the guest as `in` records, then `in_eof`.
@@ -188,13 +190,13 @@ fn feed_stdin(source: StdinSource, writer: Arc<Mutex<UnixStream>>) {
         StdinSource::Data(d) => Box::new(std::io::Cursor::new(d)),
         StdinSource::Inherit => Box::new(std::io::stdin()),
     };
-    let mut buf = vec![0u8; IN_CHUNK];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if send_record(&writer, IN, &[("data", buf.get(..n).unwrap_or_default())]).is_err()
-                {
+                let data = buf.get(..n).unwrap_or_default().to_vec();
+                if send_record(&writer, &HostRecord::Input { data }).is_err() {
                     return;
                 }
             }
@@ -202,7 +204,7 @@ fn feed_stdin(source: StdinSource, writer: Arc<Mutex<UnixStream>>) {
             Err(_) => break,
         }
     }
-    let _ = send_record(&writer, IN_EOF, &[]);
+    let _ = send_record(&writer, &HostRecord::InputEof);
 }
 
 /// Boots `config` and collects what arrives until qemu exits or `timeout`
@@ -212,7 +214,7 @@ pub fn boot(
     config: &VmConfig,
     timeout: Duration,
     stdin: Option<StdinSource>,
-    on_event: &mut dyn FnMut(&Stamped<Event>),
+    on_event: &mut dyn FnMut(&Stamped<Timed<GuestRecord>>),
 ) -> Result<BootLog> {
     let _ = std::fs::remove_file(&config.events_socket);
     let listener = UnixListener::bind(&config.events_socket)
@@ -226,9 +228,7 @@ pub fn boot(
     let mut threads = Vec::new();
     if let Some(stdout) = vm.child.stdout.take() {
         let tx = tx.clone();
-        threads.push(std::thread::spawn(move || {
-            read_lines(stdout, Stream::Console, t0, tx)
-        }));
+        threads.push(std::thread::spawn(move || read_lines(stdout, t0, tx)));
     }
     if let Some(mut stderr) = vm.child.stderr.take() {
         let tx = tx.clone();
@@ -248,7 +248,7 @@ pub fn boot(
                     if let Ok(writer) = stream.try_clone() {
                         let _ = tx.send(Msg::EventsConnected(writer));
                     }
-                    read_lines(stream, Stream::Events, t0, tx);
+                    read_records(stream, t0, tx);
                     return;
                 }
                 Err(_) if stop.load(Ordering::Relaxed) => return,
@@ -265,29 +265,21 @@ pub fn boot(
     let mut exited = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(Msg::Line(Stream::Events, host_ns, line)) => match event::parse_line(&line) {
-                Ok(item) => {
-                    let stamped = Stamped { host_ns, item };
-                    if stamped.item.kind == kind::POWEROFF {
-                        if let Some(w) = events_writer.as_ref() {
-                            let _ = w
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .write_all(event::ACK);
-                        }
+            Ok(Msg::Record(host_ns, Ok(item))) => {
+                let stamped = Stamped { host_ns, item };
+                if stamped.item.rec.kind() == GuestKind::Poweroff {
+                    if let Some(w) = events_writer.as_ref() {
+                        let _ = send_record(w, &HostRecord::Ack);
                     }
-                    on_event(&stamped);
-                    log.events.push(stamped);
                 }
-                Err(e) => log.bad_lines.push(format!(
-                    "{e}: {}",
-                    String::from_utf8_lossy(&line).trim_end()
-                )),
-            },
-            Ok(Msg::Line(Stream::Console, host_ns, line)) => {
-                // The init's records reach the console when the events port
-                // is missing: parse them there too.
-                match event::parse_line(&line) {
+                on_event(&stamped);
+                log.events.push(stamped);
+            }
+            Ok(Msg::Record(_, Err(e))) => log.bad_lines.push(e.to_string()),
+            Ok(Msg::Line(host_ns, line)) => {
+                // The init's records reach the console when there is no
+                // events port: parse them there too.
+                match GuestRecord::parse_line(&line) {
                     Ok(item) => {
                         let stamped = Stamped { host_ns, item };
                         on_event(&stamped);
