@@ -7,6 +7,7 @@
 //! entry is always stored at its physical location and the archive never
 //! holds a record that would be written through a symlink.
 
+use crate::error::file_kind_name;
 use crate::newc::{
     self, Header, MAX_FILE_SIZE, MAX_NAME_LEN, PERM_MASK, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK,
     S_IFREG,
@@ -82,7 +83,7 @@ impl std::fmt::Display for ManifestEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Node {
+enum Node {
     Dir {
         mode: u32,
     },
@@ -130,11 +131,13 @@ impl Node {
 /// the kernel needs and makes the output independent of insertion order.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Archive {
-    pub(crate) nodes: BTreeMap<String, Node>,
+    /// Only this file's methods touch the entries: every addition goes
+    /// through `place` and `insert`, with their checks.
+    nodes: BTreeMap<String, Node>,
     reasons: BTreeMap<String, String>,
     /// Entries of the archive(s) this one is appended to (see [`Archive::overlay`]):
     /// they take part in path resolution but are not written or listed.
-    pub(crate) inherited: BTreeSet<String>,
+    inherited: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -246,6 +249,16 @@ fn conflict(path: &str, existing: &Node) -> InitrdError {
     }
 }
 
+/// What ties entries together in the newc stream, worked out once per write.
+struct Links<'a> {
+    /// Inode number of every entry but hard links (they share their file's).
+    ino: BTreeMap<&'a str, u32>,
+    /// The names of each hard-linked file (itself included), sorted.
+    groups: BTreeMap<&'a str, Vec<&'a str>>,
+    /// How many subdirectories each directory has.
+    subdirs: BTreeMap<&'a str, u32>,
+}
+
 fn join(comps: &[String]) -> String {
     comps.join("/")
 }
@@ -320,7 +333,7 @@ impl Archive {
     /// Resolve the parents of `path` inside the archive, creating missing
     /// directories; returns the parent components and the physical archive
     /// path of the leaf.
-    pub(crate) fn place(&mut self, path: &str) -> Result<(Vec<String>, String), InitrdError> {
+    fn place(&mut self, path: &str) -> Result<(Vec<String>, String), InitrdError> {
         // Each round creates one directory, so the bound is the name length.
         for _ in 0..=MAX_NAME_LEN {
             match self.walk(path)? {
@@ -353,17 +366,39 @@ impl Archive {
         }
     }
 
+    /// The kind of the entry stored at the physical archive path `full`
+    /// (parents are not resolved), inherited ones included.
+    pub(crate) fn kind_at(&self, full: &str) -> Option<EntryKind> {
+        self.nodes.get(full).map(Node::kind)
+    }
+
+    /// The target of the symlink stored at the physical path `full`.
+    pub(crate) fn symlink_target_at(&self, full: &str) -> Option<&str> {
+        match self.nodes.get(full) {
+            Some(Node::Symlink { target }) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The content of the regular file (or hard link to one) stored at the
+    /// physical path `full`; inherited files have none here.
+    pub(crate) fn file_data_at(&self, full: &str) -> Option<&[u8]> {
+        let file = match self.nodes.get(full)? {
+            Node::HardLink { target } => self.nodes.get(target)?,
+            other => other,
+        };
+        match file {
+            Node::File { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
     /// Insert `node` at the physical path `full`; an identical existing entry
     /// is accepted (adding the same library twice is not an error), anything
     /// else already there is a conflict. An explicit directory sets the mode
     /// (the last call wins over earlier ones and over an implicit parent). Over an inherited entry the
     /// kernel's rules for a later archive apply (see [`Archive::overlay`]).
-    pub(crate) fn insert(
-        &mut self,
-        path: &str,
-        full: String,
-        node: Node,
-    ) -> Result<(), InitrdError> {
+    fn insert(&mut self, path: &str, full: String, node: Node) -> Result<(), InitrdError> {
         if self.inherited.contains(&full) {
             return self.insert_over_inherited(path, full, node);
         }
@@ -543,7 +578,7 @@ impl Archive {
         if !meta.is_file() {
             return Err(InitrdError::UnsupportedFileType {
                 path: src.to_owned(),
-                kind: crate::host::kind_name(&meta),
+                kind: file_kind_name(&meta),
             });
         }
         if meta.len() > MAX_FILE_SIZE {
@@ -726,7 +761,21 @@ impl Archive {
     /// Deterministic newc ("070701") cpio: entries sorted by path (parents first), fixed inode
     /// numbers, uid/gid 0, the given mtime, 4-byte padding, TRAILER!!!.
     pub fn write_newc(&self, out: &mut dyn Write, mtime: u32) -> Result<(), InitrdError> {
-        // Inode numbers: 1.. in path order, hard links share their file's.
+        let links = Links {
+            ino: self.inode_numbers()?,
+            groups: self.hard_link_groups(),
+            subdirs: self.subdirectory_counts(),
+        };
+        for (path, node) in self.own() {
+            let (mut h, data) = self.record(path, node, &links)?;
+            h.mtime = mtime;
+            newc::write_record(out, &h, path, data)?;
+        }
+        newc::write_trailer(out)
+    }
+
+    /// Inode numbers: 1.. in path order, hard links share their file's.
+    fn inode_numbers(&self) -> Result<BTreeMap<&str, u32>, InitrdError> {
         let mut ino: BTreeMap<&str, u32> = BTreeMap::new();
         let mut next = 1u32;
         for (path, node) in self.own() {
@@ -739,93 +788,107 @@ impl Archive {
                 })?;
             }
         }
-        // Names of each hard-linked file, in path order; the last carries the data.
-        let mut group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        Ok(ino)
+    }
+
+    /// Names of each hard-linked file, in path order; the last carries the data.
+    fn hard_link_groups(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (path, node) in self.own() {
             if let Node::HardLink { target } = node {
-                group
+                groups
                     .entry(target.as_str())
                     .or_insert_with(|| vec![target.as_str()])
                     .push(path);
             }
         }
-        for names in group.values_mut() {
+        for names in groups.values_mut() {
             names.sort_unstable();
         }
-        // Directory link counts: 2 + subdirectories, as on a real file system.
+        groups
+    }
+
+    /// Directory link counts: 2 + subdirectories, as on a real file system.
+    fn subdirectory_counts(&self) -> BTreeMap<&str, u32> {
         let mut subdirs: BTreeMap<&str, u32> = BTreeMap::new();
         for (path, node) in self.own() {
             if let (Node::Dir { .. }, Some((parent, _))) = (node, path.rsplit_once('/')) {
                 *subdirs.entry(parent).or_default() += 1;
             }
         }
+        subdirs
+    }
 
-        for (path, node) in self.own() {
-            let mut h = Header {
-                ino: 0,
-                mode: 0,
-                nlink: 1,
-                mtime,
-                filesize: 0,
-                rdev_major: 0,
-                rdev_minor: 0,
-            };
-            let mut data: &[u8] = &[];
-            match node {
-                Node::Dir { mode } => {
-                    h.mode = S_IFDIR | mode;
-                    h.nlink = 2 + subdirs.get(path.as_str()).copied().unwrap_or(0);
-                }
-                Node::File { .. } | Node::HardLink { .. } => {
-                    let file = match node {
-                        Node::HardLink { target } => target.as_str(),
-                        _ => path.as_str(),
-                    };
-                    let Some(Node::File { mode, data: d }) = self.nodes.get(file) else {
-                        return Err(InitrdError::BadHardLink {
-                            path: path.clone(),
-                            target: file.to_owned(),
-                        });
-                    };
-                    h.mode = S_IFREG | mode;
-                    match group.get(file) {
-                        Some(names) => {
-                            h.nlink = u32::try_from(names.len()).unwrap_or(u32::MAX);
-                            if names.last() == Some(&path.as_str()) {
-                                data = d;
-                            }
+    /// The header (without mtime) and data of one entry.
+    fn record<'a>(
+        &'a self,
+        path: &str,
+        node: &'a Node,
+        links: &Links<'_>,
+    ) -> Result<(Header, &'a [u8]), InitrdError> {
+        let mut h = Header {
+            ino: 0,
+            mode: 0,
+            nlink: 1,
+            mtime: 0,
+            filesize: 0,
+            rdev_major: 0,
+            rdev_minor: 0,
+        };
+        let mut data: &[u8] = &[];
+        match node {
+            Node::Dir { mode } => {
+                h.mode = S_IFDIR | mode;
+                h.nlink = 2 + links.subdirs.get(path).copied().unwrap_or(0);
+            }
+            Node::File { .. } | Node::HardLink { .. } => {
+                let file = match node {
+                    Node::HardLink { target } => target.as_str(),
+                    _ => path,
+                };
+                let Some(Node::File { mode, data: d }) = self.nodes.get(file) else {
+                    return Err(InitrdError::BadHardLink {
+                        path: path.to_owned(),
+                        target: file.to_owned(),
+                    });
+                };
+                h.mode = S_IFREG | mode;
+                match links.groups.get(file) {
+                    Some(names) => {
+                        h.nlink = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                        if names.last() == Some(&path) {
+                            data = d;
                         }
-                        None => data = d,
                     }
-                }
-                Node::Symlink { target } => {
-                    h.mode = S_IFLNK | 0o777;
-                    data = target.as_bytes();
-                }
-                Node::CharDev { mode, major, minor } => {
-                    h.mode = S_IFCHR | mode;
-                    h.rdev_major = *major;
-                    h.rdev_minor = *minor;
-                }
-                Node::BlockDev { mode, major, minor } => {
-                    h.mode = S_IFBLK | mode;
-                    h.rdev_major = *major;
-                    h.rdev_minor = *minor;
+                    None => data = d,
                 }
             }
-            let ino_key = match node {
-                Node::HardLink { target } => target.as_str(),
-                _ => path.as_str(),
-            };
-            h.ino = ino.get(ino_key).copied().unwrap_or(0);
-            h.filesize = u32::try_from(data.len()).map_err(|_| InitrdError::TooLarge {
-                path: path.clone(),
-                size: data.len() as u64,
-                limit: MAX_FILE_SIZE,
-            })?;
-            newc::write_record(out, &h, path, data)?;
+            Node::Symlink { target } => {
+                h.mode = S_IFLNK | 0o777;
+                data = target.as_bytes();
+            }
+            Node::CharDev { mode, major, minor } => {
+                h.mode = S_IFCHR | mode;
+                h.rdev_major = *major;
+                h.rdev_minor = *minor;
+            }
+            Node::BlockDev { mode, major, minor } => {
+                h.mode = S_IFBLK | mode;
+                h.rdev_major = *major;
+                h.rdev_minor = *minor;
+            }
         }
-        newc::write_trailer(out)
+        let ino_key = match node {
+            Node::HardLink { target } => target.as_str(),
+            _ => path,
+        };
+        h.ino = links.ino.get(ino_key).copied().unwrap_or(0);
+        h.filesize = u32::try_from(data.len()).map_err(|_| InitrdError::TooLarge {
+            path: path.to_owned(),
+            size: data.len() as u64,
+            limit: MAX_FILE_SIZE,
+        })?;
+        Ok((h, data))
     }
 
     /// [`Archive::write_newc`] into a new buffer.

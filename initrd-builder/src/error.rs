@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::fs::Metadata;
 use std::path::PathBuf;
 
 /// Everything that can go wrong while building an initramfs.
@@ -103,5 +104,28 @@ impl InitrdError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Human name of a host file's type, for [`InitrdError::UnsupportedFileType`].
+pub(crate) fn file_kind_name(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "unknown"
     }
 }

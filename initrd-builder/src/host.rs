@@ -10,10 +10,13 @@
 //! there, in which case the archive's layout wins and the host side is
 //! resolved to the matching physical directory.
 
-use crate::archive::{check_symlink_target, Archive, Node, MAX_SYMLINK_HOPS, REASON_PARENT};
+use crate::archive::{
+    check_symlink_target, Archive, EntryKind, IMPLICIT_DIR_MODE, MAX_SYMLINK_HOPS, REASON_PARENT,
+};
 use crate::elf::{is_elf, parse_elf, parse_shebang, ElfInfo};
+use crate::error::file_kind_name;
 use crate::ldconf::ld_so_conf_dirs;
-use crate::newc::{MAX_FILE_SIZE, PERM_MASK};
+use crate::newc::MAX_FILE_SIZE;
 use crate::InitrdError;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::Metadata;
@@ -41,29 +44,6 @@ fn parent_dir(path: &str) -> String {
     match path.rsplit_once('/') {
         Some(("", _)) | None => "/".to_owned(),
         Some((d, _)) => d.to_owned(),
-    }
-}
-
-/// Human name of a file type, for errors.
-pub(crate) fn kind_name(meta: &Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "directory"
-    } else if t.is_file() {
-        "regular file"
-    } else if t.is_symlink() {
-        "symlink"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_fifo() {
-        "fifo"
-    } else if t.is_socket() {
-        "socket"
-    } else {
-        "unknown"
     }
 }
 
@@ -148,6 +128,78 @@ pub(crate) fn resolve_host(sysroot: &Path, path: &str) -> Result<Vec<String>, In
 /// it is ELF, its `#!` line when it is a script.
 type AddedObject = (String, Option<ElfInfo>, Option<(String, Option<String>)>);
 
+/// Where the mirroring of one host path stands: the components still to
+/// walk, and the physical directories reached so far in the archive and on
+/// the host (they part where the archive's layout differs from the host's).
+struct HostWalk<'a> {
+    /// The path as given, for errors.
+    literal: &'a str,
+    queue: VecDeque<String>,
+    arch: Vec<String>,
+    host: Vec<String>,
+    hops: usize,
+}
+
+/// One component of a [`HostWalk`], seen from both sides.
+struct Component {
+    /// The last component: the file itself (only `.` may follow).
+    leaf: bool,
+    /// The archive directory components plus this one, and their path.
+    arch_path: Vec<String>,
+    arch_key: String,
+    /// The host directory components plus this one, and the host file.
+    host_path: Vec<String>,
+    host_file: PathBuf,
+}
+
+impl<'a> HostWalk<'a> {
+    fn new(literal: &'a str) -> Self {
+        HostWalk {
+            literal,
+            queue: components(literal).collect(),
+            arch: Vec::new(),
+            host: Vec::new(),
+            hops: 0,
+        }
+    }
+
+    /// Component `c` below the directories reached so far.
+    fn step(&self, sysroot: &Path, c: String) -> Component {
+        let leaf = self.queue.iter().all(|q| q == ".");
+        let mut arch_path = self.arch.clone();
+        arch_path.push(c.clone());
+        let mut host_path = self.host.clone();
+        host_path.push(c);
+        Component {
+            leaf,
+            arch_key: arch_path.join("/"),
+            arch_path,
+            host_file: in_root(sysroot, &host_path),
+            host_path,
+        }
+    }
+
+    /// Continue through a symlink's `target` (from the root when absolute),
+    /// at most [`MAX_SYMLINK_HOPS`] times.
+    fn follow(&mut self, target: &str) -> Result<(), InitrdError> {
+        self.hops += 1;
+        if self.hops > MAX_SYMLINK_HOPS {
+            return Err(InitrdError::SymlinkLoop {
+                path: self.literal.to_owned(),
+                limit: MAX_SYMLINK_HOPS,
+            });
+        }
+        if target.starts_with('/') {
+            self.arch.clear();
+            self.host.clear();
+        }
+        for t in target.split('/').rev().filter(|t| !t.is_empty()) {
+            self.queue.push_front(t.to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// The state of one `add_program` call.
 struct Collector<'a> {
     archive: &'a mut Archive,
@@ -166,142 +218,46 @@ impl Collector<'_> {
         literal: &str,
         reason: &str,
     ) -> Result<(String, String), InitrdError> {
-        let mut queue: VecDeque<String> = components(literal).collect();
-        let mut arch: Vec<String> = Vec::new();
-        let mut host: Vec<String> = Vec::new();
-        let mut hops = 0usize;
-        let mut follow = |queue: &mut VecDeque<String>,
-                          arch: &mut Vec<String>,
-                          host: &mut Vec<String>,
-                          target: &str| {
-            hops += 1;
-            if hops > MAX_SYMLINK_HOPS {
-                return Err(InitrdError::SymlinkLoop {
-                    path: literal.to_owned(),
-                    limit: MAX_SYMLINK_HOPS,
-                });
-            }
-            if target.starts_with('/') {
-                arch.clear();
-                host.clear();
-            }
-            for t in target.split('/').rev().filter(|t| !t.is_empty()) {
-                queue.push_front(t.to_owned());
-            }
-            Ok(())
-        };
-        while let Some(c) = queue.pop_front() {
+        let mut walk = HostWalk::new(literal);
+        while let Some(c) = walk.queue.pop_front() {
             match c.as_str() {
                 "." => continue,
                 ".." => {
-                    arch.pop();
-                    host.pop();
+                    walk.arch.pop();
+                    walk.host.pop();
                     continue;
                 }
                 _ => {}
             }
-            let leaf = queue.iter().all(|q| q == ".");
-            let mut arch_p = arch.clone();
-            arch_p.push(c.clone());
-            let arch_key = arch_p.join("/");
-            let mut host_p = host.clone();
-            host_p.push(c.clone());
-            let host_file = in_root(&self.sysroot, &host_p);
+            let at = walk.step(&self.sysroot, c);
             // The archive's own symlink decides, whatever the host has there.
-            if let Some(Node::Symlink { target }) = self.archive.nodes.get(&arch_key) {
-                let target = target.clone();
-                follow(&mut queue, &mut arch, &mut host, &target)?;
+            if let Some(target) = self.archive.symlink_target_at(&at.arch_key) {
+                let target = target.to_owned();
+                walk.follow(&target)?;
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&host_file)
-                .map_err(|e| InitrdError::io("stat", &host_file, e))?;
-            match self.archive.nodes.get(&arch_key) {
-                Some(Node::Dir { .. }) => {
-                    if leaf {
-                        return Err(InitrdError::UnsupportedFileType {
-                            path: host_file,
-                            kind: "directory",
-                        });
-                    }
-                    arch = arch_p;
-                    host = if meta.file_type().is_symlink() {
-                        resolve_host(&self.sysroot, &abs(&host_p))?
-                    } else {
-                        host_p
-                    };
-                }
-                Some(Node::File { .. } | Node::HardLink { .. }) if leaf => {
-                    let phys = resolve_host(&self.sysroot, &abs(&host_p))?;
-                    return Ok((abs(&phys), arch_key));
+            let meta = std::fs::symlink_metadata(&at.host_file)
+                .map_err(|e| InitrdError::io("stat", &at.host_file, e))?;
+            match self.archive.kind_at(&at.arch_key) {
+                Some(EntryKind::Dir) => self.enter_archive_dir(&mut walk, at, &meta)?,
+                Some(EntryKind::File | EntryKind::HardLink) if at.leaf => {
+                    return self.reuse_archive_file(at);
                 }
                 Some(_) => {
                     return Err(InitrdError::Conflict {
                         path: literal.to_owned(),
-                        existing: format!("{arch_key} (not a directory)"),
+                        existing: format!("{} (not a directory)", at.arch_key),
                     })
                 }
                 None if meta.file_type().is_symlink() => {
-                    let target = read_link_str(&host_file)?;
-                    check_symlink_target(&arch_key, &arch, &target)?;
-                    self.archive.nodes.insert(
-                        arch_key.clone(),
-                        Node::Symlink {
-                            target: target.clone(),
-                        },
-                    );
-                    self.archive.default_reason(
-                        &arch_key,
-                        &format!("symlink on the host path {literal} ({reason})"),
-                    );
-                    follow(&mut queue, &mut arch, &mut host, &target)?;
+                    self.mirror_host_symlink(&mut walk, &at, reason)?;
                 }
-                None if meta.is_dir() => {
-                    if leaf {
-                        return Err(InitrdError::UnsupportedFileType {
-                            path: host_file,
-                            kind: "directory",
-                        });
-                    }
-                    self.archive.nodes.insert(
-                        arch_key.clone(),
-                        Node::Dir {
-                            mode: crate::archive::IMPLICIT_DIR_MODE,
-                        },
-                    );
-                    self.archive.default_reason(&arch_key, REASON_PARENT);
-                    arch = arch_p;
-                    host = host_p;
-                }
-                None if meta.is_file() => {
-                    if !leaf {
-                        return Err(InitrdError::NotADirectory {
-                            path: literal.to_owned(),
-                            parent: abs(&host_p),
-                        });
-                    }
-                    if meta.len() > MAX_FILE_SIZE {
-                        return Err(InitrdError::TooLarge {
-                            path: literal.to_owned(),
-                            size: meta.len(),
-                            limit: MAX_FILE_SIZE,
-                        });
-                    }
-                    let data = std::fs::read(&host_file)
-                        .map_err(|e| InitrdError::io("read", &host_file, e))?;
-                    self.archive.nodes.insert(
-                        arch_key.clone(),
-                        Node::File {
-                            mode: meta.permissions().mode() & PERM_MASK,
-                            data,
-                        },
-                    );
-                    self.archive.default_reason(&arch_key, reason);
-                    return Ok((abs(&host_p), arch_key));
-                }
+                None if meta.is_dir() => self.mirror_host_dir(&mut walk, at)?,
+                None if meta.is_file() => return self.copy_host_file(literal, at, &meta, reason),
                 None => {
                     return Err(InitrdError::UnsupportedFileType {
-                        path: host_file,
-                        kind: kind_name(&meta),
+                        path: at.host_file,
+                        kind: file_kind_name(&meta),
                     })
                 }
             }
@@ -310,6 +266,102 @@ impl Collector<'_> {
             path: literal.to_owned(),
             reason: "names a directory, not a file".into(),
         })
+    }
+
+    /// The archive has a directory here: descend into it, and on the host
+    /// into the physical directory the host path names.
+    fn enter_archive_dir(
+        &self,
+        walk: &mut HostWalk<'_>,
+        at: Component,
+        meta: &Metadata,
+    ) -> Result<(), InitrdError> {
+        if at.leaf {
+            return Err(InitrdError::UnsupportedFileType {
+                path: at.host_file,
+                kind: "directory",
+            });
+        }
+        walk.arch = at.arch_path;
+        walk.host = if meta.file_type().is_symlink() {
+            resolve_host(&self.sysroot, &abs(&at.host_path))?
+        } else {
+            at.host_path
+        };
+        Ok(())
+    }
+
+    /// The archive already has the file (an earlier program's library, or
+    /// the base's): nothing to copy.
+    fn reuse_archive_file(&self, at: Component) -> Result<(String, String), InitrdError> {
+        let phys = resolve_host(&self.sysroot, &abs(&at.host_path))?;
+        Ok((abs(&phys), at.arch_key))
+    }
+
+    /// A host symlink on the way: the same symlink in the archive, then
+    /// follow it on both sides.
+    fn mirror_host_symlink(
+        &mut self,
+        walk: &mut HostWalk<'_>,
+        at: &Component,
+        reason: &str,
+    ) -> Result<(), InitrdError> {
+        let target = read_link_str(&at.host_file)?;
+        self.archive.add_symlink(&at.arch_key, &target)?;
+        self.archive.default_reason(
+            &at.arch_key,
+            &format!("symlink on the host path {} ({reason})", walk.literal),
+        );
+        walk.follow(&target)
+    }
+
+    /// A host directory on the way: a parent directory in the archive.
+    fn mirror_host_dir(
+        &mut self,
+        walk: &mut HostWalk<'_>,
+        at: Component,
+    ) -> Result<(), InitrdError> {
+        if at.leaf {
+            return Err(InitrdError::UnsupportedFileType {
+                path: at.host_file,
+                kind: "directory",
+            });
+        }
+        self.archive.add_dir(&at.arch_key, IMPLICIT_DIR_MODE)?;
+        self.archive.default_reason(&at.arch_key, REASON_PARENT);
+        walk.arch = at.arch_path;
+        walk.host = at.host_path;
+        Ok(())
+    }
+
+    /// The host file itself: its content and permission bits, at the same
+    /// place in the archive.
+    fn copy_host_file(
+        &mut self,
+        literal: &str,
+        at: Component,
+        meta: &Metadata,
+        reason: &str,
+    ) -> Result<(String, String), InitrdError> {
+        if !at.leaf {
+            return Err(InitrdError::NotADirectory {
+                path: literal.to_owned(),
+                parent: abs(&at.host_path),
+            });
+        }
+        if meta.len() > MAX_FILE_SIZE {
+            return Err(InitrdError::TooLarge {
+                path: literal.to_owned(),
+                size: meta.len(),
+                limit: MAX_FILE_SIZE,
+            });
+        }
+        let data =
+            std::fs::read(&at.host_file).map_err(|e| InitrdError::io("read", &at.host_file, e))?;
+        self.archive
+            .add_file(&at.arch_key, meta.permissions().mode(), data)?;
+        self.archive.default_reason(&at.arch_key, reason);
+        Ok((abs(&at.host_path), at.arch_key))
     }
 
     fn ld_dirs(&mut self) -> Vec<String> {
@@ -403,13 +455,9 @@ impl Collector<'_> {
             host_data = std::fs::read(&p).map_err(|e| InitrdError::io("read", &p, e))?;
             &host_data
         } else {
-            match self.archive.nodes.get(&arch) {
-                Some(Node::File { data, .. }) => data,
-                Some(Node::HardLink { target }) => match self.archive.nodes.get(target) {
-                    Some(Node::File { data, .. }) => data,
-                    _ => return Ok((phys, None, None)),
-                },
-                _ => return Ok((phys, None, None)),
+            match self.archive.file_data_at(&arch) {
+                Some(data) => data,
+                None => return Ok((phys, None, None)),
             }
         };
         if is_elf(data) {
@@ -679,7 +727,7 @@ impl Archive {
         links.sort();
         let mut added = Vec::new();
         for (name, target) in links {
-            if self.nodes.contains_key(&name) {
+            if self.kind_at(&name).is_some() {
                 continue;
             }
             self.add_symlink(&name, &target)?;
@@ -700,7 +748,7 @@ impl Archive {
         if !meta.is_dir() {
             return Err(InitrdError::UnsupportedFileType {
                 path: src_dir.to_owned(),
-                kind: kind_name(&meta),
+                kind: file_kind_name(&meta),
             });
         }
         self.add_dir(dest, meta.permissions().mode())?;
@@ -763,7 +811,7 @@ impl Archive {
             } else {
                 return Err(InitrdError::UnsupportedFileType {
                     path: src,
-                    kind: kind_name(&meta),
+                    kind: file_kind_name(&meta),
                 });
             }
         }
@@ -812,7 +860,7 @@ mod tests {
         a.add_dir("sbin", 0o755).unwrap(); // already there: kept
         assert_eq!(a.mirror_root_symlinks(r).unwrap(), ["bin", "lib"]);
         a.add_file("lib/modules/6.1/x.ko", 0o644, vec![]).unwrap();
-        assert!(a.nodes.contains_key("usr/lib/modules/6.1/x.ko"));
+        assert_eq!(a.kind_at("usr/lib/modules/6.1/x.ko"), Some(EntryKind::File));
         // The overlay of such a base and a program from the real host agree.
         let mut host_base = Archive::new();
         host_base.mirror_root_symlinks(Path::new("/")).unwrap();
@@ -821,12 +869,10 @@ mod tests {
             .unwrap();
         let mut run = Archive::overlay(&host_base);
         run.add_program(Path::new("/bin/sh")).unwrap();
-        assert!(
-            run.manifest()
-                .iter()
-                .all(|e| e.kind != crate::EntryKind::Symlink
-                    || !host_base.nodes.contains_key(&e.path))
-        );
+        assert!(run
+            .manifest()
+            .iter()
+            .all(|e| e.kind != EntryKind::Symlink || host_base.kind_at(&e.path).is_none()));
     }
 
     #[test]
