@@ -11,8 +11,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::compression::{Compression, SYS_MODULE_COMPRESSION};
@@ -26,9 +27,9 @@ pub const MAX_LOADER_THREADS: usize = 64;
 
 /// One finished (or skipped) module.
 #[derive(Debug)]
-pub struct LoadEvent<'a> {
+pub struct LoadEvent {
     /// The plan entry.
-    pub entry: &'a PlanEntry,
+    pub entry: PlanEntry,
     /// CLOCK_BOOTTIME when the load started.
     pub start: Duration,
     /// How long finit_module (with open) took; zero when skipped.
@@ -307,6 +308,39 @@ pub fn load_plan(
     load_plan_with(plan, threads, &KernelInserter::new(), on_event)
 }
 
+/// [`load_plan`] with a chosen [`Inserter`]: the plan submitted to one
+/// [`Queue`], worked off by scoped threads until nothing is left.
+pub fn load_plan_with(
+    plan: &Plan,
+    threads: usize,
+    inserter: &dyn Inserter,
+    on_event: &(dyn Fn(&LoadEvent) + Sync),
+) -> LoadReport {
+    let shared = Shared::new(None);
+    shared.lock().submit(plan);
+    let report_events = |shared: &Shared| {
+        for ev in shared.lock().take_finished() {
+            on_event(&ev);
+        }
+    };
+    report_events(&shared);
+    let threads = threads
+        .clamp(1, MAX_LOADER_THREADS)
+        .min(plan.modules.len().max(1));
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let shared = &shared;
+            scope.spawn(move || shared.work(t, inserter, &|| report_events(shared)));
+        }
+        shared.wait_idle();
+        shared.close();
+    });
+    report_events(&shared);
+    let report = shared.lock().report();
+    report
+}
+
+/// A module's state in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     Waiting,
@@ -316,310 +350,450 @@ enum Status {
     Skipped,
 }
 
-struct State {
+/// One module the queue knows, by its place in submission order.
+struct Slot {
+    entry: PlanEntry,
+    status: Status,
+    /// Dependencies (hard and soft) not yet finished.
+    waiting: usize,
+    /// Modules that need this one to be live (hard) or only after it (soft).
+    hard_users: Vec<usize>,
+    soft_users: Vec<usize>,
+}
+
+/// The loader's state: every module ever submitted, each loaded at most
+/// once. Submitting a module again (by name) adds nothing, so a failure is
+/// recorded once and never retried. Pure bookkeeping, no syscalls.
+#[derive(Default)]
+pub struct Queue {
+    slots: Vec<Slot>,
+    by_name: std::collections::HashMap<String, usize>,
+    /// Ready to run, earliest submitted first.
     ready: BinaryHeap<Reverse<usize>>,
-    remaining: Vec<usize>,
-    status: Vec<Status>,
-    finished: usize,
     running: usize,
+    finished: Vec<LoadEvent>,
     report: LoadReport,
     first_start: Option<Duration>,
     last_end: Duration,
+    closed: bool,
 }
 
-/// [`load_plan`] with a chosen [`Inserter`].
-pub fn load_plan_with(
-    plan: &Plan,
-    threads: usize,
-    inserter: &dyn Inserter,
-    on_event: &(dyn Fn(&LoadEvent) + Sync),
-) -> LoadReport {
-    let n = plan.modules.len();
-    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut remaining = vec![0usize; n];
-    let mut invalid = vec![false; n];
-    for (k, e) in plan.modules.iter().enumerate() {
-        let mut ds = e.deps.clone();
-        ds.sort_unstable();
-        ds.dedup();
-        for d in ds {
-            match users.get_mut(d) {
-                Some(u) if d != k => {
-                    u.push(k);
-                    if let Some(r) = remaining.get_mut(k) {
-                        *r += 1;
+impl Queue {
+    /// Adds the plan's modules not known yet; returns how many were new.
+    /// Dependencies are the plan's indices; they may name modules known
+    /// from earlier plans (live, running, failed...).
+    pub fn submit(&mut self, plan: &Plan) -> usize {
+        let base = self.slots.len();
+        let mut place: Vec<usize> = Vec::with_capacity(plan.modules.len());
+        let mut new = Vec::new();
+        for entry in &plan.modules {
+            match self.by_name.get(&entry.name) {
+                Some(&known) => place.push(known),
+                None => {
+                    let k = self.slots.len();
+                    self.by_name.insert(entry.name.clone(), k);
+                    self.slots.push(Slot {
+                        entry: entry.clone(),
+                        status: Status::Waiting,
+                        waiting: 0,
+                        hard_users: Vec::new(),
+                        soft_users: Vec::new(),
+                    });
+                    place.push(k);
+                    new.push(k);
+                }
+            }
+        }
+        for &k in &new {
+            self.link(k, &place);
+        }
+        for &k in &new {
+            let waiting = self
+                .slots
+                .get(k)
+                .is_some_and(|s| s.status == Status::Waiting && s.waiting == 0);
+            if waiting {
+                self.ready.push(Reverse(k));
+            }
+        }
+        self.break_cycles();
+        self.slots.len() - base
+    }
+
+    /// Counts what `k` waits on and registers it with its dependencies; an
+    /// impossible dependency (out of the plan, itself) or a failed one
+    /// skips it at once.
+    fn link(&mut self, k: usize, place: &[usize]) {
+        let Some(slot) = self.slots.get(k) else {
+            return;
+        };
+        let (deps, soft) = (slot.entry.deps.clone(), slot.entry.soft_deps.clone());
+        let mut hard: Vec<usize> = Vec::new();
+        let mut softs: Vec<usize> = Vec::new();
+        for d in deps {
+            match place.get(d) {
+                Some(&dk) if dk != k => {
+                    if soft.contains(&d) {
+                        softs.push(dk);
+                    } else {
+                        hard.push(dk);
                     }
+                }
+                _ => return self.skip(k, None),
+            }
+        }
+        hard.sort_unstable();
+        hard.dedup();
+        softs.sort_unstable();
+        softs.dedup();
+        softs.retain(|s| !hard.contains(s));
+        for dk in hard {
+            match self.slots.get(dk).map(|s| s.status) {
+                Some(Status::Live) => {}
+                Some(Status::Failed | Status::Skipped) => {
+                    let cause = self.name(dk);
+                    return self.skip(k, Some(cause));
                 }
                 _ => {
-                    if let Some(i) = invalid.get_mut(k) {
-                        *i = true;
-                    }
+                    self.add_user(dk, k, false);
                 }
             }
         }
-    }
-    let state = Mutex::new(State {
-        ready: BinaryHeap::new(),
-        remaining,
-        status: vec![Status::Waiting; n],
-        finished: 0,
-        running: 0,
-        report: LoadReport::default(),
-        first_start: None,
-        last_end: Duration::ZERO,
-    });
-    let wake = Condvar::new();
-    let shared = Shared {
-        plan,
-        users: &users,
-        state: &state,
-        wake: &wake,
-        inserter,
-        on_event,
-    };
-
-    // Entries with impossible dependencies are reported first, their users
-    // skipped; the others with no dependencies are ready.
-    {
-        let mut skips = Vec::new();
-        if let Ok(mut st) = state.lock() {
-            for k in 0..n {
-                if invalid.get(k).copied().unwrap_or(false)
-                    && st.status.get(k) == Some(&Status::Waiting)
-                {
-                    shared.fail_and_skip(&mut st, k, &mut skips);
-                }
-            }
-            for k in 0..n {
-                if st.status.get(k) == Some(&Status::Waiting) && st.remaining.get(k) == Some(&0) {
-                    st.ready.push(Reverse(k));
-                }
+        for dk in softs {
+            if matches!(
+                self.slots.get(dk).map(|s| s.status),
+                Some(Status::Waiting | Status::Running)
+            ) {
+                self.add_user(dk, k, true);
             }
         }
-        for (k, cause) in skips {
-            shared.emit_skip(k, cause, 0);
+    }
+
+    fn add_user(&mut self, dep: usize, user: usize, soft: bool) {
+        if let Some(d) = self.slots.get_mut(dep) {
+            if soft {
+                d.soft_users.push(user);
+            } else {
+                d.hard_users.push(user);
+            }
+        }
+        if let Some(u) = self.slots.get_mut(user) {
+            u.waiting += 1;
         }
     }
 
-    let threads = threads.clamp(1, MAX_LOADER_THREADS).min(n.max(1));
-    if threads == 1 {
-        shared.work(0);
-    } else {
-        std::thread::scope(|scope| {
-            for t in 0..threads {
-                let shared = &shared;
-                scope.spawn(move || shared.work(t));
-            }
-        });
-    }
-    match state.into_inner() {
-        Ok(st) => {
-            let mut report = st.report;
-            report.wall = st
-                .first_start
-                .map(|s| st.last_end.saturating_sub(s))
-                .unwrap_or_default();
-            report
-        }
-        Err(poisoned) => poisoned.into_inner().report,
-    }
-}
-
-struct Shared<'a> {
-    plan: &'a Plan,
-    users: &'a [Vec<usize>],
-    state: &'a Mutex<State>,
-    wake: &'a Condvar,
-    inserter: &'a dyn Inserter,
-    on_event: &'a (dyn Fn(&LoadEvent) + Sync),
-}
-
-impl Shared<'_> {
     fn name(&self, k: usize) -> String {
-        self.plan
-            .modules
+        self.slots
             .get(k)
-            .map(|e| e.name.clone())
+            .map(|s| s.entry.name.clone())
             .unwrap_or_default()
     }
 
-    /// Marks `k` as not loadable because of an invalid plan (when `skips`
-    /// gets it) and every waiting user of it, transitively, as skipped.
-    fn fail_and_skip(&self, st: &mut State, k: usize, skips: &mut Vec<(usize, Option<String>)>) {
-        if let Some(s) = st.status.get_mut(k) {
-            *s = Status::Skipped;
-        }
-        st.finished += 1;
-        st.report.skipped += 1;
-        skips.push((k, None));
-        self.skip_users(st, k, &self.name(k), skips);
-    }
-
-    /// `x` is done (live, or failed only as a softdep of `u`): `u` waits on one less.
-    fn release(st: &mut State, u: usize) {
-        if let Some(r) = st.remaining.get_mut(u) {
-            *r = r.saturating_sub(1);
-            if *r == 0 && st.status.get(u) == Some(&Status::Waiting) {
-                st.ready.push(Reverse(u));
-            }
-        }
-    }
-
-    /// `k` failed: its users are skipped, transitively, except those for
-    /// which it (or a skipped module) is only a softdep: they go on.
-    fn skip_users(
-        &self,
-        st: &mut State,
-        k: usize,
-        cause: &str,
-        skips: &mut Vec<(usize, Option<String>)>,
-    ) {
-        let mut stack = vec![k];
-        while let Some(x) = stack.pop() {
-            for &u in self.users.get(x).map(Vec::as_slice).unwrap_or_default() {
-                let soft = self
-                    .plan
-                    .modules
-                    .get(u)
-                    .is_some_and(|e| e.soft_deps.contains(&x));
-                if soft {
-                    Self::release(st, u);
-                } else if st.status.get(u) == Some(&Status::Waiting) {
-                    if let Some(s) = st.status.get_mut(u) {
-                        *s = Status::Skipped;
-                    }
-                    st.finished += 1;
-                    st.report.skipped += 1;
-                    skips.push((u, Some(cause.to_owned())));
-                    stack.push(u);
-                }
-            }
-        }
-    }
-
-    fn emit_skip(&self, k: usize, cause: Option<String>, thread: usize) {
-        let Some(entry) = self.plan.modules.get(k) else {
+    /// `k` will not be loaded: an impossible plan entry (no cause) or a
+    /// dependency that failed (the root cause). Its users follow.
+    fn skip(&mut self, k: usize, cause: Option<String>) {
+        let Some(slot) = self.slots.get_mut(k) else {
             return;
         };
-        let outcome = Err(match cause {
+        if slot.status != Status::Waiting {
+            return;
+        }
+        slot.status = Status::Skipped;
+        let module = slot.entry.name.clone();
+        let outcome = Err(match &cause {
             Some(dependency) => LoadError::DependencyFailed {
-                module: entry.name.clone(),
-                dependency,
+                module,
+                dependency: dependency.clone(),
             },
-            None => LoadError::InvalidPlan {
-                module: entry.name.clone(),
-            },
+            None => LoadError::InvalidPlan { module },
         });
-        (self.on_event)(&LoadEvent {
-            entry,
+        self.report.skipped += 1;
+        self.finished.push(LoadEvent {
+            entry: slot.entry.clone(),
             start: boottime(),
             duration: Duration::ZERO,
+            thread: 0,
+            outcome,
+        });
+        let root = cause.unwrap_or_else(|| self.name(k));
+        self.failed(k, &root);
+    }
+
+    /// `k` is not live: hard users are skipped (with the root cause),
+    /// soft users only stop waiting for it.
+    fn failed(&mut self, k: usize, root: &str) {
+        let Some(slot) = self.slots.get_mut(k) else {
+            return;
+        };
+        let hard = std::mem::take(&mut slot.hard_users);
+        let soft = std::mem::take(&mut slot.soft_users);
+        for u in soft {
+            self.release(u);
+        }
+        for u in hard {
+            self.skip(u, Some(root.to_owned()));
+        }
+    }
+
+    /// One dependency of `u` finished: ready when none is left.
+    fn release(&mut self, u: usize) {
+        if let Some(slot) = self.slots.get_mut(u) {
+            slot.waiting = slot.waiting.saturating_sub(1);
+            if slot.waiting == 0 && slot.status == Status::Waiting {
+                self.ready.push(Reverse(u));
+            }
+        }
+    }
+
+    /// Nothing runs and nothing is ready, yet modules wait: they wait on a
+    /// cycle. Report it instead of hanging: the earliest stuck module is
+    /// skipped (its soft users still run), until something can go on.
+    fn break_cycles(&mut self) {
+        while self.ready.is_empty() && self.running == 0 {
+            let stuck = self.slots.iter().position(|s| s.status == Status::Waiting);
+            match stuck {
+                Some(k) => self.skip(k, None),
+                None => return,
+            }
+        }
+    }
+
+    /// The next module to load, marked running.
+    fn start_next(&mut self) -> Option<(usize, PlanEntry)> {
+        while let Some(Reverse(k)) = self.ready.pop() {
+            // A module can be released twice (a soft and a hard edge) or
+            // skipped after it was queued: only a waiting one runs.
+            let Some(slot) = self.slots.get_mut(k) else {
+                continue;
+            };
+            if slot.status != Status::Waiting {
+                continue;
+            }
+            slot.status = Status::Running;
+            self.running += 1;
+            return Some((k, slot.entry.clone()));
+        }
+        None
+    }
+
+    /// Records the outcome of a load and releases or skips its users.
+    fn complete(
+        &mut self,
+        k: usize,
+        start: Duration,
+        end: Duration,
+        thread: usize,
+        outcome: Result<Loaded, LoadError>,
+    ) {
+        self.running = self.running.saturating_sub(1);
+        self.first_start = Some(self.first_start.map_or(start, |s| s.min(start)));
+        self.last_end = self.last_end.max(end);
+        match &outcome {
+            Ok(Loaded::Inserted) => self.report.loaded += 1,
+            Ok(Loaded::AlreadyLoaded) => self.report.already += 1,
+            Err(_) => self.report.failed += 1,
+        }
+        let live = outcome.is_ok();
+        let Some(slot) = self.slots.get_mut(k) else {
+            return;
+        };
+        slot.status = if live { Status::Live } else { Status::Failed };
+        let entry = slot.entry.clone();
+        self.finished.push(LoadEvent {
+            entry,
+            start,
+            duration: end.saturating_sub(start),
             thread,
             outcome,
         });
+        if live {
+            let Some(slot) = self.slots.get_mut(k) else {
+                return;
+            };
+            let users: Vec<usize> = slot
+                .hard_users
+                .drain(..)
+                .chain(slot.soft_users.drain(..))
+                .collect();
+            for u in users {
+                self.release(u);
+            }
+        } else {
+            let name = self.name(k);
+            self.failed(k, &name);
+        }
+        self.break_cycles();
     }
 
-    fn work(&self, thread: usize) {
-        let n = self.plan.modules.len();
+    /// Events of modules finished (or skipped) since the last call.
+    pub fn take_finished(&mut self) -> Vec<LoadEvent> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Nothing is running or waiting to run.
+    pub fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.running == 0
+    }
+
+    /// Whether `name` is live (inserted or already there).
+    pub fn is_live(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .and_then(|&k| self.slots.get(k))
+            .is_some_and(|s| s.status == Status::Live)
+    }
+
+    /// Totals so far.
+    pub fn report(&self) -> LoadReport {
+        let mut report = self.report;
+        report.wall = self
+            .first_start
+            .map(|s| self.last_end.saturating_sub(s))
+            .unwrap_or_default();
+        report
+    }
+}
+
+/// The queue with its workers' wake-ups, and an optional eventfd that
+/// tells a poll loop when finished events wait.
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    notify: Option<OwnedFd>,
+}
+
+impl Shared {
+    fn new(notify: Option<OwnedFd>) -> Self {
+        Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            notify,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A poisoned lock means a worker panicked mid-update; the state is
+        // still consistent enough to go on (PID 1 must not stop here).
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Blocks until nothing runs or waits to run.
+    fn wait_idle(&self) {
+        let mut q = self.lock();
+        while !q.is_idle() {
+            q = self
+                .wake
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// A worker: take the earliest ready module, load it, record it.
+    fn work(&self, thread: usize, inserter: &dyn Inserter, after_each: &dyn Fn()) {
         loop {
-            // Take the ready module earliest in plan order.
-            let k = {
-                let Ok(mut st) = self.state.lock() else {
-                    return;
-                };
+            let (k, entry) = {
+                let mut q = self.lock();
                 loop {
-                    if st.finished >= n {
-                        self.wake.notify_all();
+                    if q.closed {
                         return;
                     }
-                    if let Some(Reverse(k)) = st.ready.pop() {
-                        // A module can be queued twice (released as a soft
-                        // user and found ready by the start-up scan) or be
-                        // skipped after it was queued: only a waiting one runs.
-                        if st.status.get(k) != Some(&Status::Waiting)
-                            || self.plan.modules.get(k).is_none()
-                        {
-                            continue;
-                        }
-                        if let Some(s) = st.status.get_mut(k) {
-                            *s = Status::Running;
-                        }
-                        st.running += 1;
-                        break k;
+                    if let Some(next) = q.start_next() {
+                        break next;
                     }
-                    if st.running == 0 {
-                        // Nothing runs and nothing is ready: the rest waits
-                        // on a cycle. Report it instead of hanging; modules
-                        // that only softdep on it are released and still run.
-                        let mut skips = Vec::new();
-                        for x in 0..n {
-                            let stuck = st.status.get(x) == Some(&Status::Waiting)
-                                && st.remaining.get(x).is_some_and(|&r| r > 0);
-                            if stuck {
-                                self.fail_and_skip(&mut st, x, &mut skips);
-                            }
-                        }
-                        drop(st);
-                        for (x, cause) in skips {
-                            self.emit_skip(x, cause, thread);
-                        }
-                        self.wake.notify_all();
-                        st = match self.state.lock() {
-                            Ok(g) => g,
-                            Err(_) => return,
-                        };
-                        continue;
-                    }
-                    st = match self.wake.wait(st) {
-                        Ok(g) => g,
-                        Err(_) => return,
-                    };
+                    q = self
+                        .wake
+                        .wait(q)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-            };
-            let Some(entry) = self.plan.modules.get(k) else {
-                continue;
             };
             let start = boottime();
-            let outcome = self.inserter.insert(entry);
+            let outcome = inserter.insert(&entry);
             let end = boottime();
-            let ok = outcome.is_ok();
-            let mut skips = Vec::new();
-            if let Ok(mut st) = self.state.lock() {
-                st.running = st.running.saturating_sub(1);
-                st.finished += 1;
-                st.first_start = Some(st.first_start.map_or(start, |s| s.min(start)));
-                st.last_end = st.last_end.max(end);
-                match &outcome {
-                    Ok(Loaded::Inserted) => st.report.loaded += 1,
-                    Ok(Loaded::AlreadyLoaded) => st.report.already += 1,
-                    Err(_) => st.report.failed += 1,
-                }
-                if ok {
-                    if let Some(s) = st.status.get_mut(k) {
-                        *s = Status::Live;
-                    }
-                    for &u in self.users.get(k).map(Vec::as_slice).unwrap_or_default() {
-                        Self::release(&mut st, u);
-                    }
-                } else {
-                    if let Some(s) = st.status.get_mut(k) {
-                        *s = Status::Failed;
-                    }
-                    self.skip_users(&mut st, k, &entry.name, &mut skips);
-                }
-                self.wake.notify_all();
+            self.lock().complete(k, start, end, thread, outcome);
+            self.wake.notify_all();
+            if let Some(fd) = &self.notify {
+                // Wakes the poll loop; a full counter is still readable.
+                let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
             }
-            (self.on_event)(&LoadEvent {
-                entry,
-                start,
-                duration: end.saturating_sub(start),
-                thread,
-                outcome,
-            });
-            for (x, cause) in skips {
-                self.emit_skip(x, cause, thread);
-            }
+            after_each();
         }
+    }
+}
+
+/// The streaming loader of PID 1: modules are submitted as devices appear,
+/// while earlier ones load; each starts as soon as its dependencies are
+/// live, on `threads` detached workers. Finished loads are collected with
+/// [`Loader::take_finished`] when [`Loader::wake_fd`] is readable.
+pub struct Loader {
+    shared: Arc<Shared>,
+}
+
+impl Loader {
+    /// Starts the workers. The eventfd is non-blocking and close-on-exec.
+    pub fn start<I: Inserter + Send + 'static>(
+        threads: usize,
+        inserter: I,
+    ) -> std::io::Result<Loader> {
+        use rustix::event::{eventfd, EventfdFlags};
+        let notify = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let shared = Arc::new(Shared::new(Some(notify)));
+        let inserter = Arc::new(inserter);
+        for t in 0..threads.clamp(1, MAX_LOADER_THREADS) {
+            let (shared, inserter) = (shared.clone(), inserter.clone());
+            std::thread::Builder::new()
+                .name(format!("loader{t}"))
+                .spawn(move || shared.work(t, &*inserter, &|| {}))?;
+        }
+        Ok(Loader { shared })
+    }
+
+    /// Queues a plan's modules (those not known yet); returns how many were new.
+    pub fn submit(&self, plan: &Plan) -> usize {
+        let n = self.shared.lock().submit(plan);
+        self.shared.wake.notify_all();
+        n
+    }
+
+    /// Readable when finished loads wait to be taken.
+    pub fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared.notify.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Finished (and skipped) modules since the last call; resets the wake fd.
+    pub fn take_finished(&self) -> Vec<LoadEvent> {
+        if let Some(fd) = &self.shared.notify {
+            let mut counter = [0u8; 8];
+            let _ = rustix::io::read(fd, &mut counter);
+        }
+        self.shared.lock().take_finished()
+    }
+
+    /// Nothing runs or waits to run.
+    pub fn is_idle(&self) -> bool {
+        self.shared.lock().is_idle()
+    }
+
+    pub fn is_live(&self, name: &str) -> bool {
+        self.shared.lock().is_live(name)
+    }
+
+    pub fn report(&self) -> LoadReport {
+        self.shared.lock().report()
+    }
+}
+
+impl Drop for Loader {
+    /// The workers stop once their current load returns; they are not
+    /// joined (a load the kernel never finishes must not hold PID 1).
+    fn drop(&mut self) {
+        self.shared.close();
     }
 }
 
@@ -988,6 +1162,111 @@ mod tests {
             .contains("it is not zstd data"));
         let missing = entry("missing_kestrel", &[]);
         assert_eq!(c.insert(&missing).unwrap_err().raw_os_error(), Some(2));
+    }
+
+    /// Loads into a shared log; fails the modules named in `fail`.
+    struct Logged {
+        fail: Vec<&'static str>,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Inserter for Logged {
+        fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
+            self.calls.lock().unwrap().push(entry.name.clone());
+            if self.fail.contains(&entry.name.as_str()) {
+                return Err(LoadError::Insert {
+                    module: entry.name.clone(),
+                    path: entry.path.clone(),
+                    source: std::io::Error::from_raw_os_error(19),
+                });
+            }
+            Ok(Loaded::Inserted)
+        }
+    }
+
+    fn wait_idle(loader: &Loader) -> Vec<LoadEvent> {
+        let mut events = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let fd = loader.wake_fd().unwrap();
+            let mut polls = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            let timeout = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            };
+            let _ = rustix::event::poll(&mut polls, Some(&timeout));
+            events.extend(loader.take_finished());
+            if loader.is_idle() {
+                events.extend(loader.take_finished());
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "loader never went idle"
+            );
+        }
+    }
+
+    /// Plans arrive one after another (as devices appear): a module known
+    /// from an earlier plan is not loaded again, a failure is never
+    /// retried, and a later module waits for a dependency still running.
+    #[test]
+    fn the_streaming_loader_dedupes_and_never_retries() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let loader = Loader::start(
+            2,
+            Logged {
+                fail: vec!["bad"],
+                calls: calls.clone(),
+            },
+        )
+        .unwrap();
+        let first = Plan {
+            modules: vec![entry("core", &[]), entry("bad", &[]), entry("drv", &[0])],
+            notes: vec![],
+        };
+        assert_eq!(loader.submit(&first), 3);
+        let events = wait_idle(&loader);
+        assert_eq!(events.len(), 3);
+        assert!(loader.is_live("core") && loader.is_live("drv") && !loader.is_live("bad"));
+        // A second device asks for core again, bad again, and a user of bad.
+        let second = Plan {
+            modules: vec![
+                entry("core", &[]),
+                entry("bad", &[]),
+                entry("user", &[0, 1]),
+                entry("other", &[0]),
+            ],
+            notes: vec![],
+        };
+        assert_eq!(loader.submit(&second), 2, "only user and other are new");
+        let events = wait_idle(&loader);
+        let mut names: Vec<(String, bool)> = events
+            .iter()
+            .map(|e| (e.entry.name.clone(), e.outcome.is_ok()))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![("other".to_owned(), true), ("user".to_owned(), false)]
+        );
+        let user = events.iter().find(|e| e.entry.name == "user").unwrap();
+        assert_eq!(
+            user.outcome.as_ref().unwrap_err().to_string(),
+            "skipped module user: its dependency bad failed to load"
+        );
+        let mut calls = calls.lock().unwrap().clone();
+        calls.sort();
+        assert_eq!(
+            calls,
+            ["bad", "core", "drv", "other"],
+            "bad tried once, core loaded once"
+        );
+        let report = loader.report();
+        assert_eq!((report.loaded, report.failed, report.skipped), (3, 1, 1));
     }
 
     #[test]
