@@ -16,12 +16,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kestrel_uevent::walk::{walk_devices, walk_subsystems};
+use kestrel_uevent::walk::walk_devices;
 use kestrel_uevent::{parse_netlink, parse_sysfs};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/support/subsystems.rs"]
+mod subsystems;
 use common::{fixtures, read_datagrams};
+use subsystems::walk_subsystems;
 
 /// The captured kernel datagrams, as received: this host's triggered
 /// coldplug, and a guest boot's coldplug and module loading.

@@ -27,12 +27,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kestrel_uevent::coldplug::{SysfsWriter, Trigger};
 use kestrel_uevent::socket::UeventSocket;
-use kestrel_uevent::walk::{walk_devices, walk_subsystems};
+use kestrel_uevent::walk::walk_devices;
+
+#[path = "../tests/support/coldplug.rs"]
+mod coldplug;
+#[path = "../tests/support/subsystems.rs"]
+mod subsystems;
+use coldplug::{SysfsWriter, Trigger};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::mount::{mount, MountFlags};
 use rustix::system::{finit_module, reboot, RebootCommand};
+use subsystems::walk_subsystems;
 
 /// How long the socket must stay silent after the last module before the
 /// capture ends.

@@ -17,9 +17,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kestrel_uevent::coldplug::{SysfsWriter, Trigger};
 use kestrel_uevent::socket::UeventSocket;
 use kestrel_uevent::{walk, Uevent, UeventError};
+
+#[path = "../tests/support/coldplug.rs"]
+mod coldplug;
+use coldplug::{SysfsWriter, Trigger};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 /// One line per event; bytes outside printable ASCII are escaped (`\n`,

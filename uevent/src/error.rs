@@ -103,10 +103,4 @@ pub enum UeventError {
         /// The bound.
         max: usize,
     },
-    /// A trigger was asked to track more pending UUIDs than its bound.
-    #[error("more than {max} synthetic events pending")]
-    TooManyPending {
-        /// The bound.
-        max: usize,
-    },
 }

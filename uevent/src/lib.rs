@@ -5,17 +5,14 @@
 //! The parsers ([`parse_netlink`], [`parse_sysfs`]) are pure and total: any
 //! input gives a [`Uevent`] or a typed [`UeventError`], without syscalls and
 //! without panicking. Syscalls live only in [`socket`] and [`walk`] (and the
-//! one `recvmsg` in the private `sys` module); [`coldplug`] writes triggers
-//! through a trait so its logic is tested with a fake; [`track`] is pure. This crate is linked into the
+//! one `recvmsg` in the private `sys` module). This crate is linked into the
 //! static PID 1, so it must never panic, never block, never trust a sender
 //! other than the kernel, and never pull in a heavy dependency.
 
-pub mod coldplug;
 mod error;
 mod event;
 pub mod socket;
 mod sys;
-pub mod track;
 pub mod walk;
 
 pub use error::UeventError;

@@ -7,7 +7,7 @@
 //! symlinks, which are never followed (they are how sysfs makes loops).
 
 use std::ffi::{CStr, CString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::BytesMut;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -90,100 +90,6 @@ pub fn walk_devices(sys: &Path) -> Result<Walk, UeventError> {
     Ok(walker.walk)
 }
 
-/// Directory below the sysfs root with one directory per bus.
-pub const SYSFS_BUS_DIR: &str = "bus";
-/// Directory below the sysfs root with one directory per class.
-pub const SYSFS_CLASS_DIR: &str = "class";
-
-/// Like [`walk_devices`], but found through the links in
-/// `<sys>/bus/*/devices/` and `<sys>/class/*/`: every device that has a bus
-/// or a class, which are exactly the devices the kernel sends events for
-/// (`dev_uevent_filter`). Devices with neither (their `uevent` file is empty
-/// and they have no `subsystem` link) are not returned. Same events, same
-/// order (parents before children, by path components), fewer directories
-/// listed: no attribute directories at all.
-///
-/// Unlike [`walk_devices`], this resolves the bus and class links (that is
-/// how it finds the devices); a link is used only when its text points into
-/// `devices/`, and others are skipped and counted, as are unreadable entries. An unreadable `<sys>`, `<sys>/bus` or `<sys>/class`
-/// is an error.
-pub fn walk_subsystems(sys: &Path) -> Result<Walk, UeventError> {
-    let io_err = |op, path: PathBuf, e: Errno| UeventError::Io {
-        op,
-        path,
-        source: e.into(),
-    };
-    let sysfd = openat(CWD, sys, DIR_FLAGS, Mode::empty())
-        .map_err(|e| io_err("open directory", sys.to_path_buf(), e))?;
-    let mut walker = Walker {
-        walk: Walk::default(),
-        devpath: Vec::new(),
-        scratch: vec![0; UEVENT_MAX + 1],
-        too_many: false,
-    };
-    // (devpath, subsystem name); `ups` is how many `../` lead from a link
-    // back to the sysfs root.
-    let mut found: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for (top, inner, ups) in [
-        (SYSFS_BUS_DIR, Some("devices"), 3),
-        (SYSFS_CLASS_DIR, None, 2),
-    ] {
-        let topfd = openat(&sysfd, top, DIR_FLAGS, Mode::empty())
-            .map_err(|e| io_err("open directory", sys.join(top), e))?;
-        let names = list(&topfd, FileType::Directory)
-            .map_err(|e| io_err("read directory", sys.join(top), e))?;
-        for name in names {
-            let links =
-                openat(&topfd, name.as_c_str(), DIR_FLAGS, Mode::empty()).and_then(
-                    |fd| match inner {
-                        Some(inner) => openat(&fd, inner, DIR_FLAGS, Mode::empty()),
-                        None => Ok(fd),
-                    },
-                );
-            let Ok(links) = links else {
-                walker.walk.skipped += 1;
-                continue;
-            };
-            let Ok(entries) = list(&links, FileType::Symlink) else {
-                walker.walk.skipped += 1;
-                continue;
-            };
-            for entry in entries {
-                let target = readlinkat(&links, entry.as_c_str(), Vec::new());
-                match target.ok().and_then(|t| devpath_of_link(t.as_bytes(), ups)) {
-                    Some(devpath) => found.push((devpath, name.as_bytes().to_vec())),
-                    None => walker.walk.skipped += 1,
-                }
-            }
-        }
-    }
-    found.sort_by(|a, b| a.0.split(|&c| c == b'/').cmp(b.0.split(|&c| c == b'/')));
-    found.dedup_by(|a, b| a.0 == b.0);
-    if found.len() > WALK_MAX_DEVICES {
-        return Err(UeventError::TooManyDevices {
-            path: sys.to_path_buf(),
-            max: WALK_MAX_DEVICES,
-        });
-    }
-    let mut path = Vec::new();
-    for (devpath, subsystem) in found {
-        path.clear();
-        path.extend_from_slice(devpath.get(1..).unwrap_or(&[]));
-        path.push(b'/');
-        path.extend_from_slice(UEVENT_FILE.as_bytes());
-        walker.devpath = devpath;
-        let event = openat(&sysfd, path.as_slice(), FILE_FLAGS, Mode::empty())
-            .map_err(|e| walker.io_err("open", e))
-            .and_then(|file| walker.read_file(file))
-            .and_then(|len| walker.build(len, Some(&subsystem)));
-        match event {
-            Ok(ev) => walker.walk.devices.push(ev),
-            Err(_) => walker.walk.skipped += 1,
-        }
-    }
-    Ok(walker.walk)
-}
-
 /// Every entry of `dir` but `.` and `..`, with its type (asked for with
 /// lstat when getdents does not say).
 fn entries(dir: &mut Dir) -> Result<Vec<(CString, FileType)>, Errno> {
@@ -201,38 +107,6 @@ fn entries(dir: &mut Dir) -> Result<Vec<(CString, FileType)>, Errno> {
         out.push((name.to_owned(), kind));
     }
     Ok(out)
-}
-
-/// The names of the entries of type `kind` in `dirfd`, sorted.
-fn list(dirfd: &OwnedFd, kind: FileType) -> Result<Vec<CString>, Errno> {
-    let mut out: Vec<CString> = entries(&mut Dir::read_from(dirfd)?)?
-        .into_iter()
-        .filter(|(_, t)| *t == kind)
-        .map(|(name, _)| name)
-        .collect();
-    out.sort_unstable();
-    Ok(out)
-}
-
-/// `../../../devices/pci0000:00/0000:00:01.0` with `ups` = 3 gives
-/// `/devices/pci0000:00/0000:00:01.0`; anything else gives `None`.
-fn devpath_of_link(target: &[u8], ups: usize) -> Option<Vec<u8>> {
-    let mut rest = target;
-    for _ in 0..ups {
-        rest = rest.strip_prefix(b"../")?;
-    }
-    let below = rest.strip_prefix(b"devices/")?;
-    if below.is_empty()
-        || below
-            .split(|&b| b == b'/')
-            .any(|c| c.is_empty() || c == b"." || c == b"..")
-    {
-        return None;
-    }
-    let mut devpath = DEVPATH_PREFIX.to_vec();
-    devpath.push(b'/');
-    devpath.extend_from_slice(below);
-    Some(devpath)
 }
 
 /// The `uevent` file itself is never a link in sysfs: refuse one.
@@ -517,98 +391,6 @@ mod tests {
             ]
         );
         assert_eq!(w.skipped, 0);
-    }
-
-    #[test]
-    fn subsystem_walk_finds_bus_and_class_devices_in_the_same_order() {
-        let t = tempfile::tempdir().unwrap();
-        let sys = t.path();
-        let d = sys.join("devices");
-        write(&d.join("pci0000:00/uevent"), "");
-        write(
-            &d.join("pci0000:00/0000:00:02.0/uevent"),
-            "DRIVER=virtio-pci\n",
-        );
-        write(
-            &d.join("pci0000:00/0000:00:02.0/virtio0/uevent"),
-            "MODALIAS=virtio:d00000002v00001AF4\n",
-        );
-        write(
-            &d.join("pci0000:00/0000:00:02.0/virtio0/block/vda/uevent"),
-            "MAJOR=254\nMINOR=0\nDEVNAME=vda\n",
-        );
-        write(
-            &d.join("virtual/mem/null/uevent"),
-            "MAJOR=1\nMINOR=3\nDEVNAME=null\nDEVMODE=0666\n",
-        );
-        for (link, target) in [
-            (
-                "devices/pci0000:00/0000:00:02.0/subsystem",
-                "../../../bus/pci",
-            ),
-            (
-                "devices/pci0000:00/0000:00:02.0/virtio0/subsystem",
-                "../../../../bus/virtio",
-            ),
-            (
-                "devices/pci0000:00/0000:00:02.0/virtio0/block/vda/subsystem",
-                "../../../../../../class/block",
-            ),
-            (
-                "devices/virtual/mem/null/subsystem",
-                "../../../../class/mem",
-            ),
-            (
-                "bus/pci/devices/0000:00:02.0",
-                "../../../devices/pci0000:00/0000:00:02.0",
-            ),
-            (
-                "bus/virtio/devices/virtio0",
-                "../../../devices/pci0000:00/0000:00:02.0/virtio0",
-            ),
-            (
-                "class/block/vda",
-                "../../devices/pci0000:00/0000:00:02.0/virtio0/block/vda",
-            ),
-            ("class/mem/null", "../../devices/virtual/mem/null"),
-            // Not into devices/: skipped and counted.
-            ("class/mem/odd", "../../elsewhere/odd"),
-        ] {
-            fs::create_dir_all(sys.join(link).parent().unwrap()).unwrap();
-            symlink(target, sys.join(link)).unwrap();
-        }
-        fs::create_dir_all(sys.join("bus/empty/devices")).unwrap();
-        let by_links = walk_subsystems(sys).unwrap();
-        assert_eq!(by_links.skipped, 1);
-        let by_tree = walk_devices(sys).unwrap();
-        let with_subsystem: Vec<_> = by_tree
-            .devices
-            .iter()
-            .filter(|d| d.subsystem().is_some())
-            .collect();
-        assert_eq!(by_links.devices.len(), 4);
-        assert_eq!(with_subsystem.len(), 4);
-        for (a, b) in by_links.devices.iter().zip(with_subsystem) {
-            assert_eq!(a.devpath(), b.devpath());
-            assert_eq!(
-                a.fields().collect::<Vec<_>>(),
-                b.fields().collect::<Vec<_>>()
-            );
-        }
-        assert_eq!(by_links.devices[3].devmode(), Some(0o666));
-    }
-
-    #[test]
-    fn link_targets_resolve_only_into_devices() {
-        assert_eq!(
-            devpath_of_link(b"../../../devices/a/b", 3),
-            Some(b"/devices/a/b".to_vec())
-        );
-        assert_eq!(devpath_of_link(b"../../devices/a", 3), None);
-        assert_eq!(devpath_of_link(b"../../../devices/", 3), None);
-        assert_eq!(devpath_of_link(b"../../../devices/a/../b", 3), None);
-        assert_eq!(devpath_of_link(b"../../../module/a", 3), None);
-        assert_eq!(devpath_of_link(b"/sys/devices/a", 0), None);
     }
 
     #[test]

@@ -17,12 +17,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kestrel_uevent::track::{Dedup, SeqnumCheck, SeqnumTracker};
 use kestrel_uevent::walk::walk_devices;
 use kestrel_uevent::{parse_netlink, Action, Uevent};
 
 mod common;
+#[path = "support/subsystems.rs"]
+mod subsystems;
+#[path = "support/track.rs"]
+mod track;
 use common::{fixtures, read_datagrams};
+use track::{Dedup, SeqnumCheck, SeqnumTracker};
 
 /// Every directory below `dir` (not through symlinks) with a `uevent` file,
 /// as (devpath, expected fields).
@@ -389,7 +393,7 @@ fn subsystem_walk_matches_the_full_walk_on_this_machine() {
         return;
     }
     let full = walk_devices(sys).unwrap();
-    let by_links = kestrel_uevent::walk::walk_subsystems(sys).unwrap();
+    let by_links = subsystems::walk_subsystems(sys).unwrap();
     assert_eq!(by_links.skipped, 0);
     let want: Vec<_> = full
         .devices
@@ -413,4 +417,106 @@ fn subsystem_walk_matches_the_full_walk_on_this_machine() {
             "{a:?}"
         );
     }
+}
+
+// The alternative walk on a small tree (tests/support/subsystems.rs).
+
+fn write_file(p: &Path, content: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+#[test]
+fn subsystem_walk_finds_bus_and_class_devices_in_the_same_order() {
+    let t = tempfile::tempdir().unwrap();
+    let sys = t.path();
+    let d = sys.join("devices");
+    write_file(&d.join("pci0000:00/uevent"), "");
+    write_file(
+        &d.join("pci0000:00/0000:00:02.0/uevent"),
+        "DRIVER=virtio-pci\n",
+    );
+    write_file(
+        &d.join("pci0000:00/0000:00:02.0/virtio0/uevent"),
+        "MODALIAS=virtio:d00000002v00001AF4\n",
+    );
+    write_file(
+        &d.join("pci0000:00/0000:00:02.0/virtio0/block/vda/uevent"),
+        "MAJOR=254\nMINOR=0\nDEVNAME=vda\n",
+    );
+    write_file(
+        &d.join("virtual/mem/null/uevent"),
+        "MAJOR=1\nMINOR=3\nDEVNAME=null\nDEVMODE=0666\n",
+    );
+    for (link, target) in [
+        (
+            "devices/pci0000:00/0000:00:02.0/subsystem",
+            "../../../bus/pci",
+        ),
+        (
+            "devices/pci0000:00/0000:00:02.0/virtio0/subsystem",
+            "../../../../bus/virtio",
+        ),
+        (
+            "devices/pci0000:00/0000:00:02.0/virtio0/block/vda/subsystem",
+            "../../../../../../class/block",
+        ),
+        (
+            "devices/virtual/mem/null/subsystem",
+            "../../../../class/mem",
+        ),
+        (
+            "bus/pci/devices/0000:00:02.0",
+            "../../../devices/pci0000:00/0000:00:02.0",
+        ),
+        (
+            "bus/virtio/devices/virtio0",
+            "../../../devices/pci0000:00/0000:00:02.0/virtio0",
+        ),
+        (
+            "class/block/vda",
+            "../../devices/pci0000:00/0000:00:02.0/virtio0/block/vda",
+        ),
+        ("class/mem/null", "../../devices/virtual/mem/null"),
+        // Not into devices/: skipped and counted.
+        ("class/mem/odd", "../../elsewhere/odd"),
+    ] {
+        fs::create_dir_all(sys.join(link).parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, sys.join(link)).unwrap();
+    }
+    fs::create_dir_all(sys.join("bus/empty/devices")).unwrap();
+    let by_links = subsystems::walk_subsystems(sys).unwrap();
+    assert_eq!(by_links.skipped, 1);
+    let by_tree = walk_devices(sys).unwrap();
+    let with_subsystem: Vec<_> = by_tree
+        .devices
+        .iter()
+        .filter(|d| d.subsystem().is_some())
+        .collect();
+    assert_eq!(by_links.devices.len(), 4);
+    assert_eq!(with_subsystem.len(), 4);
+    for (a, b) in by_links.devices.iter().zip(with_subsystem) {
+        assert_eq!(a.devpath(), b.devpath());
+        assert_eq!(
+            a.fields().collect::<Vec<_>>(),
+            b.fields().collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(by_links.devices[3].devmode(), Some(0o666));
+}
+
+#[test]
+fn link_targets_resolve_only_into_devices() {
+    assert_eq!(
+        subsystems::devpath_of_link(b"../../../devices/a/b", 3),
+        Some(b"/devices/a/b".to_vec())
+    );
+    assert_eq!(subsystems::devpath_of_link(b"../../devices/a", 3), None);
+    assert_eq!(subsystems::devpath_of_link(b"../../../devices/", 3), None);
+    assert_eq!(
+        subsystems::devpath_of_link(b"../../../devices/a/../b", 3),
+        None
+    );
+    assert_eq!(subsystems::devpath_of_link(b"../../../module/a", 3), None);
+    assert_eq!(subsystems::devpath_of_link(b"/sys/devices/a", 0), None);
 }

@@ -22,9 +22,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kestrel_uevent::coldplug::{SynthUuid, SysfsWriter, Trigger, UeventWriter};
 use kestrel_uevent::socket::{UeventSocket, KERNEL_GROUP};
 use kestrel_uevent::{walk, Action, Uevent};
+
+#[path = "support/coldplug.rs"]
+mod coldplug;
+#[path = "support/track.rs"]
+mod track;
+use coldplug::{SynthUuid, SysfsWriter, Trigger, UeventWriter};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{
@@ -247,7 +252,7 @@ fn overflow_is_reported_and_the_socket_recovers() {
             .write_uevent(Path::new(NULL_UEVENT), &content)
             .unwrap();
     }
-    let mut tracker = kestrel_uevent::track::SeqnumTracker::new();
+    let mut tracker = track::SeqnumTracker::new();
     let mut ours = 0u64;
     let mut overflowed = 0;
     loop {
