@@ -6,6 +6,7 @@ use crate::InitrdError;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Hashes the inputs of a build. Feed it everything the output depends on
 /// (the kernel version, module files, the init binary, the payload, the
@@ -131,12 +132,8 @@ impl Cache {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| InitrdError::io("create directory", &self.dir, e))?;
         let path = self.path_for(key, suffix);
-        let tmp = self
-            .dir
-            .join(format!(".{key}{suffix}.{}.tmp", std::process::id()));
+        let (tmp, file) = self.create_temp(key, suffix)?;
         let result = (|| {
-            let file =
-                std::fs::File::create(&tmp).map_err(|e| InitrdError::io("create", &tmp, e))?;
             let mut w = std::io::BufWriter::new(file);
             build(&mut w)?;
             let file = w
@@ -150,6 +147,32 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
         }
         result.map(|()| CacheOutcome { path, hit: false })
+    }
+
+    /// A temporary file of this writer alone: the process id and a counter
+    /// of this process name it, and it must not exist yet (`O_EXCL`), so two
+    /// threads (or a pid reused after a crash) never write into one file.
+    fn create_temp(
+        &self,
+        key: &CacheKey,
+        suffix: &str,
+    ) -> Result<(PathBuf, std::fs::File), InitrdError> {
+        static WRITERS: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = WRITERS.fetch_add(1, Ordering::Relaxed);
+            let tmp = self
+                .dir
+                .join(format!(".{key}{suffix}.{}.{n}.tmp", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(file) => return Ok((tmp, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(InitrdError::io("create", &tmp, e)),
+            }
+        }
     }
 }
 
@@ -204,6 +227,41 @@ mod tests {
             .unwrap();
         assert!(!other.hit);
         assert_ne!(other.path, out.path);
+    }
+
+    /// Two threads of one process building the same key at the same time
+    /// each write their own temporary file: both succeed and the entry is
+    /// whole (with one shared temporary name, the second truncated the
+    /// first's file and one rename failed).
+    #[test]
+    fn concurrent_builders_of_one_key_do_not_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let key = KeyHasher::new().finish();
+        let data = vec![7u8; 1 << 20];
+        let both_writing = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        cache.get_or_build(&key, ".img", |w| {
+                            w.write_all(&data[..1000]).map_err(InitrdError::Write)?;
+                            w.flush().map_err(InitrdError::Write)?;
+                            both_writing.wait();
+                            w.write_all(&data[1000..]).map_err(InitrdError::Write)
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let path = cache.get(&key, ".img").unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        // Nothing but the entry is left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
