@@ -1,321 +1,390 @@
-//! Phases 3 and 4: discovery and modules. The uevent socket is opened
-//! first, then /sys is walked (coldplug); every new MODALIAS is resolved
-//! against the module index and the plan is loaded on worker threads.
-//! Loading a module creates devices (virtio_pci makes the virtio devices
-//! whose drivers are virtio_blk, virtio_console...), which the next pass
-//! or the socket picks up, until nothing new appears.
+//! Phases 3 and 4: discovery and modules, streaming. The uevent socket is
+//! opened first, /sys is walked once for what already exists, then each
+//! uevent is handled as it arrives: its node (without devtmpfs), its
+//! place among the block devices and virtio ports, and its MODALIAS,
+//! resolved at once against the module index into one dependency-aware
+//! loader queue. No rounds: a module starts as soon as its dependencies
+//! are live, while the next device is looked at. An overflow of the
+//! socket (ENOBUFS: events lost) re-walks /sys.
 
+use crate::disks::Disks;
 use crate::log;
-use kestrel_modules::loader::{self, LoadError, LoadEvent, Loaded};
+use crate::ports::Ports;
+use crate::roots::Roots;
+use crate::sys::{NodeKind, Sys};
+use kestrel_modules::loader::{KernelInserter, LoadError, LoadEvent, Loaded, Loader};
 use kestrel_modules::{Config, ModuleIndex, Plan, PlanNote, Request};
 use kestrel_proto::{GuestRecord, ModuleOutcome};
 use kestrel_uevent::socket::UeventSocket;
-use kestrel_uevent::{walk, Uevent, UeventError};
-use std::collections::BTreeSet;
+use kestrel_uevent::{walk, Action, Uevent, UeventError};
+use std::collections::{BTreeSet, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::PathBuf;
 
-pub const SYS: &str = "/sys";
-pub const MODULES_ROOT: &str = "/lib/modules";
-/// modprobe.d directories, in kmod's order of precedence.
-pub const MODPROBE_DIRS: &[&str] = &["/etc/modprobe.d", "/run/modprobe.d", "/lib/modprobe.d"];
-/// Coldplug passes before giving up on reaching a fixed point (each pass
-/// only follows devices created by the previous pass's modules).
-const MAX_PASSES: usize = 8;
-/// How often sysfs is re-checked when there is no uevent socket.
-const NO_SOCKET_TICK: Duration = Duration::from_millis(5);
+/// Datagrams read from the socket per pass of the event loop, so a storm
+/// of uevents cannot starve the other sources.
+pub const UEVENT_BUDGET: usize = 64;
+/// Where the running kernel says which compression it decompresses.
+const SYS_MODULE_COMPRESSION: &str = "module/compression";
+
+/// How the device pipeline was set up.
+pub struct DeviceOptions {
+    /// Loader threads (0: one per CPU).
+    pub threads: usize,
+    /// No devtmpfs: make and remove nodes from uevents.
+    pub make_nodes: bool,
+    /// The kernel's `key=value` parameters (`modprobe.blacklist=`,
+    /// `module_blacklist=`, `NAME.param=`).
+    pub params: Vec<String>,
+}
 
 pub struct Devices {
-    index: Option<ModuleIndex>,
     socket: Option<UeventSocket>,
-    seen_aliases: BTreeSet<Vec<u8>>,
-    live: BTreeSet<String>,
-    threads: usize,
+    index: Option<ModuleIndex>,
+    loader: Option<Loader>,
+    seen_aliases: HashSet<Vec<u8>>,
+    make_nodes: bool,
+    /// Nodes this init made (without devtmpfs), to remove stale ones.
+    nodes: BTreeSet<PathBuf>,
+    /// A frozen plan is in force: uevents make nodes but load nothing.
+    frozen: bool,
+    pub disks: Disks,
+    pub ports: Ports,
     pub loaded: usize,
     pub failed: usize,
-    /// No devtmpfs: make and remove nodes from uevents.
-    make_nodes: bool,
-    /// A frozen plan is in force: uevents make nodes but load no modules.
-    frozen: bool,
 }
 
 impl Devices {
-    /// Opens the uevent socket before anything else (so nothing that appears
-    /// during the walk is missed) and loads the module index. Neither is
-    /// fatal: a kernel with everything built in needs no index.
-    /// `params` are the kernel's `key=value` parameters (for
-    /// `modprobe.blacklist=`, `module_blacklist=` and `NAME.param=`).
-    pub fn start(threads: usize, make_nodes: bool, params: &[String]) -> Devices {
+    /// Opens the uevent socket before anything else (so nothing that
+    /// appears during the walk is missed), loads the module index and
+    /// starts the loader. None of these is fatal: a kernel with everything
+    /// built in needs no index, and without the socket the walk still runs.
+    pub fn start(roots: &Roots, opts: DeviceOptions) -> Devices {
         let socket = UeventSocket::open()
-            .map_err(|e| log::warn(&format!("no uevent socket, coldplug only: {e}")))
+            .map_err(|e| log::warn(&format!("no uevent socket, walking /sys only: {e}")))
             .ok();
-        let release = rustix::system::uname()
-            .release()
-            .to_string_lossy()
-            .into_owned();
-        let dir = Path::new(MODULES_ROOT).join(&release);
-        let mut config = Config::load_paths(MODPROBE_DIRS).unwrap_or_else(|e| {
-            log::warn(&format!("modprobe.d ignored: {e}"));
-            Config::default()
+        let index = load_index(roots, &opts.params);
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let loader = index.as_ref().and_then(|_| {
+            let inserter = KernelInserter::with_sys_file(&roots.sys.join(SYS_MODULE_COMPRESSION));
+            Loader::start(threads, inserter)
+                .map_err(|e| log::error(&format!("failed to start the module loader: {e}"), false))
+                .ok()
         });
-        config.apply_kernel_cmdline(params);
-        let index = match ModuleIndex::load(&dir) {
-            Ok(index) => Some(index.with_config(config)),
-            Err(e) => {
-                log::warn(&format!(
-                    "no module index, relying on built-in drivers: {e}"
-                ));
-                None
-            }
-        };
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            threads
-        };
+        Devices::new(socket, index, loader, opts.make_nodes)
+    }
+
+    pub fn new(
+        socket: Option<UeventSocket>,
+        index: Option<ModuleIndex>,
+        loader: Option<Loader>,
+        make_nodes: bool,
+    ) -> Devices {
         Devices {
-            index,
             socket,
-            seen_aliases: BTreeSet::new(),
-            live: BTreeSet::new(),
-            threads,
+            index,
+            loader,
+            seen_aliases: HashSet::new(),
+            make_nodes,
+            nodes: BTreeSet::new(),
+            frozen: false,
+            disks: Disks::default(),
+            ports: Ports::default(),
             loaded: 0,
             failed: 0,
-            make_nodes,
-            frozen: false,
         }
     }
 
     pub fn socket_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.socket.as_ref().map(|s| s.as_fd())
+        self.socket.as_ref().map(AsFd::as_fd)
     }
 
-    /// Sleeps until a uevent arrives or `max` passes, then handles what
-    /// came. Without a socket (no netlink), a plain short sleep: callers
-    /// re-check sysfs after each call.
-    pub fn wait_and_handle(&mut self, max: Duration) {
-        match self.socket_fd() {
-            Some(fd) => {
-                let timeout = rustix::time::Timespec::try_from(max).ok();
-                let _ = rustix::event::poll(
-                    &mut [rustix::event::PollFd::from_borrowed_fd(
-                        fd,
-                        rustix::event::PollFlags::IN,
-                    )],
-                    timeout.as_ref(),
-                );
+    pub fn loader_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.loader.as_ref().and_then(Loader::wake_fd)
+    }
+
+    pub fn has_socket(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// Loads modules by name (`kestrel.modules=`, the root filesystem's).
+    pub fn request_names(&mut self, names: &[String]) {
+        let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
+        self.submit(&requests, None);
+    }
+
+    /// Loads the modules for an alias not seen before (`fs-ext4`).
+    pub fn request_alias(&mut self, alias: &str) {
+        if self.seen_aliases.insert(alias.as_bytes().to_vec()) {
+            self.submit(&[Request::Alias(alias.to_owned())], None);
+        }
+    }
+
+    /// A frozen plan: exactly these modules (with their dependencies), on
+    /// the same parallel loader, and no module for what devices ask.
+    pub fn freeze(&mut self, names: &[String]) {
+        self.frozen = true;
+        self.request_names(names);
+    }
+
+    /// Walks /sys and handles every device found (the coldplug).
+    pub fn walk(&mut self, sys: &dyn Sys, roots: &Roots) {
+        let walked = match walk::walk_devices(&roots.sys) {
+            Ok(w) => w,
+            Err(e) => {
+                return log::error(
+                    &format!("failed to walk {}: {e}", roots.sys.display()),
+                    false,
+                )
             }
-            None => std::thread::sleep(max.min(NO_SOCKET_TICK)),
-        }
-        self.handle_events();
-    }
-
-    /// Walks /sys and loads modules for every new MODALIAS, repeating
-    /// while modules bring new devices.
-    pub fn coldplug(&mut self) {
-        for _ in 0..MAX_PASSES {
-            let walked = match walk::walk_devices(Path::new(SYS)) {
-                Ok(w) => w,
-                Err(e) => {
-                    log::error(&format!("failed to walk {SYS}: {e}"), false);
-                    return;
-                }
-            };
-            let aliases = self.new_aliases(walked.devices.iter());
-            log::emit(GuestRecord::Coldplug {
-                devices: walked.devices.len() as u64,
-                modaliases: aliases.len() as u64,
-            });
-            if aliases.is_empty() {
-                return;
-            }
-            self.load_aliases(&aliases);
-            // What the socket saw meanwhile (even an overflow) is in the
-            // next walk anyway.
-            let _ = self.drain_socket();
-        }
-        log::warn("coldplug did not settle: modules kept creating devices");
-    }
-
-    /// Handles every uevent waiting on the socket; returns how many were read.
-    /// An overflow (ENOBUFS: events were lost) re-walks /sys.
-    pub fn handle_events(&mut self) -> usize {
-        let (events, overflow) = self.drain_socket();
-        let aliases = self.new_aliases(events.iter());
-        if !aliases.is_empty() && !self.frozen {
-            self.load_aliases(&aliases);
-        }
-        if overflow && !self.frozen {
-            log::warn("uevent socket overflowed; walking /sys again");
-            self.coldplug();
-        }
-        events.len()
-    }
-
-    /// Reads every pending uevent; true when the socket overflowed.
-    fn drain_socket(&mut self) -> (Vec<Uevent>, bool) {
-        let mut events = Vec::new();
-        let Some(socket) = self.socket.as_mut() else {
-            return (events, false);
         };
-        loop {
+        let before = self.seen_aliases.len();
+        let mut present = BTreeSet::new();
+        for dev in &walked.devices {
+            self.handle(dev, sys, roots);
+            if let Some(node) = self.node_of(dev, roots) {
+                present.insert(node);
+            }
+        }
+        if self.make_nodes {
+            // After an overflow, devices removed meanwhile left nodes.
+            for stale in self.nodes.difference(&present).cloned().collect::<Vec<_>>() {
+                let _ = sys.remove_file(&stale);
+                self.nodes.remove(&stale);
+            }
+        }
+        log::emit(GuestRecord::Coldplug {
+            devices: walked.devices.len() as u64,
+            modaliases: (self.seen_aliases.len() - before) as u64,
+        });
+    }
+
+    /// Learns the block devices and virtio ports that exist without
+    /// walking all of /sys (a frozen plan skips discovery, but the root
+    /// device and the events port must still be found).
+    pub fn scan_classes(&mut self, sys: &dyn Sys, roots: &Roots) {
+        for class in ["block", "virtio-ports"] {
+            let Ok(entries) = std::fs::read_dir(roots.sys.join("class").join(class)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(dir) = std::fs::canonicalize(entry.path()) else {
+                    continue;
+                };
+                let Ok(rel) = dir.strip_prefix(&roots.sys) else {
+                    continue;
+                };
+                let Ok(content) = std::fs::read(dir.join("uevent")) else {
+                    continue;
+                };
+                let devpath = format!("/{}", rel.display());
+                if let Ok(ev) = kestrel_uevent::parse_sysfs(devpath.as_bytes(), content.into()) {
+                    self.handle(&ev, sys, roots);
+                }
+            }
+        }
+    }
+
+    /// Reads up to [`UEVENT_BUDGET`] uevents and handles them; an overflow
+    /// re-walks /sys. Returns how many were read.
+    pub fn receive(&mut self, sys: &dyn Sys, roots: &Roots) -> usize {
+        let mut n = 0;
+        let mut overflow = false;
+        while n < UEVENT_BUDGET {
+            let Some(socket) = self.socket.as_mut() else {
+                break;
+            };
             match socket.recv() {
-                Ok(Some(ev)) => events.push(ev),
-                Ok(None) => return (events, false),
-                Err(UeventError::Overflow) => return (events, true),
-                // One bad datagram is dropped and the next read goes on;
-                // anything else is reported once per drain, never spun on.
+                Ok(Some(ev)) => {
+                    n += 1;
+                    self.handle(&ev, sys, roots);
+                }
+                Ok(None) => break,
+                Err(UeventError::Overflow) => {
+                    overflow = true;
+                    break;
+                }
+                // A broken socket is reported once per pass, never spun on.
                 Err(e @ (UeventError::Socket { .. } | UeventError::Io { .. })) => {
                     log::warn(&format!("uevent socket: {e}"));
-                    return (events, false);
+                    break;
                 }
+                // One bad datagram is dropped and the next read goes on.
                 Err(e) => log::warn(&format!("bad uevent dropped: {e}")),
             }
         }
-    }
-
-    fn new_aliases<'a>(&mut self, devices: impl Iterator<Item = &'a Uevent>) -> Vec<String> {
-        let mut out = Vec::new();
-        for dev in devices {
-            if self.make_nodes {
-                sync_node(dev);
-            }
-            // The kernel ends some netlink MODALIAS values (x86 cpu) with a
-            // newline the sysfs walk does not have.
-            if let Some(alias) = dev
-                .modalias()
-                .map(|a| a.trim_ascii_end())
-                .filter(|a| !a.is_empty())
-            {
-                if self.seen_aliases.insert(alias.to_vec()) {
-                    let alias = String::from_utf8_lossy(alias).into_owned();
-                    log::debug(&format!(
-                        "modalias {alias} of {}",
-                        String::from_utf8_lossy(dev.devpath())
-                    ));
-                    out.push(alias);
-                }
-            }
+        if overflow {
+            log::warn("the uevent socket overflowed (events were lost); walking /sys again");
+            self.walk(sys, roots);
         }
-        out
+        n
     }
 
-    fn load_aliases(&mut self, aliases: &[String]) {
-        let requests: Vec<Request> = aliases.iter().cloned().map(Request::Alias).collect();
-        self.load_requests(&requests, self.threads);
-    }
-
-    /// Loads the modules for aliases not seen before (e.g. `fs-ext4`).
-    pub fn request_aliases(&mut self, aliases: &[String]) {
-        let new: Vec<String> = aliases
-            .iter()
-            .filter(|a| self.seen_aliases.insert(a.as_bytes().to_vec()))
-            .cloned()
-            .collect();
-        if !new.is_empty() {
-            self.load_aliases(&new);
+    /// One device: node, tracking, modules.
+    pub fn handle(&mut self, dev: &Uevent, sys: &dyn Sys, roots: &Roots) {
+        if self.make_nodes {
+            self.sync_node(dev, sys, roots);
         }
+        self.disks.seen(dev);
+        self.ports.seen(dev);
+        if dev.action() == Action::Remove || self.frozen {
+            return;
+        }
+        // The kernel ends some netlink MODALIAS values (x86 cpu) with a
+        // newline the sysfs walk does not have.
+        let Some(alias) = dev
+            .modalias()
+            .map(<[u8]>::trim_ascii_end)
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        if !self.seen_aliases.insert(alias.to_vec()) {
+            return;
+        }
+        let alias = String::from_utf8_lossy(alias).into_owned();
+        log::debug(|| {
+            format!(
+                "modalias {alias} of {}",
+                String::from_utf8_lossy(dev.devpath())
+            )
+        });
+        let devpath = String::from_utf8_lossy(dev.devpath()).into_owned();
+        self.submit(&[Request::Alias(alias)], Some(&devpath));
     }
 
-    /// Loads modules by name (`kestrel.modules=`).
-    pub fn request_modules(&mut self, names: &[String]) {
-        let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
-        self.load_requests(&requests, self.threads);
-    }
-
-    /// A frozen plan: exactly these modules (with their dependencies),
-    /// one at a time in the order given, and no discovery.
-    pub fn load_frozen(&mut self, names: &[String]) {
-        self.frozen = true;
-        let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
-        self.load_requests(&requests, 1);
-    }
-
-    fn load_requests(&mut self, requests: &[Request], threads: usize) {
+    /// Plans the requests and queues what is new. An alias no module of
+    /// the initrd matches is reported for the host to explain.
+    fn submit(&mut self, requests: &[Request], devpath: Option<&str>) {
         let Some(index) = self.index.as_ref() else {
             return;
         };
         // Lenient: one unknown name or a cycle must not cost every other
         // module of the request; what was left out is reported.
         let plan = index.plan_lenient(requests);
-        for note in &plan.notes {
-            match note {
-                PlanNote::NotFound { name } => {
-                    log::warn(&format!("module {name} not found in the module index"))
-                }
-                PlanNote::Unknown { module, reason } => log::warn(&format!(
-                    "module {module} ({reason}) has no file and is not built in"
-                )),
-                PlanNote::CycleBroken { cycle } => log::warn(&format!(
-                    "module dependency cycle broken: {}",
-                    cycle.join(" -> ")
-                )),
-                other => log::debug(&format!("{other:?}")),
-            }
+        report_notes(&plan, devpath);
+        if let Some(loader) = self.loader.as_ref() {
+            loader.submit(&plan);
         }
-        let plan = without_live(plan, &self.live);
-        if plan.modules.is_empty() {
+    }
+
+    /// Records the loads that finished since the last call.
+    pub fn collect_loads(&mut self) {
+        let Some(loader) = self.loader.as_ref() else {
+            return;
+        };
+        for ev in loader.take_finished() {
+            if ev.outcome.is_ok() {
+                self.loaded += 1;
+            } else {
+                self.failed += 1;
+            }
+            emit_load_event(&ev);
+        }
+    }
+
+    /// Nothing is loading or waiting to load.
+    pub fn loads_idle(&self) -> bool {
+        self.loader.as_ref().is_none_or(Loader::is_idle)
+    }
+
+    /// The device node of a uevent, inside /dev or nowhere.
+    fn node_of(&self, dev: &Uevent, roots: &Roots) -> Option<PathBuf> {
+        let rel = kestrel_init::devname::dev_path(dev.devname()?)?;
+        Some(
+            roots
+                .dev
+                .join(rel.strip_prefix(kestrel_init::devname::DEV).ok()?),
+        )
+    }
+
+    /// Without devtmpfs: the node for an added device, removed on
+    /// `remove`. Disks and everything else get 0600 unless the kernel says
+    /// DEVMODE. A DEVNAME that would leave /dev is refused.
+    fn sync_node(&mut self, dev: &Uevent, sys: &dyn Sys, roots: &Roots) {
+        let Some(name) = dev.devname() else { return };
+        let Some(path) = self.node_of(dev, roots) else {
+            return log::warn(&format!(
+                "refused device name {:?}: it would leave /dev",
+                String::from_utf8_lossy(name)
+            ));
+        };
+        if dev.action() == Action::Remove {
+            let _ = sys.remove_file(&path);
+            self.nodes.remove(&path);
             return;
         }
-        let live = Mutex::new(Vec::new());
-        let report = loader::load_plan(&plan, threads, &|ev: &LoadEvent| {
-            emit_load_event(ev);
-            if ev.outcome.is_ok() {
-                live.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(ev.entry.name.clone());
-            }
-        });
-        self.live.extend(
-            live.into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        self.loaded += report.loaded + report.already;
-        self.failed += report.failed + report.skipped;
+        let Some((major, minor)) = dev.major_minor() else {
+            return;
+        };
+        let kind = if dev.subsystem() == Some(b"block") {
+            NodeKind::Block
+        } else {
+            NodeKind::Char
+        };
+        let mode = dev.devmode().unwrap_or(0o600) & 0o777;
+        if let Some(parent) = path.parent() {
+            let _ = sys.mkdir_all(parent);
+        }
+        if self.nodes.insert(path.clone()) || !path.exists() {
+            let _ = sys.remove_file(&path);
+            let _ = sys.mknod(&path, kind, mode, major, minor);
+        }
     }
 }
 
-/// Without devtmpfs: the node for an added device, removed on `remove`.
-/// Disks and everything else get 0600 unless the kernel says DEVMODE.
-fn sync_node(dev: &Uevent) {
-    use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
-    let Some(name) = dev.devname() else { return };
-    let Some(path) = kestrel_init::devname::dev_path(name) else {
-        log::warn(&format!(
-            "refused device name {:?}: it would leave /dev",
-            String::from_utf8_lossy(name)
-        ));
-        return;
-    };
-    if dev.action() == kestrel_uevent::Action::Remove {
-        let _ = std::fs::remove_file(&path);
-        return;
+fn load_index(roots: &Roots, params: &[String]) -> Option<ModuleIndex> {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let dir = roots.modules.join(&release);
+    let mut config = Config::load_paths(&roots.modprobe_dirs).unwrap_or_else(|e| {
+        log::warn(&format!("modprobe.d ignored: {e}"));
+        Config::default()
+    });
+    config.apply_kernel_cmdline(params);
+    match ModuleIndex::load(&dir) {
+        Ok(index) => Some(index.with_config(config)),
+        Err(e) => {
+            log::debug(|| format!("no module index, relying on built-in drivers: {e}"));
+            None
+        }
     }
-    let Some((major, minor)) = dev.major_minor() else {
-        return;
-    };
-    let kind = if dev.subsystem() == Some(b"block") {
-        FileType::BlockDevice
-    } else {
-        FileType::CharacterDevice
-    };
-    let mode = dev
-        .get(b"DEVMODE")
-        .and_then(|m| u32::from_str_radix(std::str::from_utf8(m).ok()?, 8).ok())
-        .unwrap_or(0o600)
-        & 0o777;
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
+}
+
+/// What the planner left out: unknown names and broken cycles are
+/// warnings; an alias nothing matches goes to the host as `unmatched`.
+fn report_notes(plan: &Plan, devpath: Option<&str>) {
+    for note in &plan.notes {
+        match note {
+            PlanNote::NotFound { name } => {
+                log::warn(&format!("module {name} not found in the module index"))
+            }
+            PlanNote::Unknown { module, reason } => log::warn(&format!(
+                "module {module} ({reason}) has no file and is not built in"
+            )),
+            PlanNote::CycleBroken { cycle } => log::warn(&format!(
+                "module dependency cycle broken: {}",
+                cycle.join(" -> ")
+            )),
+            PlanNote::NoMatch { alias } => log::emit(GuestRecord::Unmatched {
+                modalias: alias.clone(),
+                devpath: devpath.unwrap_or_default().to_owned(),
+            }),
+            other => log::debug(|| format!("{other:?}")),
+        }
     }
-    let _ = mknodat(
-        CWD,
-        &path,
-        kind,
-        Mode::from_raw_mode(mode),
-        makedev(major, minor),
-    );
+}
+
+/// ENODEV from a module means it found nothing to drive (a CPU without
+/// the feature, like crc32c_intel without SSE4.2): normal, and silent, as
+/// with modprobe. Every other failure is a warning.
+fn is_quiet_failure(e: &LoadError) -> bool {
+    e.raw_os_error() == Some(libc::ENODEV)
 }
 
 fn emit_load_event(ev: &LoadEvent) {
@@ -331,8 +400,10 @@ fn emit_load_event(ev: &LoadEvent) {
             error: e.to_string(),
         },
     };
-    if let ModuleOutcome::Failed { error } | ModuleOutcome::Skipped { cause: error } = &outcome {
-        log::warn(&format!("module {}: {error}", ev.entry.name));
+    if let Err(e) = &ev.outcome {
+        if !is_quiet_failure(e) {
+            log::warn(&e.to_string());
+        }
     }
     log::emit_at(
         end_ns,
@@ -344,38 +415,4 @@ fn emit_load_event(ev: &LoadEvent) {
             outcome,
         },
     );
-}
-
-/// The plan without modules already live, indices remapped; a dependency
-/// that is already live is satisfied and simply dropped.
-fn without_live(plan: Plan, live: &BTreeSet<String>) -> Plan {
-    let keep: Vec<Option<usize>> = {
-        let mut next = 0;
-        plan.modules
-            .iter()
-            .map(|m| {
-                (!live.contains(&m.name)).then(|| {
-                    next += 1;
-                    next - 1
-                })
-            })
-            .collect()
-    };
-    let Plan { modules, notes } = plan;
-    let modules = modules
-        .into_iter()
-        .zip(&keep)
-        .filter(|(_, k)| k.is_some())
-        .map(|(mut m, _)| {
-            let remap = |ds: &[usize]| -> Vec<usize> {
-                ds.iter()
-                    .filter_map(|&d| keep.get(d).copied().flatten())
-                    .collect()
-            };
-            m.deps = remap(&m.deps);
-            m.soft_deps = remap(&m.soft_deps);
-            m
-        })
-        .collect();
-    Plan { modules, notes }
 }

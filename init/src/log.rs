@@ -1,32 +1,56 @@
-//! The events writer. Records (see `kestrel_proto::record`) are buffered in
-//! memory from the first instruction and flushed to the events port once it
-//! exists. The buffer is bounded: past [`PENDING_MAX`] records are dropped
-//! and counted (the count goes out with `poweroff`). Errors and warnings
-//! also go to the console as plain lines, so they are seen even when the
-//! port never appears.
+//! Where records go. One bounded buffer in memory, filled from PID 1's
+//! first instruction and drained to the events port by the event loop
+//! with non-blocking writes: PID 1 never blocks on the host.
+//!
+//! - With a port (the host said `kestrel.events`): records wait in the
+//!   buffer until the port opens, then go out as the port takes them. The
+//!   payload's output is read only while the buffer has room for it
+//!   ([`output_room`]), so a slow host slows the payload down instead of
+//!   losing bytes. Other records past [`PENDING_MAX`] are dropped and
+//!   counted; the count goes out with `poweroff` and fails the run.
+//! - Without a port (plain qemu, another VMM, hardware): nothing waits;
+//!   records go to the console only with `kestrel.trace`. The kernel log
+//!   is never copied to the console (the kernel already prints it there).
+//!
+//! Errors and warnings are also written to the console as plain lines, so
+//! they are seen whatever happens to the port.
 
-use kestrel_proto::{GuestRecord, OutputFd};
+use kestrel_proto::wire::{CHUNK, MAX_HEADER};
+use kestrel_proto::GuestRecord;
 use std::fs::File;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Bound of the in-memory buffer used until the port opens.
+/// Bound of the buffer for records other than the payload's output.
 pub const PENDING_MAX: usize = 4 << 20;
+/// The payload's output is read only while the buffer holds less than
+/// this: enough for the port to stay busy, small enough to bound memory.
+pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The host attached a port: buffer until it opens, then send.
+    Port,
+    /// No port: records reach the console only when traced.
+    Console { trace: bool },
+}
 
 struct Sink {
+    mode: Mode,
     pending: Vec<u8>,
+    /// Bytes of `pending` already written.
+    sent: usize,
     port: Option<File>,
-    /// No port will come: records go to the console as they are made.
-    console: bool,
     dropped: u64,
     verbose: bool,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
+    mode: Mode::Port,
     pending: Vec::new(),
+    sent: 0,
     port: None,
-    console: false,
     dropped: 0,
     verbose: false,
 });
@@ -44,63 +68,89 @@ pub fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-/// How long one record may wait for room on the port. The host reads
-/// continuously, so only a host that stopped reading gets here; the port is
-/// then dropped for good and records go to the console.
-const PORT_STALL_MAX: Duration = Duration::from_secs(10);
+impl Sink {
+    fn unsent(&self) -> usize {
+        self.pending.len().saturating_sub(self.sent)
+    }
 
-/// Writes all of `data` to the non-blocking port, waiting for room at most
-/// [`PORT_STALL_MAX`]: output is not dropped while the host keeps up, and a
-/// stalled host cannot hang PID 1.
-fn write_port(port: &mut File, data: &[u8]) -> std::io::Result<()> {
-    use rustix::event::{poll, PollFd, PollFlags};
-    use std::io::ErrorKind;
-    let deadline = Instant::now() + PORT_STALL_MAX;
-    let mut rest = data;
-    while !rest.is_empty() {
-        match port.write(rest) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let timeout = rustix::time::Timespec::try_from(left)
-                    .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?;
-                if left.is_zero()
-                    || poll(&mut [PollFd::new(&*port, PollFlags::OUT)], Some(&timeout))? == 0
-                {
-                    return Err(ErrorKind::TimedOut.into());
+    fn push(&mut self, t_ns: u64, rec: &GuestRecord) {
+        match self.mode {
+            Mode::Console { trace } => {
+                if trace && !matches!(rec, GuestRecord::Output { .. }) {
+                    let mut line = rec.to_line(t_ns).into_bytes();
+                    line.push(b'\n');
+                    let _ = std::io::stdout().write_all(&line);
                 }
             }
-            Err(e) => return Err(e),
+            Mode::Port => {
+                // Output is admitted by the event loop (see output_room);
+                // everything else has its own bound.
+                let output = matches!(rec, GuestRecord::Output { .. });
+                if !output && self.unsent() + MAX_HEADER > PENDING_MAX {
+                    self.dropped += 1;
+                    return;
+                }
+                if self.sent > 0 && self.sent == self.pending.len() {
+                    self.pending.clear();
+                    self.sent = 0;
+                }
+                rec.encode(t_ns, &mut self.pending);
+            }
         }
     }
-    Ok(())
+
+    /// Writes what the port takes now. An error other than "full" ends
+    /// the port: what was not sent is counted as dropped.
+    fn flush(&mut self) {
+        let Some(port) = self.port.as_mut() else {
+            return;
+        };
+        while self.sent < self.pending.len() {
+            match port.write(self.pending.get(self.sent..).unwrap_or_default()) {
+                Ok(0) => break,
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.port = None;
+                    self.dropped += 1;
+                    self.pending.clear();
+                    self.sent = 0;
+                    console(
+                        "error",
+                        &format!("the events port failed: {e}; records are lost"),
+                    );
+                    return;
+                }
+            }
+        }
+        if self.sent == self.pending.len() {
+            self.pending.clear();
+            self.sent = 0;
+        } else if self.sent > self.pending.len() / 2 {
+            self.pending.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
 }
 
-impl Sink {
-    fn write(&mut self, line: &[u8]) {
-        if let Some(port) = self.port.as_mut() {
-            if write_port(port, line).is_ok() {
-                return;
+/// Chooses where records go; called once the command line is read
+/// (records made before it are buffered as for a port).
+pub fn set_mode(mode: Mode) {
+    let mut s = sink();
+    s.mode = mode;
+    if let Mode::Console { trace } = mode {
+        let pending = std::mem::take(&mut s.pending);
+        s.sent = 0;
+        if trace {
+            // The early records, re-rendered as lines (they were framed).
+            let mut decoder = kestrel_proto::Decoder::new();
+            decoder.feed(&pending);
+            while let Some(Ok(frame)) = decoder.next_frame() {
+                if let Ok(t) = GuestRecord::decode(frame) {
+                    let _ = writeln!(std::io::stdout(), "{}", t.rec.to_line(t.t_ns));
+                }
             }
-            // Not through warn(): that would take this lock again.
-            self.port = None;
-            self.console = true;
-            self.dropped += 1;
-            let _ = writeln!(
-                std::io::stderr(),
-                "kestrel: warning: the events port stopped taking records; using the console"
-            );
-        }
-        if self.console {
-            let _ = std::io::stdout().write_all(line);
-            return;
-        }
-        if self.pending.len() + line.len() <= PENDING_MAX {
-            self.pending.extend_from_slice(line);
-        } else {
-            self.dropped += 1;
         }
     }
 }
@@ -112,21 +162,7 @@ pub fn emit(rec: GuestRecord) {
 
 /// Writes one record with a given timestamp.
 pub fn emit_at(t_ns: u64, rec: GuestRecord) {
-    let mut s = sink();
-    if s.console {
-        // On the console the payload's output is plain text, and records
-        // are lines (no payload follows a header there).
-        if let GuestRecord::Output { fd, data } = &rec {
-            let _ = match fd {
-                OutputFd::Stdout => std::io::stdout().write_all(data),
-                OutputFd::Stderr => std::io::stderr().write_all(data),
-            };
-            return;
-        }
-    }
-    let mut line = Vec::with_capacity(96);
-    rec.encode(t_ns, &mut line);
-    s.write(&line);
+    sink().push(t_ns, &rec);
 }
 
 /// Turns on debug records (`kestrel.debug`).
@@ -135,11 +171,11 @@ pub fn set_verbose(on: bool) {
 }
 
 /// A debug record, only written with `kestrel.debug`.
-pub fn debug(msg: &str) {
-    if sink().verbose {
-        emit(GuestRecord::Debug {
-            msg: msg.to_owned(),
-        });
+pub fn debug(msg: impl FnOnce() -> String) {
+    let mut s = sink();
+    if s.verbose {
+        let rec = GuestRecord::Debug { msg: msg() };
+        s.push(now_ns(), &rec);
     }
 }
 
@@ -166,36 +202,58 @@ pub fn warn(msg: &str) {
     console("warning", msg);
 }
 
-/// Starts writing to the events port (opened non-blocking): everything
-/// buffered goes first.
-pub fn attach_port(mut port: File) {
+/// The port opened (non-blocking): what is buffered goes out first.
+pub fn attach_port(port: File) {
     let mut s = sink();
-    let pending = std::mem::take(&mut s.pending);
-    if write_port(&mut port, &pending).is_ok() {
-        s.port = Some(port);
-    } else {
-        s.pending = pending;
+    s.port = Some(port);
+    s.flush();
+}
+
+/// Sends what the port takes now (the event loop calls this when the port
+/// is writable).
+pub fn flush() {
+    sink().flush();
+}
+
+/// Bytes waiting for the port.
+pub fn unsent() -> usize {
+    sink().unsent()
+}
+
+/// Whether one more chunk of the payload's output fits.
+pub fn output_room() -> bool {
+    let s = sink();
+    match s.mode {
+        Mode::Port => s.unsent() + CHUNK + MAX_HEADER <= OUTPUT_HIGH_WATER,
+        Mode::Console { .. } => true,
     }
 }
 
-/// A second handle on the port, to read the host's answers from.
-pub fn port_reader() -> Option<File> {
-    sink().port.as_ref().and_then(|p| p.try_clone().ok())
-}
-
-/// Records lost to a full buffer.
+/// Records lost so far.
 pub fn dropped() -> u64 {
     sink().dropped
 }
 
-/// No port will come: what is buffered and every later record goes to the
-/// console (slower, but streamed, and the host parses records there too).
-pub fn use_console() {
-    let mut s = sink();
-    if s.port.is_none() {
-        s.console = true;
-        let pending = std::mem::take(&mut s.pending);
-        let _ = std::io::stdout().write_all(&pending);
-        let _ = std::io::stdout().flush();
+/// Sends everything buffered, waiting for room at most until `deadline`
+/// (the last records before power off). Whatever is left is dropped.
+pub fn flush_until(deadline: Instant) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
+        let mut s = sink();
+        s.flush();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(port) = s.port.as_ref().filter(|_| s.unsent() > 0) else {
+            return;
+        };
+        if left.is_zero() {
+            s.dropped += 1;
+            return;
+        }
+        let timeout = rustix::time::Timespec::try_from(left.min(Duration::from_millis(100)))
+            .unwrap_or(rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            });
+        let _ = poll(&mut [PollFd::new(port, PollFlags::OUT)], Some(&timeout));
     }
 }

@@ -1,57 +1,62 @@
-//! kestrel-init: PID 1 of a Kestrel initramfs. `main` is the boot plan, one
-//! call per phase; the phases live in their own modules. It never panics
-//! on purpose and never exits: every error is reported on the events port
-//! and the console, then the machine powers off with a failure status.
+//! kestrel-init: PID 1 of a Kestrel initramfs. `main` is the boot plan,
+//! one call per phase; the phases live in their own modules, and every
+//! wait is the one event loop (eventloop.rs) with a condition and a
+//! deadline. It never panics on purpose and never exits: every error is
+//! reported on the events port and the console, then the machine powers
+//! off with a failure status (or starts a shell when asked to).
 
 mod devices;
 mod disks;
-mod hostin;
+mod eventloop;
 mod kmsg;
 mod log;
 mod mounts;
 mod payload;
 mod ports;
 mod root;
+mod roots;
 mod shutdown;
 mod stdio;
 mod sys;
 
-use kestrel_proto::cmdline::{self, BootOptions};
+use devices::{DeviceOptions, Devices};
+use eventloop::Init;
+use kestrel_proto::cmdline::{self, opt, BootOptions};
 use kestrel_proto::config::{self, Config};
 use kestrel_proto::{GuestRecord, EVENTS_PORT};
-use std::os::unix::fs::OpenOptionsExt;
+use roots::Roots;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The status for a boot that failed before or outside the payload.
 const STATUS_BOOT_FAILED: i32 = 1;
-const KERNEL_CMDLINE: &str = "/proc/cmdline";
 const EMERGENCY_SHELL: &str = "/bin/sh";
 
 #[derive(Debug, thiserror::Error)]
 enum InitError {
-    #[error(transparent)]
-    Mount(#[from] mounts::MountError),
-    #[error("failed to read {KERNEL_CMDLINE}: {0}")]
-    ReadCmdline(std::io::Error),
-    #[error("bad kernel command line: {0}")]
-    Cmdline(#[from] cmdline::CmdlineError),
-    #[error("failed to set up signal handling: {0}")]
-    Signals(std::io::Error),
-    #[error(transparent)]
-    Payload(#[from] payload::PayloadError),
-    #[error(transparent)]
-    Root(#[from] root::RootError),
     #[error("failed to read {path}: {source}")]
-    ReadConfig {
-        path: &'static str,
+    Read {
+        path: String,
         source: std::io::Error,
     },
+    #[error("bad kernel command line: {0}")]
+    Cmdline(#[from] cmdline::CmdlineError),
     #[error("bad baked config {path}: {source}")]
     BadConfig {
         path: &'static str,
         source: config::ConfigError,
     },
+    #[error("the events port {EVENTS_PORT} did not appear within {waited:?} (ports seen: [{seen}]; modules loaded: {loaded}, failed: {failed}); the host attached it ({})", opt::EVENTS)]
+    NoPort {
+        waited: Duration,
+        seen: String,
+        loaded: usize,
+        failed: usize,
+    },
+    #[error(transparent)]
+    Payload(#[from] payload::PayloadError),
+    #[error(transparent)]
+    Root(#[from] root::RootError),
     #[error("nothing to do: the initrd has no payload and no root= was given")]
     NothingToDo,
 }
@@ -72,194 +77,288 @@ fn main() {
     }
     std::panic::set_hook(Box::new(|info| {
         log::error(&format!("init panicked: {info}"), true);
-        shutdown::power_off(STATUS_BOOT_FAILED, &[]);
+        shutdown::emergency_power_off(STATUS_BOOT_FAILED);
     }));
-    let mut mounted = Vec::new();
-    let status = boot(&mut mounted).unwrap_or_else(|e| {
-        log::error(&e.to_string(), true);
-        e.status()
-    });
-    shutdown::power_off(status, &mounted);
-}
-
-/// Phases 1-7; returns the status the host reports.
-fn boot(mounted: &mut Vec<&'static str>) -> Result<i32, InitError> {
     log::emit(GuestRecord::InitStart {
         version: env!("CARGO_PKG_VERSION").to_owned(),
     });
+    let sys = sys::Kernel;
+    let roots = Roots::live();
     stdio::ensure();
-    let (early, make_nodes) = mounts::mount_early()?;
-    *mounted = early;
+    let mounted = match mounts::mount_early(&sys, &roots) {
+        Ok(m) => m,
+        Err(e) => {
+            log::error(&e.to_string(), true);
+            shutdown::emergency_power_off(STATUS_BOOT_FAILED);
+        }
+    };
     stdio::ensure();
     // Ctrl-Alt-Del becomes SIGINT to PID 1 (forwarded to the payload)
     // instead of an immediate reboot.
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
-    let mut kmsg = kmsg::Kmsg::open();
-    forward_kmsg(&mut kmsg);
-    let opts = read_boot_options()?;
-    log::set_verbose(opts.debug);
-    let baked = read_config()?;
-    // Before any thread starts, so every thread inherits the blocked mask.
-    let signals = sys::signalfd().map_err(InitError::Signals)?;
-
-    hang_if_asked(&opts, "modules");
-    let params: Vec<String> = opts.params.iter().map(ToString::to_string).collect();
-    let mut devices = devices::Devices::start(opts.threads, make_nodes, &params);
-    match opts.plan.as_ref().or(baked.plan.as_ref()) {
-        Some(plan) => devices.load_frozen(plan),
-        None => devices.coldplug(),
-    }
-    if !opts.modules.is_empty() {
-        devices.request_modules(&opts.modules);
-    }
-    wait_for_events_port(&opts, &mut devices, &mut kmsg);
-    forward_kmsg(&mut kmsg);
-    log::emit(GuestRecord::Ready);
-
-    hang_if_asked(&opts, "payload");
-    let result = match (&baked.payload, &opts.root.device) {
-        (Some(spec), _) => {
-            payload::run(spec, &signals, &mut kmsg, &mut devices).map_err(InitError::from)
-        }
-        (None, Some(spec)) => Err(hand_over_to_root(&opts, spec, &mut devices, &mut kmsg)),
-        (None, None) => Err(InitError::NothingToDo),
+    let (opts, bad_cmdline) = read_boot_options(&roots);
+    let mut init = start(&sys, roots, opts, mounted.make_nodes);
+    let result = match bad_cmdline {
+        Some(e) => Err(e),
+        None => boot(&mut init),
     };
-    forward_kmsg(&mut kmsg);
-    match result {
-        Err(e) if opts.shell_on_failure => {
-            log::error(&e.to_string(), true);
-            emergency_shell();
-            Ok(e.status())
+    let status = result.unwrap_or_else(|e| fail(&mut init, &e));
+    shutdown::finish(&mut init, status, &mounted.targets);
+}
+
+/// Phases 2-3: where records go, signals, the device pipeline.
+fn start<'a>(sys: &'a sys::Kernel, roots: Roots, opts: BootOptions, make_nodes: bool) -> Init<'a> {
+    log::set_mode(if opts.events {
+        log::Mode::Port
+    } else {
+        log::Mode::Console { trace: opts.trace }
+    });
+    log::set_verbose(opts.debug);
+    // Before any thread starts, so every thread inherits the blocked mask.
+    let signals = sys::signalfd()
+        .map_err(|e| log::error(&format!("failed to set up signal handling: {e}"), false))
+        .ok();
+    let params: Vec<String> = opts.params.iter().map(ToString::to_string).collect();
+    let devices = Devices::start(
+        &roots,
+        DeviceOptions {
+            threads: opts.threads,
+            make_nodes,
+            params,
+        },
+    );
+    // The kernel log goes over the port only: the console already has it.
+    let kmsg = if opts.events {
+        kmsg::Kmsg::open(&roots.dev)
+    } else {
+        None
+    };
+    let mut init = Init::new(sys, roots, opts, devices);
+    init.signals = signals;
+    init.kmsg = kmsg;
+    init
+}
+
+/// Phases 3-7; returns the status the host reports.
+fn boot(init: &mut Init) -> Result<i32, InitError> {
+    let baked = read_config(&init.roots)?;
+    hang_if_asked(init, "modules");
+    discover(init, &baked);
+    match (&baked.payload, init.opts.root.device.clone()) {
+        (Some(payload), _) => {
+            wait_until_ready(init)?;
+            hang_if_asked(init, "payload");
+            run_payload(init, payload)
         }
-        other => other,
+        (None, Some(spec)) => Err(hand_over_to_root(init, &spec)),
+        (None, None) => Err(InitError::NothingToDo),
     }
 }
 
+/// Phases 3-4: the root filesystem's modules first (they are the longest
+/// chain), then what devices ask for, or the frozen plan.
+fn discover(init: &mut Init, baked: &Config) {
+    if init.opts.root.device.is_some() && baked.payload.is_none() {
+        match init.opts.root.fstype.clone() {
+            Some(fstype) => init.devices.request_alias(&format!("fs-{fstype}")),
+            None => init.devices.request_names(&baked.early),
+        }
+    }
+    match init.opts.plan.clone().or_else(|| baked.plan.clone()) {
+        Some(plan) => {
+            init.devices.freeze(&plan);
+            init.devices.scan_classes(init.sys, &init.roots);
+        }
+        None => init.devices.walk(init.sys, &init.roots),
+    }
+    let extra = init.opts.modules.clone();
+    if !extra.is_empty() {
+        init.devices.request_names(&extra);
+    }
+}
+
+/// Waits for what the hand-over needs: the events port when the host
+/// attached one, and devices settled (every module asked for has loaded).
+fn wait_until_ready(init: &mut Init) -> Result<(), InitError> {
+    let start = Instant::now();
+    let deadline = start + init.opts.timeout;
+    let expect_port = init.opts.events;
+    let ready = init.run_until(Some(deadline), |i| {
+        (!expect_port || i.open_port()) && i.settled()
+    });
+    if expect_port && init.port.is_none() {
+        let seen: Vec<String> = init
+            .devices
+            .ports
+            .named(&init.roots)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        return Err(InitError::NoPort {
+            waited: start.elapsed(),
+            seen: seen.join(", "),
+            loaded: init.devices.loaded,
+            failed: init.devices.failed,
+        });
+    }
+    if !ready {
+        log::warn(&format!(
+            "devices did not settle within {:?}: modules are still loading",
+            init.opts.timeout
+        ));
+    }
+    init.devices.disks.refresh(&init.roots);
+    init.devices.disks.make_links(init.sys, &init.roots);
+    log::emit(GuestRecord::Ready);
+    Ok(())
+}
+
+/// Run mode: the payload, served by the event loop until it has exited
+/// and its output is out.
+fn run_payload(init: &mut Init, spec: &config::Payload) -> Result<i32, InitError> {
+    init.payload = Some(payload::start(spec, init.port.is_some())?);
+    init.run_until(None, |i| {
+        i.payload.as_ref().is_some_and(payload::Running::finished)
+    });
+    let status = init.payload.as_ref().and_then(|p| p.status);
+    let (code, signal) = status.map_or((STATUS_BOOT_FAILED, None), payload::exit_code);
+    log::emit(GuestRecord::PayloadExit {
+        status: code,
+        signal,
+    });
+    Ok(code)
+}
+
 /// Root mode: mount the root and exec its init; returns only on failure.
-fn hand_over_to_root(
-    opts: &BootOptions,
-    spec: &cmdline::RootSpec,
-    devices: &mut devices::Devices,
-    kmsg: &mut Option<kmsg::Kmsg>,
-) -> InitError {
-    if let Err(e) = root::mount_root(&opts.root, spec, devices, opts.timeout) {
+fn hand_over_to_root(init: &mut Init, spec: &cmdline::RootSpec) -> InitError {
+    if let Err(e) = root::mount_root(init, spec) {
         return e.into();
     }
-    forward_kmsg(kmsg);
+    let wanted = init
+        .opts
+        .root
+        .init
+        .clone()
+        .unwrap_or_else(|| root::DEFAULT_INIT.to_owned());
+    let real_init = match root::find_init(&init.roots.new_root, &wanted) {
+        Ok(path) => path,
+        Err(e) => return e.into(),
+    };
+    if let Err(e) = wait_until_ready(init) {
+        return e;
+    }
+    hang_if_asked(init, "payload");
+    // Records must be out before the exec ends this process's buffers.
+    log::flush_until(Instant::now() + Duration::from_secs(2));
+    if let Err(e) = root::enter_new_root(init.sys, &init.roots, &real_init) {
+        return e.into();
+    }
+    log::flush_until(Instant::now() + Duration::from_secs(2));
     // The kernel hands init the words after `--`; they are the real init's.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    root::switch_root(&opts.root, &args).into()
+    root::exec_init(&real_init, &args).into()
+}
+
+/// Reports a failure; with `kestrel.shell`, a shell before power off. The
+/// events port gets a bounded chance to open so the host hears of it.
+fn fail(init: &mut Init, e: &InitError) -> i32 {
+    if init.opts.events && !matches!(e, InitError::NoPort { .. }) {
+        let deadline = Instant::now() + init.opts.timeout;
+        init.run_until(Some(deadline), Init::open_port);
+    }
+    log::error(&e.to_string(), true);
+    if init.opts.shell_on_failure {
+        emergency_shell();
+    }
+    e.status()
+}
+
+/// The command line; a bad option is reported once the records can reach
+/// the host (whether the port is attached is still read from it).
+fn read_boot_options(roots: &Roots) -> (BootOptions, Option<InitError>) {
+    let path = roots.proc.join("cmdline");
+    let line = match std::fs::read(&path) {
+        Ok(line) => line,
+        Err(source) => {
+            return (
+                BootOptions::default(),
+                Some(InitError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }),
+            )
+        }
+    };
+    match cmdline::parse_boot_options(&line) {
+        Ok(opts) => (opts, None),
+        Err(e) => {
+            let events = cmdline::tokenize(&line)
+                .iter()
+                .any(|p| p.key == opt::EVENTS);
+            (
+                BootOptions {
+                    events,
+                    ..BootOptions::default()
+                },
+                Some(e.into()),
+            )
+        }
+    }
 }
 
 /// The baked config: the base archive's part and the run archive's part,
 /// merged. A missing file is an empty part.
-fn read_config() -> Result<Config, InitError> {
+fn read_config(roots: &Roots) -> Result<Config, InitError> {
     use std::io::Read;
     let mut cfg = Config::default();
     for path in [config::BASE_CONFIG, config::RUN_CONFIG] {
-        let file = match std::fs::File::open(path) {
+        let file = match std::fs::File::open(roots.in_top(path)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(InitError::ReadConfig { path, source }),
+            Err(source) => {
+                return Err(InitError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
         };
         let mut text = Vec::new();
         file.take(config::MAX_CONFIG as u64)
             .read_to_end(&mut text)
-            .map_err(|source| InitError::ReadConfig { path, source })?;
+            .map_err(|source| InitError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         cfg.merge(&text)
             .map_err(|source| InitError::BadConfig { path, source })?;
     }
     Ok(cfg)
 }
 
-fn read_boot_options() -> Result<BootOptions, InitError> {
-    let line = std::fs::read(KERNEL_CMDLINE).map_err(InitError::ReadCmdline)?;
-    Ok(cmdline::parse_boot_options(&line)?)
-}
-
-fn forward_kmsg(kmsg: &mut Option<kmsg::Kmsg>) {
-    if let Some(k) = kmsg.as_mut() {
-        k.forward();
-    }
-}
-
-/// Waits for the events port, handling uevents (and so module loads) while
-/// it waits. A missing port is not fatal: the records then go out over the
-/// console, which is slower but loses nothing.
-fn wait_for_events_port(
-    opts: &BootOptions,
-    devices: &mut devices::Devices,
-    kmsg: &mut Option<kmsg::Kmsg>,
-) {
-    let deadline = Instant::now() + opts.timeout;
-    loop {
-        let found = ports::list_ports(Path::new(ports::VIRTIO_PORTS_CLASS));
-        if let Some((_, dev)) = found.iter().find(|(name, _)| name == EVENTS_PORT) {
-            ports::link_ports(&found);
-            // Non-blocking: a host that stops reading must not hang PID 1
-            // (see log::write_port).
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(dev)
-            {
-                Ok(port) => {
-                    log::attach_port(port);
-                    log::emit(GuestRecord::PortOpen {
-                        name: EVENTS_PORT.to_owned(),
-                        dev: dev.display().to_string(),
-                    });
-                }
-                Err(e) => log::warn(&format!("failed to open {}: {e}", dev.display())),
-            }
-            return;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let seen: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-            log::warn(&format!(
-                "the events port {EVENTS_PORT} did not appear within {:?} (ports seen: [{}]; modules loaded: {}, failed: {}); events go to the console",
-                opts.timeout,
-                seen.join(", "),
-                devices.loaded,
-                devices.failed
-            ));
-            log::use_console();
-            return;
-        }
-        // Sleep until a uevent (the port's name arrives as a `change`) or a
-        // short tick, for kernels that send none.
-        devices.wait_and_handle(left.min(Duration::from_millis(20)));
-        forward_kmsg(kmsg);
-    }
-}
-
-/// `kestrel.hang=PHASE`: stop before PHASE forever. A test hook, so the
-/// host's timeout handling is tested against a really hung guest.
-fn hang_if_asked(opts: &BootOptions, phase: &str) {
-    if opts.hang.as_deref() == Some(phase) {
+/// `kestrel.hang=PHASE`: stop before PHASE forever, still serving the
+/// event loop. A test hook, so the host's timeout handling is tested
+/// against a really hung guest.
+fn hang_if_asked(init: &mut Init, phase: &str) {
+    if init.opts.hang.as_deref() == Some(phase) {
         log::warn(&format!("kestrel.hang={phase}: stopping here as asked"));
-        log::use_console();
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+        if init.opts.events {
+            let deadline = Instant::now() + init.opts.timeout;
+            init.run_until(Some(deadline), Init::open_port);
         }
+        init.run_until(None, |_| false);
     }
 }
 
 /// `kestrel.shell`: an interactive shell on the console before power off.
 fn emergency_shell() {
     if !Path::new(EMERGENCY_SHELL).exists() {
-        log::warn(&format!(
-            "kestrel.shell: no {EMERGENCY_SHELL} in the initrd"
-        ));
+        log::warn(&format!("kestrel.shell: no {EMERGENCY_SHELL} here"));
         return;
     }
     eprintln!("kestrel: starting {EMERGENCY_SHELL}; exit it to power off");
     let mut shell = std::process::Command::new(EMERGENCY_SHELL);
     sys::console_session(&mut shell);
-    match shell.status() {
-        Ok(_) => {}
-        Err(e) => log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}")),
+    if let Err(e) = shell.status() {
+        log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}"));
     }
 }

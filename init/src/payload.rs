@@ -1,31 +1,40 @@
 //! Phase 7, run mode: the payload runs as a child of PID 1 with the argv,
-//! environment and working directory baked into the initrd. Its stdout
-//! and stderr are pipes that the init forwards as `out` records, so output
-//! and events share one ordered, timestamped stream to the host. While it
-//! runs, PID 1 reaps every zombie (orphans are re-parented to it) and
-//! forwards SIGTERM/SIGINT to it.
+//! environment and working directory baked into the initrd.
+//!
+//! With the events port, its stdout and stderr are pipes whose bytes go
+//! out as `out` records, exact, in one ordered stream with everything
+//! else; its stdin is fed from the host's `in` records. The pipes are read
+//! only while the record buffer has room, so a slow host slows the
+//! payload instead of losing output. Without a port (plain qemu), the
+//! payload simply has the console. The event loop (eventloop.rs) serves
+//! the pipes; this file starts the child and holds its plumbing.
 
-use crate::devices::Devices;
-use crate::hostin::HostInput;
-use crate::kmsg::Kmsg;
 use crate::{log, sys};
 use kestrel_proto::config::Payload;
 use kestrel_proto::wire::CHUNK;
-use kestrel_proto::{GuestRecord, HostRecord, OutputFd};
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::process::{wait, Pid, WaitOptions, WaitStatus};
+use kestrel_proto::{GuestRecord, OutputFd};
+use rustix::process::{Pid, WaitStatus};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// After the payload exits, how long output still held open by its
-/// leftover children is waited for.
-const OUTPUT_LINGER: Duration = Duration::from_millis(200);
+/// Default environment when the host passes none.
+const DEFAULT_ENV: &[&str] = &[
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/",
+    "TERM=linux",
+];
+/// Bound of stdin bytes held for a payload that is not reading: the host's
+/// records are not read while this much waits (backpressure to the host).
+pub const STDIN_PENDING_MAX: usize = 1 << 20;
+/// Chunks read from the pipes after the payload was reaped: what it wrote
+/// before exiting is in the pipe (at most its capacity), and a background
+/// writer that outlives it must not delay the exit report.
+pub const DRAIN_AFTER_EXIT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -43,64 +52,64 @@ impl PayloadError {
     /// program not found, 126 for one that cannot run.
     pub fn status(&self) -> i32 {
         match self {
-            PayloadError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                127
-            }
+            PayloadError::Spawn { source, .. } if source.kind() == ErrorKind::NotFound => 127,
             PayloadError::Spawn { .. } => 126,
             PayloadError::EmptyArgv => 1,
         }
     }
 }
 
-/// Default environment when the host passes none.
-const DEFAULT_ENV: &[&str] = &[
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/",
-    "TERM=linux",
-];
-
-struct Pipe {
+/// One of the payload's output pipes.
+pub struct OutPipe {
     file: File,
-    fd: OutputFd,
-    open: bool,
+    pub fd: OutputFd,
+    pub open: bool,
 }
 
-impl Pipe {
-    fn new(file: OwnedFd, fd: OutputFd) -> Pipe {
+impl OutPipe {
+    fn new(file: OwnedFd, fd: OutputFd) -> OutPipe {
         let _ = rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::NONBLOCK);
-        Pipe {
+        OutPipe {
             file: File::from(file),
             fd,
             open: true,
         }
     }
 
-    /// Forwards what is readable now; marks the pipe closed at EOF.
-    fn forward(&mut self) {
-        let mut buf = vec![0u8; CHUNK];
-        while self.open {
-            match self.file.read(&mut buf) {
-                Ok(0) => self.open = false,
-                Ok(n) => log::emit(GuestRecord::Output {
-                    fd: self.fd,
-                    data: buf.get(..n).unwrap_or_default().to_vec(),
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => self.open = false,
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Forwards one chunk if one is there; false when nothing was (empty
+    /// now, or closed).
+    pub fn forward_one(&mut self, buf: &mut [u8]) -> bool {
+        loop {
+            match self.file.read(buf) {
+                Ok(0) => {
+                    self.open = false;
+                    return false;
+                }
+                Ok(n) => {
+                    let data = buf.get(..n).unwrap_or_default().to_vec();
+                    log::emit(GuestRecord::Output { fd: self.fd, data });
+                    return true;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    self.open = false;
+                    return false;
+                }
             }
         }
     }
 }
 
-/// Bound of stdin bytes held for a payload that is not reading.
-const STDIN_PENDING_MAX: usize = 1 << 20;
-
 /// The payload's stdin pipe, fed from the host without ever blocking PID 1.
-struct StdinFeeder {
+pub struct StdinFeeder {
     pipe: File,
-    pending: Vec<u8>,
-    eof: bool,
+    pub pending: Vec<u8>,
+    pub eof: bool,
 }
 
 impl StdinFeeder {
@@ -113,17 +122,24 @@ impl StdinFeeder {
         }
     }
 
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pipe.as_fd()
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.pending.len() < STDIN_PENDING_MAX
+    }
+
     /// Writes what the pipe takes; true when done (EOF reached and all
     /// written, or the payload closed its stdin).
-    fn flush(&mut self) -> bool {
-        use std::io::Write;
+    pub fn flush(&mut self) -> bool {
         while !self.pending.is_empty() {
             match self.pipe.write(&self.pending) {
                 Ok(n) => {
                     self.pending.drain(..n);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // EPIPE: the payload closed stdin; drop the rest.
                 Err(_) => return true,
             }
@@ -132,17 +148,40 @@ impl StdinFeeder {
     }
 }
 
-fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    poll(
-        &mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)],
-        Some(&zero),
-    )
-    .unwrap_or(0)
-        > 0
+/// The payload while it runs.
+pub struct Running {
+    pub pid: Pid,
+    pub pipes: Vec<OutPipe>,
+    pub stdin: Option<StdinFeeder>,
+    pub status: Option<WaitStatus>,
+    /// Chunks read since the payload was reaped.
+    pub drained: usize,
+    /// The last pass found every pipe empty or closed.
+    pub quiet: bool,
+}
+
+impl Running {
+    /// Reaped, and what it wrote before exiting is forwarded.
+    pub fn finished(&self) -> bool {
+        self.status.is_some() && (self.quiet || self.drained >= DRAIN_AFTER_EXIT)
+    }
+
+    /// One chunk from each pipe that has one, if the record buffer has
+    /// room (the loop calls this when a pipe is readable).
+    pub fn forward_output(&mut self) {
+        let mut buf = vec![0u8; CHUNK];
+        let mut any = false;
+        for pipe in self.pipes.iter_mut().filter(|p| p.open) {
+            if !log::output_room() {
+                return;
+            }
+            any |= pipe.forward_one(&mut buf);
+        }
+        self.quiet = !any;
+        if any && self.status.is_some() {
+            self.drained += 1;
+        }
+    }
 }
 
 /// The status the host reports for a wait status: the exit code, or
@@ -157,13 +196,9 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
     }
 }
 
-/// Starts the payload and serves it until it exits; returns its status.
-pub fn run(
-    spec: &Payload,
-    signals: &OwnedFd,
-    kmsg: &mut Option<Kmsg>,
-    devices: &mut Devices,
-) -> Result<i32, PayloadError> {
+/// Starts the payload. `port`: the events port is there (pipes and
+/// records); else it gets the console (or /dev/null for stdin).
+pub fn start(spec: &Payload, port: bool) -> Result<Running, PayloadError> {
     let (arg0, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
     let program = spec.exe.as_deref().unwrap_or(arg0);
     let mut cmd = Command::new(OsStr::from_bytes(program));
@@ -174,16 +209,17 @@ pub fn run(
         sys::console_session(&mut cmd);
     } else {
         // Its own process group, so signals to the group spare PID 1.
-        let stdin = if spec.stdin {
+        cmd.process_group(0);
+        sys::unblock_in_child(&mut cmd);
+        let stdin = if spec.stdin && port {
             Stdio::piped()
         } else {
             Stdio::null()
         };
-        cmd.stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        sys::unblock_in_child(&mut cmd);
+        cmd.stdin(stdin);
+        if port {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
     }
     let env: Vec<&[u8]> = if spec.env.is_empty() {
         DEFAULT_ENV.iter().map(|e| e.as_bytes()).collect()
@@ -199,121 +235,37 @@ pub fn run(
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(OsStr::from_bytes(cwd));
     }
+    let program = String::from_utf8_lossy(program).into_owned();
     let mut child = cmd.spawn().map_err(|source| PayloadError::Spawn {
-        program: String::from_utf8_lossy(program).into_owned(),
+        program: program.clone(),
         source,
     })?;
     let pid = child.id();
-    log::emit(GuestRecord::PayloadStart {
-        pid,
-        program: String::from_utf8_lossy(program).into_owned(),
-    });
-
-    let mut pipes: Vec<Pipe> = Vec::new();
+    log::emit(GuestRecord::PayloadStart { pid, program });
+    let mut pipes = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pipes.push(Pipe::new(out.into(), OutputFd::Stdout));
+        pipes.push(OutPipe::new(out.into(), OutputFd::Stdout));
     }
     if let Some(err) = child.stderr.take() {
-        pipes.push(Pipe::new(err.into(), OutputFd::Stderr));
+        pipes.push(OutPipe::new(err.into(), OutputFd::Stderr));
     }
-    let mut feeder = child
+    let stdin = child
         .stdin
         .take()
         .map(|s| StdinFeeder::new(OwnedFd::from(s)));
-    let mut host = if feeder.is_some() {
-        HostInput::open()
-    } else {
-        None
-    };
-    if host.is_none() {
-        // No events port to read stdin from: the payload gets EOF at once.
-        feeder = None;
-    }
-    let payload = i32::try_from(pid).ok().and_then(Pid::from_raw);
-    let mut status: Option<WaitStatus> = None;
-    let mut exited_at: Option<Instant> = None;
-
-    loop {
-        let linger_left = exited_at.map(|t| OUTPUT_LINGER.saturating_sub(t.elapsed()));
-        if pipes.iter().all(|p| !p.open) && status.is_some() || linger_left == Some(Duration::ZERO)
-        {
-            break;
-        }
-        {
-            let mut fds: Vec<PollFd> = pipes
-                .iter()
-                .filter(|p| p.open)
-                .map(|p| PollFd::new(&p.file, PollFlags::IN))
-                .collect();
-            fds.push(PollFd::new(signals, PollFlags::IN));
-            if let Some(k) = kmsg.as_ref() {
-                fds.push(PollFd::from_borrowed_fd(k.fd(), PollFlags::IN));
-            }
-            if let Some(fd) = devices.socket_fd() {
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-            }
-            // Backpressure: read more stdin from the host only when the
-            // pending bytes fit; wait for the pipe to drain otherwise.
-            if let (Some(h), Some(f)) = (host.as_ref(), feeder.as_ref()) {
-                if f.pending.len() < STDIN_PENDING_MAX && !h.eof {
-                    fds.push(PollFd::from_borrowed_fd(h.fd(), PollFlags::IN));
-                }
-                if !f.pending.is_empty() {
-                    fds.push(PollFd::new(&f.pipe, PollFlags::OUT));
-                }
-            }
-            let timeout = linger_left.and_then(|d| rustix::time::Timespec::try_from(d).ok());
-            let _ = poll(&mut fds, timeout.as_ref());
-        }
-        for pipe in pipes.iter_mut() {
-            pipe.forward();
-        }
-        if let (Some(h), Some(f)) = (host.as_mut(), feeder.as_mut()) {
-            if f.pending.len() < STDIN_PENDING_MAX && !h.eof && readable(h.fd()) {
-                for rec in h.read_records() {
-                    match rec {
-                        HostRecord::Input { data } => f.pending.extend_from_slice(&data),
-                        HostRecord::InputEof => f.eof = true,
-                        HostRecord::Ack => {}
-                    }
-                }
-            }
-            if h.eof {
-                f.eof = true;
-            }
-        }
-        if let Some(f) = feeder.as_mut() {
-            if f.flush() {
-                // All of stdin delivered (or the payload closed it): EOF.
-                feeder = None;
-            }
-        }
-        while let Some(sig) = sys::read_signal(signals) {
-            if sig == libc::SIGTERM || sig == libc::SIGINT {
-                if let (Some(pgid), Some(sig)) =
-                    (payload, rustix::process::Signal::from_named_raw(sig))
-                {
-                    let _ = rustix::process::kill_process_group(pgid, sig);
-                }
-            }
-        }
-        // Reap everything: the payload and any orphan re-parented to PID 1.
-        while let Ok(Some((reaped, st))) = wait(WaitOptions::NOHANG) {
-            if Some(reaped) == payload {
-                status = Some(st);
-                exited_at = Some(Instant::now());
-            }
-        }
-        if let Some(k) = kmsg.as_mut() {
-            k.forward();
-        }
-        devices.handle_events();
-    }
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .unwrap_or(Pid::INIT);
+    // The child is reaped by the event loop (PID 1 reaps everything):
+    // std's handle must not wait for it.
     drop(child);
-    let (code, signal) = status.map_or((1, None), exit_code);
-    log::emit(GuestRecord::PayloadExit {
-        status: code,
-        signal,
-    });
-    Ok(code)
+    Ok(Running {
+        pid,
+        pipes,
+        stdin,
+        status: None,
+        drained: 0,
+        quiet: false,
+    })
 }

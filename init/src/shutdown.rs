@@ -1,81 +1,90 @@
 //! Phase 8: stop everything that is left, sync, unmount, tell the host,
 //! power off. PID 1 must never exit (the kernel would panic), so this
-//! never returns.
+//! never returns; every step has a deadline, so nothing can hold it.
 
-use crate::hostin::HostInput;
+use crate::eventloop::Init;
 use crate::{log, mounts, sys};
 use kestrel_proto::GuestRecord;
-use kestrel_proto::HostRecord;
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::process::{wait, WaitOptions};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Time leftover processes get between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_millis(500);
-/// How long the host gets to acknowledge the last record.
+/// Longest wait for sync(2): a hung disk must not hold the power off.
+const SYNC_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the host gets to read the last records and acknowledge them.
 const ACK_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Reaps children until none is left or the deadline passes; true when none is left.
-fn reap_until(deadline: Instant) -> bool {
-    loop {
-        match wait(WaitOptions::NOHANG) {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            // ECHILD: no children at all.
-            Err(_) => return true,
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits until the host has read everything up to `poweroff` (it answers
-/// with the ACK line), so no output is lost in flight.
-fn wait_for_ack() {
-    let Some(mut input) = HostInput::open() else {
-        log::use_console();
-        return;
-    };
-    let deadline = Instant::now() + ACK_DEADLINE;
-    while !input.eof {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(timeout) = rustix::time::Timespec::try_from(left) else {
-            return;
-        };
-        if left.is_zero()
-            || poll(
-                &mut [PollFd::from_borrowed_fd(input.fd(), PollFlags::IN)],
-                Some(&timeout),
-            )
-            .unwrap_or(0)
-                == 0
-        {
-            return;
-        }
-        if input.read_records().iter().any(|r| *r == HostRecord::Ack) {
-            return;
-        }
-    }
-}
-
-pub fn power_off(status: i32, mounted: &[&str]) -> ! {
-    let _ = sys::kill_all(libc::SIGTERM);
-    if !reap_until(Instant::now() + GRACE) {
-        let _ = sys::kill_all(libc::SIGKILL);
-        reap_until(Instant::now() + GRACE);
-    }
-    rustix::fs::sync();
-    mounts::unmount_all(mounted);
+/// Stops what is left, syncs, unmounts, reports `status`, waits for the
+/// host to have read everything (its ack), powers off.
+pub fn finish(init: &mut Init, status: i32, mounted: &[PathBuf]) -> ! {
+    stop_processes(init);
+    sync_with_deadline();
+    mounts::unmount_all(init.sys, mounted);
     log::emit(GuestRecord::Poweroff {
         status,
         dropped: log::dropped(),
     });
-    wait_for_ack();
+    if init.port.is_some() {
+        let deadline = Instant::now() + ACK_DEADLINE;
+        init.run_until(Some(deadline), |i| log::unsent() == 0 && i.acked);
+    }
+    power_off_now()
+}
+
+/// SIGTERM to everything, reaping while it ends; SIGKILL after the grace.
+fn stop_processes(init: &mut Init) {
+    for (sig, grace) in [(libc::SIGTERM, GRACE), (libc::SIGKILL, GRACE)] {
+        if no_children(init) {
+            return;
+        }
+        let _ = sys::kill_all(sig);
+        let deadline = Instant::now() + grace;
+        if init.run_until(Some(deadline), no_children) {
+            return;
+        }
+    }
+}
+
+fn no_children(init: &mut Init) -> bool {
+    init.reap();
+    matches!(
+        rustix::process::wait(rustix::process::WaitOptions::NOHANG),
+        Err(rustix::io::Errno::CHILD)
+    )
+}
+
+/// sync(2) on a thread of its own, waited for at most [`SYNC_DEADLINE`].
+fn sync_with_deadline() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("sync".into())
+        .spawn(move || {
+            rustix::fs::sync();
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() && rx.recv_timeout(SYNC_DEADLINE).is_err() {
+        log::warn(&format!(
+            "sync did not finish within {SYNC_DEADLINE:?}; powering off anyway"
+        ));
+    }
+}
+
+/// reboot(2) only returns on error (e.g. not PID 1): never exit.
+pub fn power_off_now() -> ! {
     loop {
         let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
-        // reboot(2) only returns on error (e.g. not PID 1): never exit.
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The last resort (a panic, a failure before the event loop exists):
+/// the records that are buffered get a moment to leave, then power off.
+pub fn emergency_power_off(status: i32) -> ! {
+    log::emit(GuestRecord::Poweroff {
+        status,
+        dropped: log::dropped(),
+    });
+    log::flush_until(Instant::now() + ACK_DEADLINE);
+    power_off_now()
 }

@@ -1,10 +1,288 @@
-//! The few syscalls std and rustix do not wrap: signalfd, the signal mask,
-//! kill(-1), and checking which of fds 0/1/2 are open. Every `unsafe`
-//! block of the init lives here.
+//! The boot's side effects behind one small trait, [`Sys`]: mounts, device
+//! nodes, links, removal, entering the new root. [`Kernel`] calls the
+//! kernel; tests use [`Recorder`], which stores each call typed and applies
+//! the file effects under a temporary root, so the boot's logic is tested
+//! on fixture trees without a VM (youki's `Syscall` and its test double).
+//!
+//! The few syscalls std and rustix do not wrap (signalfd and the signal
+//! mask, kill(-1), dup2 onto 0-2) also live here: every `unsafe` block of
+//! the init is in this file.
 #![allow(unsafe_code)]
 
+use rustix::mount::MountFlags;
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// Character or block device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Char,
+    Block,
+}
+
+/// The side effects of the boot.
+pub trait Sys {
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: &CStr,
+    ) -> io::Result<()>;
+    fn move_mount(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Unmounts; `detach` makes it lazy (never blocks on a busy mount).
+    fn unmount(&self, target: &Path, detach: bool) -> io::Result<()>;
+    fn mknod(
+        &self,
+        path: &Path,
+        kind: NodeKind,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()>;
+    /// Makes `link` point at `target`, replacing what was there.
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    fn mkdir_all(&self, path: &Path) -> io::Result<()>;
+    /// chdir into `new_root`, move it onto /, chroot into it: the last
+    /// steps of switch_root before the exec.
+    fn enter_root(&self, new_root: &Path) -> io::Result<()>;
+}
+
+/// The real thing.
+pub struct Kernel;
+
+impl Sys for Kernel {
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: &CStr,
+    ) -> io::Result<()> {
+        Ok(rustix::mount::mount(source, target, fstype, flags, data)?)
+    }
+
+    fn move_mount(&self, from: &Path, to: &Path) -> io::Result<()> {
+        Ok(rustix::mount::mount_move(from, to)?)
+    }
+
+    fn unmount(&self, target: &Path, detach: bool) -> io::Result<()> {
+        let flags = if detach {
+            rustix::mount::UnmountFlags::DETACH
+        } else {
+            rustix::mount::UnmountFlags::empty()
+        };
+        Ok(rustix::mount::unmount(target, flags)?)
+    }
+
+    fn mknod(
+        &self,
+        path: &Path,
+        kind: NodeKind,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
+        use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
+        let kind = match kind {
+            NodeKind::Char => FileType::CharacterDevice,
+            NodeKind::Block => FileType::BlockDevice,
+        };
+        Ok(mknodat(
+            CWD,
+            path,
+            kind,
+            Mode::from_raw_mode(mode),
+            makedev(major, minor),
+        )?)
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        replace_symlink(target, link)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+
+    fn mkdir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn enter_root(&self, new_root: &Path) -> io::Result<()> {
+        rustix::process::chdir(new_root)?;
+        rustix::mount::mount_move(".", "/")?;
+        rustix::process::chroot(".")?;
+        Ok(rustix::process::chdir("/")?)
+    }
+}
+
+fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
+    match std::fs::remove_file(link) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, link)
+}
+
+/// One recorded side effect.
+#[cfg(test)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Mount {
+        source: String,
+        target: std::path::PathBuf,
+        fstype: String,
+        read_only: bool,
+        data: String,
+    },
+    MoveMount {
+        from: std::path::PathBuf,
+        to: std::path::PathBuf,
+    },
+    Unmount {
+        target: std::path::PathBuf,
+        detach: bool,
+    },
+    Mknod {
+        path: std::path::PathBuf,
+        kind: NodeKind,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
+    Symlink {
+        target: std::path::PathBuf,
+        link: std::path::PathBuf,
+    },
+    RemoveFile(std::path::PathBuf),
+    RemoveDir(std::path::PathBuf),
+    EnterRoot(std::path::PathBuf),
+}
+
+/// The recording fake: every call is stored; nodes become empty files,
+/// links real links, directories real directories (under a test's temp
+/// root); mounts only recorded, and refused (ENODEV) for targets in
+/// `fail_mounts` and filesystem types in `missing_fs`.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: std::sync::Mutex<Vec<Call>>,
+    pub fail_mounts: Vec<std::path::PathBuf>,
+    pub missing_fs: Vec<&'static str>,
+}
+
+#[cfg(test)]
+impl Recorder {
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(call);
+    }
+}
+
+#[cfg(test)]
+impl Sys for Recorder {
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: &CStr,
+    ) -> io::Result<()> {
+        self.record(Call::Mount {
+            source: source.to_owned(),
+            target: target.to_owned(),
+            fstype: fstype.to_owned(),
+            read_only: flags.contains(MountFlags::RDONLY),
+            data: data.to_string_lossy().into_owned(),
+        });
+        if self.fail_mounts.iter().any(|t| t == target) || self.missing_fs.contains(&fstype) {
+            return Err(io::Error::from_raw_os_error(libc::ENODEV));
+        }
+        Ok(())
+    }
+
+    fn move_mount(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.record(Call::MoveMount {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path, detach: bool) -> io::Result<()> {
+        self.record(Call::Unmount {
+            target: target.to_owned(),
+            detach,
+        });
+        Ok(())
+    }
+
+    fn mknod(
+        &self,
+        path: &Path,
+        kind: NodeKind,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
+        self.record(Call::Mknod {
+            path: path.to_owned(),
+            kind,
+            mode,
+            major,
+            minor,
+        });
+        std::fs::write(path, b"")
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        self.record(Call::Symlink {
+            target: target.to_owned(),
+            link: link.to_owned(),
+        });
+        replace_symlink(target, link)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.record(Call::RemoveFile(path.to_owned()));
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.record(Call::RemoveDir(path.to_owned()));
+        std::fs::remove_dir(path)
+    }
+
+    fn mkdir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn enter_root(&self, new_root: &Path) -> io::Result<()> {
+        self.record(Call::EnterRoot(new_root.to_owned()));
+        Ok(())
+    }
+}
 
 /// The signals PID 1 takes through its signalfd instead of handlers.
 pub const HANDLED_SIGNALS: &[libc::c_int] = &[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
