@@ -48,6 +48,8 @@ pub struct Devices {
     nodes: BTreeSet<PathBuf>,
     /// A frozen plan is in force: uevents make nodes but load nothing.
     frozen: bool,
+    /// /sys was walked (or its classes scanned) at least once.
+    walked: bool,
     pub disks: Disks,
     pub ports: Ports,
     pub loaded: usize,
@@ -91,6 +93,7 @@ impl Devices {
             make_nodes,
             nodes: BTreeSet::new(),
             frozen: false,
+            walked: false,
             disks: Disks::default(),
             ports: Ports::default(),
             loaded: 0,
@@ -130,8 +133,13 @@ impl Devices {
         self.request_names(names);
     }
 
+    pub fn walked(&self) -> bool {
+        self.walked
+    }
+
     /// Walks /sys and handles every device found (the coldplug).
     pub fn walk(&mut self, sys: &dyn Sys, roots: &Roots) {
+        self.walked = true;
         let walked = match walk::walk_devices(&roots.sys) {
             Ok(w) => w,
             Err(e) => {
@@ -166,6 +174,7 @@ impl Devices {
     /// walking all of /sys (a frozen plan skips discovery, but the root
     /// device and the events port must still be found).
     pub fn scan_classes(&mut self, sys: &dyn Sys, roots: &Roots) {
+        self.walked = true;
         for class in ["block", "virtio-ports"] {
             let Ok(entries) = std::fs::read_dir(roots.sys.join("class").join(class)) else {
                 continue;
@@ -415,4 +424,191 @@ fn emit_load_event(ev: &LoadEvent) {
             outcome,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{Call, Recorder};
+    use kestrel_modules::loader::Inserter;
+    use kestrel_modules::PlanEntry;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// The real guest captured by uevent/tests/fixtures/capture.sh: q35's
+    /// sibling `pc` with a virtio disk, console port and rng.
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../uevent/tests/fixtures/guest-pc")
+    }
+
+    /// The installed Debian 6.1 module tree, the one the fixture's guest ran.
+    fn debian_61_index() -> Option<ModuleIndex> {
+        let mut trees: Vec<PathBuf> = std::fs::read_dir("/lib/modules")
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                n.starts_with("6.1.") && n.ends_with("-amd64") && !n.contains("cloud")
+            })
+            .collect();
+        trees.sort();
+        ModuleIndex::load(&trees.pop()?).ok()
+    }
+
+    /// Records what it is asked to load; every load succeeds.
+    struct Loads(Arc<Mutex<Vec<String>>>);
+
+    impl Inserter for Loads {
+        fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
+            self.0.lock().unwrap().push(entry.name.clone());
+            Ok(Loaded::Inserted)
+        }
+    }
+
+    fn devices(make_nodes: bool) -> Option<(Devices, Arc<Mutex<Vec<String>>>)> {
+        let index = debian_61_index()?;
+        let loads = Arc::new(Mutex::new(Vec::new()));
+        let loader = Loader::start(2, Loads(loads.clone())).unwrap();
+        Some((
+            Devices::new(None, Some(index), Some(loader), make_nodes),
+            loads,
+        ))
+    }
+
+    fn settle(d: &mut Devices) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.loads_idle() {
+            assert!(Instant::now() < deadline, "loads never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        d.collect_loads();
+    }
+
+    fn hotplug(d: &mut Devices, sys: &dyn Sys, roots: &Roots) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(fixture().join("modules"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for f in files {
+            let ev = kestrel_uevent::parse_netlink(std::fs::read(f).unwrap().into()).unwrap();
+            d.handle(&ev, sys, roots);
+        }
+    }
+
+    /// The coldplug of a real guest asks for virtio_pci (its virtio PCI
+    /// functions); the hotplug stream of loading it (captured) asks for
+    /// the drivers of the devices it made, and the disk and the port are
+    /// tracked. Nothing is loaded twice.
+    #[test]
+    fn a_captured_guest_asks_for_its_drivers_as_devices_appear() {
+        let Some((mut d, loads)) = devices(false) else {
+            return eprintln!("SKIP: no Debian 6.1 module tree in /lib/modules");
+        };
+        let roots = Roots {
+            sys: fixture().join("sys"),
+            ..Roots::under(Path::new("/nonexistent"))
+        };
+        let sys = Recorder::default();
+        d.walk(&sys, &roots);
+        settle(&mut d);
+        assert!(
+            loads.lock().unwrap().contains(&"virtio_pci".to_owned()),
+            "{:?}",
+            loads.lock().unwrap()
+        );
+        hotplug(&mut d, &sys, &roots);
+        settle(&mut d);
+        let loads = loads.lock().unwrap().clone();
+        for m in ["virtio_pci", "virtio_blk", "virtio_console", "virtio_rng"] {
+            assert!(loads.iter().any(|l| l == m), "{m} not loaded: {loads:?}");
+        }
+        let mut unique = loads.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            loads.len(),
+            "a module loaded twice: {loads:?}"
+        );
+        assert_eq!(d.failed, 0);
+        assert!(
+            sys.calls().is_empty(),
+            "devtmpfs makes the nodes: {:?}",
+            sys.calls()
+        );
+    }
+
+    /// Without devtmpfs the init makes the nodes itself, inside /dev only,
+    /// and removes them when the device goes.
+    #[test]
+    fn without_devtmpfs_nodes_follow_the_uevents() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = Roots {
+            sys: fixture().join("sys"),
+            ..Roots::under(dir.path())
+        };
+        std::fs::create_dir_all(&roots.dev).unwrap();
+        let mut d = Devices::new(None, None, None, true);
+        let sys = Recorder::default();
+        hotplug(&mut d, &sys, &roots);
+        let vda = roots.dev.join("vda");
+        assert!(sys.calls().contains(&Call::Mknod {
+            path: vda.clone(),
+            kind: NodeKind::Block,
+            mode: 0o600,
+            major: 254,
+            minor: 0
+        }));
+        assert!(sys.calls().iter().any(|c| matches!(c, Call::Mknod { path, kind: NodeKind::Char, .. } if path.ends_with("vport1p1"))));
+        let evil = "add@/devices/x\0ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=misc\0DEVNAME=../etc/passwd\0MAJOR=1\0MINOR=3\0SEQNUM=9\0";
+        d.handle(
+            &kestrel_uevent::parse_netlink(evil.as_bytes().to_vec().into()).unwrap(),
+            &sys,
+            &roots,
+        );
+        assert!(!sys
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Mknod { path, .. } if !path.starts_with(&roots.dev))));
+        let gone = "remove@/devices/pci0000:00/0000:00:02.0/virtio0/block/vda\0ACTION=remove\0DEVPATH=/devices/pci0000:00/0000:00:02.0/virtio0/block/vda\0SUBSYSTEM=block\0DEVNAME=vda\0MAJOR=254\0MINOR=0\0SEQNUM=99\0";
+        d.handle(
+            &kestrel_uevent::parse_netlink(gone.as_bytes().to_vec().into()).unwrap(),
+            &sys,
+            &roots,
+        );
+        assert!(!vda.exists());
+        assert_eq!(sys.calls().last(), Some(&Call::RemoveFile(vda)));
+    }
+
+    /// A frozen plan loads what it names and nothing devices ask for.
+    #[test]
+    fn a_frozen_plan_loads_nothing_for_devices() {
+        let Some((mut d, loads)) = devices(false) else {
+            return eprintln!("SKIP: no Debian 6.1 module tree in /lib/modules");
+        };
+        let roots = Roots {
+            sys: fixture().join("sys"),
+            ..Roots::under(Path::new("/nonexistent"))
+        };
+        let sys = Recorder::default();
+        d.freeze(&["virtio_blk".to_owned()]);
+        d.walk(&sys, &roots);
+        hotplug(&mut d, &sys, &roots);
+        settle(&mut d);
+        let mut loads = loads.lock().unwrap().clone();
+        loads.sort();
+        assert_eq!(
+            loads,
+            ["virtio", "virtio_blk", "virtio_ring"],
+            "virtio_blk and its dependencies only"
+        );
+    }
 }

@@ -263,6 +263,11 @@ fn hand_over_to_root(init: &mut Init, spec: &cmdline::RootSpec) -> InitError {
 /// events port gets a bounded chance to open so the host hears of it.
 fn fail(init: &mut Init, e: &InitError) -> i32 {
     if init.opts.events && !matches!(e, InitError::NoPort { .. }) {
+        // The port's driver may be a module no one asked for yet (the
+        // failure came before discovery).
+        if !init.devices.walked() {
+            init.devices.walk(init.sys, &init.roots);
+        }
         let deadline = Instant::now() + init.opts.timeout;
         init.run_until(Some(deadline), Init::open_port);
     }
