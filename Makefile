@@ -3,7 +3,9 @@ TARGET      := x86_64-unknown-linux-gnu
 INIT        := target/$(TARGET)/release/kestrel-init
 KESTREL     := target/release/kestrel
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := uevent_netlink uevent_sysfs probe_any
+FUZZ_TARGETS := uevent_netlink uevent_sysfs probe_any \
+	modules_dep modules_alias modules_softdep modules_builtin modules_modprobe_conf modules_fnmatch \
+	initrd_newc initrd_elf initrd_text
 
 .PHONY: all setup init tools demo test lint fuzz bench clean
 
@@ -34,18 +36,28 @@ test: setup init
 
 # Coverage-guided fuzzing (cargo-fuzz/libFuzzer, needs a nightly toolchain):
 # each target for FUZZ_SECONDS from the real-capture seeds; a crash fails.
+# A target's seeds are fuzz/seeds/TARGET/ unless FUZZ_SEEDS_TARGET names
+# other directories (fuzz/README.md says where they come from); its longest
+# input is FUZZ_MAX_LEN_TARGET, else FUZZ_MAX_LEN_CRATE (the name's first
+# word), else FUZZ_MAX_LEN.
+FUZZ_SEEDS_uevent_netlink := uevent/tests/fixtures/host-netlink uevent/tests/fixtures/guest-pc/modules
+FUZZ_MAX_LEN := 8300
+FUZZ_MAX_LEN_probe_any := 300000
+FUZZ_MAX_LEN_modules := 32768
+FUZZ_MAX_LEN_modules_fnmatch := 512
+FUZZ_MAX_LEN_initrd := 32768
+FUZZ_MAX_LEN_initrd_elf := 65536
+fuzz_seeds = $(addprefix ../,$(or $(FUZZ_SEEDS_$(1)),fuzz/seeds/$(1)))
+fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),$(FUZZ_MAX_LEN_$(firstword $(subst _, ,$(1)))),$(FUZZ_MAX_LEN))
+
 fuzz:
 	@if ! rustup run nightly rustc --version >/dev/null 2>&1; then \
 		echo "fuzz: SKIPPED: no nightly toolchain (rustup toolchain install nightly); the property tests cover the same parsers on stable" >&2; \
 	else \
 		command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || exit 1; \
-		for t in $(FUZZ_TARGETS); do \
-			mkdir -p fuzz/corpus/$$t; \
-			seeds=$$(ls -d fuzz/seeds/$$t 2>/dev/null); \
-			max=8300; [ $$t = probe_any ] && max=300000; \
-			[ $$t = uevent_netlink ] && seeds="uevent/tests/fixtures/host-netlink uevent/tests/fixtures/guest-pc/modules"; \
-			(cd fuzz && cargo +nightly fuzz run $$t corpus/$$t $$(for d in $$seeds; do echo ../$$d; done) -- -max_total_time=$(FUZZ_SECONDS) -max_len=$$max) || exit 1; \
-		done; \
+		$(foreach t,$(FUZZ_TARGETS),mkdir -p fuzz/corpus/$(t) && \
+			(cd fuzz && cargo +nightly fuzz run $(t) corpus/$(t) $(call fuzz_seeds,$(t)) -- \
+				-max_total_time=$(FUZZ_SECONDS) -max_len=$(call fuzz_max_len,$(t))) || exit 1;) \
 	fi
 
 # Layout (rustfmt.toml) and clippy, both as errors; CI runs it before the tests.
