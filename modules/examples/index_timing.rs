@@ -1,5 +1,6 @@
 //! Prints how long each step of loading the index takes (release build):
-//! `cargo run --release -p kestrel-modules --example index_timing [DIR]`.
+//! `cargo run --release -p kestrel-modules --example index_timing [DIR]`;
+//! without DIR, the installed tree the benchmark uses (tests/common).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,11 +12,18 @@ use std::time::Instant;
 
 use kestrel_modules::ModuleIndex;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 fn main() -> Result<(), kestrel_modules::ModulesError> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "/lib/modules/6.1.0-56-amd64".to_owned());
-    let dir = std::path::Path::new(&dir);
+    let dir = match std::env::args().nth(1) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => match common::tree_or_skip(common::Layout::Plain, "index_timing") {
+            Some(tree) => tree.dir,
+            None => return Ok(()),
+        },
+    };
+    let dir = dir.as_path();
     let t = Instant::now();
     let dep = std::fs::read(dir.join("modules.dep")).unwrap_or_default();
     let alias = std::fs::read(dir.join("modules.alias")).unwrap_or_default();

@@ -80,7 +80,11 @@ pub fn tree(layout: Layout) -> Option<Tree> {
 pub fn tree_or_skip(layout: Layout, what: &str) -> Option<Tree> {
     match tree(layout) {
         Some(t) => {
-            eprintln!("{what}: using {} ({layout:?} modules)", t.dir.display());
+            eprintln!(
+                "{what}: using {} (kernel {}, {layout:?} modules)",
+                t.dir.display(),
+                t.version
+            );
             Some(t)
         }
         None => {
