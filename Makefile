@@ -14,9 +14,26 @@ all: init tools
 setup:
 	scripts/setup
 
-# The init must be static: no INTERP program header.
+# The init must be static: no INTERP program header. Its size is a target
+# (BENCHMARKS.md): std is rebuilt for it without the backtrace symbolizer
+# (-Zbuild-std, which needs the rust-src component; RUSTC_BOOTSTRAP lets
+# the stable toolchain take the flag), optimised for size, linked non-PIE
+# (no relocations to carry), without unwind tables (panic = "abort": nothing
+# unwinds) and with identical code folded. Without rust-src it is built
+# with the prebuilt std: it works the same, only larger.
+INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static \
+	-C force-unwind-tables=no -C link-arg=-Wl,--icf=all -C link-arg=-Wl,--no-eh-frame-hdr
+RUST_SRC := $(shell rustc --print sysroot)/lib/rustlib/src/rust/library/std
 init:
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(TARGET) -p kestrel-init
+	@if [ -d "$(RUST_SRC)" ]; then \
+		RUSTC_BOOTSTRAP=1 RUSTFLAGS="$(INIT_RUSTFLAGS)" CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+			cargo build --release --target $(TARGET) -p kestrel-init \
+			-Zbuild-std=std,panic_abort -Zbuild-std-features= ; \
+	else \
+		echo "init: no rust-src component (rustup component add rust-src): building with the prebuilt std, larger" >&2; \
+		RUSTFLAGS="$(INIT_RUSTFLAGS)" CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+			cargo build --release --target $(TARGET) -p kestrel-init; \
+	fi
 	@if readelf -l $(INIT) | grep -q INTERP; then echo "$(INIT) is not static" >&2; exit 1; fi
 	@echo "init: static, $$(stat -c %s $(INIT)) bytes"
 

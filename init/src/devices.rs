@@ -17,7 +17,7 @@ use kestrel_modules::{Config, ModuleIndex, Plan, PlanNote, Request};
 use kestrel_proto::{GuestRecord, ModuleOutcome};
 use kestrel_uevent::socket::UeventSocket;
 use kestrel_uevent::{walk, Action, Uevent, UeventError};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
@@ -42,7 +42,7 @@ pub struct Devices {
     socket: Option<UeventSocket>,
     index: Option<ModuleIndex>,
     loader: Option<Loader>,
-    seen_aliases: HashSet<Vec<u8>>,
+    seen_aliases: BTreeSet<Vec<u8>>,
     make_nodes: bool,
     /// Nodes this init made (without devtmpfs), to remove stale ones.
     nodes: BTreeSet<PathBuf>,
@@ -67,7 +67,11 @@ impl Devices {
             .ok();
         let index = load_index(roots, &opts.params);
         let threads = match opts.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            // One per CPU this process may run on (what available_parallelism
+            // reads, without its cgroup parsing: an initramfs has no cgroups).
+            0 => {
+                rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count().max(1) as usize)
+            }
             n => n,
         };
         let loader = index.as_ref().and_then(|_| {
@@ -89,7 +93,7 @@ impl Devices {
             socket,
             index,
             loader,
-            seen_aliases: HashSet::new(),
+            seen_aliases: BTreeSet::new(),
             make_nodes,
             nodes: BTreeSet::new(),
             frozen: false,
@@ -180,16 +184,20 @@ impl Devices {
                 continue;
             };
             for entry in entries.flatten() {
-                let Ok(dir) = std::fs::canonicalize(entry.path()) else {
+                // Class entries link to ../../devices/...: the devpath is
+                // the link's target from `devices` on.
+                let Ok(target) = std::fs::read_link(entry.path()) else {
                     continue;
                 };
-                let Ok(rel) = dir.strip_prefix(&roots.sys) else {
+                let target = target.to_string_lossy();
+                let Some(at) = target.find("devices/") else {
                     continue;
                 };
+                let devpath = format!("/{}", target.get(at..).unwrap_or_default());
+                let dir = roots.sys.join(devpath.trim_start_matches('/'));
                 let Ok(content) = std::fs::read(dir.join("uevent")) else {
                     continue;
                 };
-                let devpath = format!("/{}", rel.display());
                 if let Ok(ev) = kestrel_uevent::parse_sysfs(devpath.as_bytes(), content.into()) {
                     self.handle(&ev, sys, roots);
                 }
@@ -384,7 +392,11 @@ fn report_notes(plan: &Plan, devpath: Option<&str>) {
                 modalias: alias.clone(),
                 devpath: devpath.unwrap_or_default().to_owned(),
             }),
-            other => log::debug(|| format!("{other:?}")),
+            PlanNote::Builtin { module, .. } => log::debug(|| format!("{module} is built in")),
+            PlanNote::Blacklisted { module, request }
+            | PlanNote::KernelBlacklisted { module, request } => {
+                log::debug(|| format!("{module} ({request}) is blacklisted"))
+            }
         }
     }
 }

@@ -44,12 +44,13 @@ impl BlockDev {
     pub fn matches(&self, spec: &RootSpec, roots: &Roots) -> bool {
         let fs = self.fs.as_ref();
         match spec {
-            // root=/dev/vda or a link to it (/dev/disk/by-id/...).
+            // root=/dev/vda or a link to it (/dev/disk/by-id/...): the
+            // same file, whichever name reaches it.
             RootSpec::Path(p) => {
-                let p = roots.in_top(p);
-                p == self.node(roots)
-                    || std::fs::canonicalize(p)
-                        .is_ok_and(|p| Some(p) == std::fs::canonicalize(self.node(roots)).ok())
+                use std::os::unix::fs::MetadataExt;
+                let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+                let wanted = std::fs::metadata(roots.in_top(p)).map(id);
+                wanted.is_ok() && wanted.ok() == std::fs::metadata(self.node(roots)).map(id).ok()
             }
             RootSpec::Uuid(u) => fs
                 .and_then(|f| f.uuid.as_deref())
@@ -147,7 +148,7 @@ impl Disks {
             }
         }
         // Partitions take their PARTUUID/PARTLABEL from their disk's table.
-        let tables: BTreeMap<String, PartitionTable> = self
+        let tables: Vec<(String, PartitionTable)> = self
             .devs
             .values()
             .filter_map(|d| Some((d.name.clone(), d.table.clone()?)))
@@ -156,7 +157,7 @@ impl Disks {
             let (Some(parent), Some(number)) = (dev.parent.as_ref(), dev.partition) else {
                 continue;
             };
-            let Some(table) = tables.get(parent) else {
+            let Some((_, table)) = tables.iter().find(|(disk, _)| disk == parent) else {
                 continue;
             };
             let (PartitionTable::Gpt { partitions, .. } | PartitionTable::Mbr { partitions, .. }) =

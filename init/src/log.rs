@@ -19,6 +19,7 @@ use kestrel_proto::wire::{CHUNK, MAX_HEADER};
 use kestrel_proto::GuestRecord;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
+use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,7 @@ impl Sink {
                 if trace && !matches!(rec, GuestRecord::Output { .. }) {
                     let mut line = rec.to_line(t_ns).into_bytes();
                     line.push(b'\n');
-                    let _ = std::io::stdout().write_all(&line);
+                    write_fd(rustix::stdio::stdout(), &line);
                 }
             }
             Mode::Port => {
@@ -148,7 +149,9 @@ pub fn set_mode(mode: Mode) {
             decoder.feed(&pending);
             while let Some(Ok(frame)) = decoder.next_frame() {
                 if let Ok(t) = GuestRecord::decode(frame) {
-                    let _ = writeln!(std::io::stdout(), "{}", t.rec.to_line(t.t_ns));
+                    let mut line = t.rec.to_line(t.t_ns).into_bytes();
+                    line.push(b'\n');
+                    write_fd(rustix::stdio::stdout(), &line);
                 }
             }
         }
@@ -156,11 +159,14 @@ pub fn set_mode(mode: Mode) {
 }
 
 /// Writes one record stamped now.
+#[inline(never)]
 pub fn emit(rec: GuestRecord) {
     emit_at(now_ns(), rec);
 }
 
-/// Writes one record with a given timestamp.
+/// Writes one record with a given timestamp. Never inlined: records are
+/// made in many places, the encoder is one (the init's size is a target).
+#[inline(never)]
 pub fn emit_at(t_ns: u64, rec: GuestRecord) {
     sink().push(t_ns, &rec);
 }
@@ -179,10 +185,25 @@ pub fn debug(msg: impl FnOnce() -> String) {
     }
 }
 
+/// Writes all of `data` to a console fd, straight (no std stdio: PID 1
+/// has no use for its buffers and locks, and the init's size counts). A
+/// failed console write has nowhere else to go.
+fn write_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
+        }
+    }
+}
+
+/// A line on the console (fd 2, set up by stdio::ensure).
+pub fn console_line(line: &str) {
+    write_fd(rustix::stdio::stderr(), format!("{line}\n").as_bytes());
+}
+
 fn console(level: &str, msg: &str) {
-    // The console is fds 1/2 (set up by stdio::ensure); a failed console
-    // write has nowhere else to go.
-    let _ = writeln!(std::io::stderr(), "kestrel: {level}: {msg}");
+    console_line(&format!("kestrel: {level}: {msg}"));
 }
 
 /// A failure, on the events port and the console.

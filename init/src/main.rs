@@ -72,7 +72,7 @@ impl InitError {
 
 fn main() {
     if rustix::process::getpid() != rustix::process::Pid::INIT {
-        eprintln!("kestrel-init must run as PID 1 (it is the init of a Kestrel initramfs)");
+        log::console_line("kestrel-init must run as PID 1 (it is the init of a Kestrel initramfs)");
         return;
     }
     std::panic::set_hook(Box::new(|info| {
@@ -360,10 +360,27 @@ fn emergency_shell() {
         log::warn(&format!("kestrel.shell: no {EMERGENCY_SHELL} here"));
         return;
     }
-    eprintln!("kestrel: starting {EMERGENCY_SHELL}; exit it to power off");
-    let mut shell = std::process::Command::new(EMERGENCY_SHELL);
-    sys::console_session(&mut shell);
-    if let Err(e) = shell.status() {
-        log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}"));
+    log::console_line(&format!(
+        "kestrel: starting {EMERGENCY_SHELL}; exit it to power off"
+    ));
+    let shell = c"/bin/sh";
+    let env = [
+        c"HOME=/".to_owned(),
+        c"TERM=linux".to_owned(),
+        c"PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    ];
+    let started = sys::spawn(&sys::Spawn {
+        program: shell,
+        argv: &[shell.to_owned()],
+        envp: &env,
+        cwd: None,
+        stdio: [None, None, None],
+        session: sys::Session::Console,
+    });
+    match started {
+        Ok(pid) => {
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+        }
+        Err(e) => log::warn(&format!("failed to start {EMERGENCY_SHELL}: {e}")),
     }
 }

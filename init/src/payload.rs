@@ -14,13 +14,12 @@ use kestrel_proto::config::Payload;
 use kestrel_proto::wire::CHUNK;
 use kestrel_proto::{GuestRecord, OutputFd};
 use rustix::process::{Pid, WaitStatus};
+use std::ffi::CString;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 /// Default environment when the host passes none.
 const DEFAULT_ENV: &[&str] = &[
@@ -196,70 +195,124 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
     }
 }
 
+/// What to exec: the program the host resolved, else argv[0] looked up
+/// on the payload's PATH (the default one when it has none).
+fn resolve_program(spec: &Payload, env: &[&[u8]]) -> Vec<u8> {
+    let Some(arg0) = spec.argv.first() else {
+        return Vec::new();
+    };
+    let program = spec.exe.clone().unwrap_or_else(|| arg0.clone());
+    if program.contains(&b'/') {
+        return program;
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix(b"PATH="))
+        .unwrap_or_default();
+    path.split(|&b| b == b':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| [dir, b"/", &program].concat())
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(OsStr::from_bytes(candidate))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or(program)
+}
+
+fn c_string(bytes: &[u8], program: &str) -> Result<CString, PayloadError> {
+    CString::new(bytes).map_err(|_| PayloadError::Spawn {
+        program: program.to_owned(),
+        source: std::io::Error::from(ErrorKind::InvalidInput),
+    })
+}
+
 /// Starts the payload. `port`: the events port is there (pipes and
 /// records); else it gets the console (or /dev/null for stdin).
 pub fn start(spec: &Payload, port: bool) -> Result<Running, PayloadError> {
-    let (arg0, args) = spec.argv.split_first().ok_or(PayloadError::EmptyArgv)?;
-    let program = spec.exe.as_deref().unwrap_or(arg0);
-    let mut cmd = Command::new(OsStr::from_bytes(program));
-    cmd.arg0(OsStr::from_bytes(arg0))
-        .args(args.iter().map(|a| OsStr::from_bytes(a)))
-        .env_clear();
-    if spec.console {
-        sys::console_session(&mut cmd);
-    } else {
-        // Its own process group, so signals to the group spare PID 1.
-        cmd.process_group(0);
-        sys::unblock_in_child(&mut cmd);
-        let stdin = if spec.stdin && port {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        };
-        cmd.stdin(stdin);
-        if port {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
+    if spec.argv.is_empty() {
+        return Err(PayloadError::EmptyArgv);
     }
     let env: Vec<&[u8]> = if spec.env.is_empty() {
         DEFAULT_ENV.iter().map(|e| e.as_bytes()).collect()
     } else {
         spec.env.iter().map(Vec::as_slice).collect()
     };
-    for kv in env {
-        let mut parts = kv.splitn(2, |&b| b == b'=');
-        let key = parts.next().unwrap_or_default();
-        let value = parts.next().unwrap_or_default();
-        cmd.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
-    }
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(OsStr::from_bytes(cwd));
-    }
-    let program = String::from_utf8_lossy(program).into_owned();
-    let mut child = cmd.spawn().map_err(|source| PayloadError::Spawn {
-        program: program.clone(),
+    let program = resolve_program(spec, &env);
+    let name = String::from_utf8_lossy(&program).into_owned();
+    let spawn_err = |source: std::io::Error| PayloadError::Spawn {
+        program: name.clone(),
         source,
-    })?;
-    let pid = child.id();
-    log::emit(GuestRecord::PayloadStart { pid, program });
-    let mut pipes = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        pipes.push(OutPipe::new(out.into(), OutputFd::Stdout));
-    }
-    if let Some(err) = child.stderr.take() {
-        pipes.push(OutPipe::new(err.into(), OutputFd::Stderr));
-    }
-    let stdin = child
-        .stdin
-        .take()
-        .map(|s| StdinFeeder::new(OwnedFd::from(s)));
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .unwrap_or(Pid::INIT);
-    // The child is reaped by the event loop (PID 1 reaps everything):
-    // std's handle must not wait for it.
-    drop(child);
+    };
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| c_string(a, &name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|e| c_string(e, &name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd = spec
+        .cwd
+        .as_deref()
+        .map(|c| c_string(c, &name))
+        .transpose()?;
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| spawn_err(e.into()))
+    };
+    // Without a port the payload has the console; with one, pipes whose
+    // bytes become records. stdin comes from the host only when asked.
+    let (out, err) = if port && !spec.console {
+        (Some(pipe()?), Some(pipe()?))
+    } else {
+        (None, None)
+    };
+    let stdin_pipe = if port && spec.stdin && !spec.console {
+        Some(pipe()?)
+    } else {
+        None
+    };
+    let null = if spec.console || stdin_pipe.is_some() {
+        None
+    } else {
+        Some(std::fs::File::open("/dev/null").map_err(spawn_err)?)
+    };
+    let stdin_fd = stdin_pipe
+        .as_ref()
+        .map(|(r, _)| r.as_fd())
+        .or(null.as_ref().map(|f| f.as_fd()));
+    let pid = sys::spawn(&sys::Spawn {
+        program: &c_string(&program, &name)?,
+        argv: &argv,
+        envp: &envp,
+        cwd: cwd.as_deref(),
+        stdio: [
+            stdin_fd,
+            out.as_ref().map(|(_, w)| w.as_fd()),
+            err.as_ref().map(|(_, w)| w.as_fd()),
+        ],
+        session: if spec.console {
+            sys::Session::Console
+        } else {
+            sys::Session::Group
+        },
+    })
+    .map_err(spawn_err)?;
+    log::emit(GuestRecord::PayloadStart {
+        pid: pid.as_raw_nonzero().get().unsigned_abs(),
+        program: name,
+    });
+    // The child's ends close here: EOF on a pipe means the payload (and
+    // every child it gave the pipe to) closed it.
+    let pipes = [
+        out.map(|(r, _)| OutPipe::new(r, OutputFd::Stdout)),
+        err.map(|(r, _)| OutPipe::new(r, OutputFd::Stderr)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let stdin = stdin_pipe.map(|(_, w)| StdinFeeder::new(w));
     Ok(Running {
         pid,
         pipes,

@@ -42,7 +42,7 @@ impl Ports {
     /// Every named port: (name, device node). A name becomes a path
     /// component, so anything that could leave /dev/virtio-ports is refused.
     pub fn named(&self, roots: &Roots) -> Vec<(String, PathBuf)> {
-        let mut out: Vec<(String, PathBuf)> = self
+        let out: Vec<(String, PathBuf)> = self
             .by_dev
             .iter()
             .filter_map(|(dev, devpath)| {
@@ -54,7 +54,7 @@ impl Ports {
                 Some((name.to_owned(), roots.dev.join(dev)))
             })
             .collect();
-        out.sort();
+        // In device order (vport0p1, vport0p2...), as the map holds them.
         out
     }
 

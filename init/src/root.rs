@@ -248,14 +248,26 @@ pub fn enter_new_root(sys: &dyn Sys, roots: &Roots, init: &Path) -> Result<(), R
 /// Execs the real init with the kernel's arguments for it (the words
 /// after `--`); returns only on failure.
 pub fn exec_init(init: &Path, args: &[OsString]) -> RootError {
-    use std::os::unix::process::CommandExt;
-    // The real init starts with the signal mask a fresh PID 1 has.
-    let _ = crate::sys::unblock_signals();
-    let source = std::process::Command::new(init).args(args).exec();
-    RootError::Exec {
+    use std::os::unix::ffi::OsStrExt;
+    let fail = |source| RootError::Exec {
         init: init.display().to_string(),
         source,
-    }
+    };
+    let c = |s: &std::ffi::OsStr| {
+        CString::new(s.as_bytes())
+            .map_err(|_| fail(std::io::Error::from(std::io::ErrorKind::InvalidInput)))
+    };
+    let argv: Result<Vec<CString>, RootError> = std::iter::once(init.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(c)
+        .collect();
+    let (program, argv) = match (c(init.as_os_str()), argv) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    // The real init starts with the signal mask a fresh PID 1 has.
+    let _ = crate::sys::unblock_signals();
+    fail(crate::sys::exec(&program, &argv))
 }
 
 #[cfg(test)]

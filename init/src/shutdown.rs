@@ -56,17 +56,27 @@ fn no_children(init: &mut Init) -> bool {
 
 /// sync(2) on a thread of its own, waited for at most [`SYNC_DEADLINE`].
 fn sync_with_deadline() {
-    let (tx, rx) = std::sync::mpsc::channel();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
     let spawned = std::thread::Builder::new()
         .name("sync".into())
         .spawn(move || {
             rustix::fs::sync();
-            let _ = tx.send(());
+            flag.store(true, Ordering::Release);
         });
-    if spawned.is_ok() && rx.recv_timeout(SYNC_DEADLINE).is_err() {
-        log::warn(&format!(
-            "sync did not finish within {SYNC_DEADLINE:?}; powering off anyway"
-        ));
+    if spawned.is_err() {
+        return rustix::fs::sync();
+    }
+    let deadline = Instant::now() + SYNC_DEADLINE;
+    while !done.load(Ordering::Acquire) {
+        if Instant::now() >= deadline {
+            return log::warn(&format!(
+                "sync did not finish within {SYNC_DEADLINE:?}; powering off anyway"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

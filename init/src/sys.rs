@@ -11,8 +11,9 @@
 
 use rustix::mount::MountFlags;
 use std::ffi::CStr;
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Character or block device.
@@ -302,7 +303,7 @@ fn handled_set() -> libc::sigset_t {
 /// Blocks the handled signals in this thread (and threads started after)
 /// and returns a non-blocking signalfd that reads them. Children inherit
 /// the mask (std does not reset it): every child is started through
-/// [`unblock_in_child`], and the real init gets [`unblock_signals`].
+/// [`spawn`], and the real init gets [`unblock_signals`].
 pub fn signalfd() -> io::Result<OwnedFd> {
     let set = handled_set();
     // SAFETY: `set` is initialised; a null old-set pointer is allowed.
@@ -329,17 +330,6 @@ pub fn unblock_signals() -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-/// The child gets the default signal mask back before it execs, so a
-/// payload can be stopped with SIGTERM and sees its children exit.
-pub fn unblock_in_child(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the hook only calls sigprocmask (async-signal-safe) and
-    // touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(unblock_signals);
     }
 }
 
@@ -388,20 +378,122 @@ pub fn dup_onto(src: &OwnedFd, target: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// The child starts a new session and takes the console (its inherited
-/// stdin) as controlling terminal, so a shell there has job control and
-/// Ctrl-C reaches it; its signal mask is reset as in [`unblock_in_child`].
-pub fn console_session(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and touch
-    // no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            unblock_signals()?;
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+/// How a child relates to PID 1's session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// Its own process group, so signals to the group spare PID 1.
+    Group,
+    /// A new session with the console (its stdin) as controlling
+    /// terminal, so a shell there has job control and Ctrl-C reaches it.
+    Console,
+}
+
+/// A program to start: everything prepared before the fork, so the child
+/// only makes async-signal-safe calls.
+pub struct Spawn<'a> {
+    /// The path to exec (no PATH search here).
+    pub program: &'a CStr,
+    pub argv: &'a [CString],
+    pub envp: &'a [CString],
+    pub cwd: Option<&'a CStr>,
+    /// Put on fds 0, 1, 2; None keeps PID 1's (the console).
+    pub stdio: [Option<BorrowedFd<'a>>; 3],
+    pub session: Session,
+}
+
+/// A null-terminated array of pointers into `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// fork + execve, the way std::process does it but without its weight
+/// (the init's size is a target): the child resets its signal mask, takes
+/// its session and fds, and execs; an exec failure comes back as the
+/// errno through a close-on-exec pipe.
+pub fn spawn(spec: &Spawn<'_>) -> io::Result<rustix::process::Pid> {
+    use std::os::fd::{AsRawFd, RawFd};
+    let argv = pointers(spec.argv);
+    let envp = pointers(spec.envp);
+    let stdio: [RawFd; 3] = spec.stdio.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd()));
+    let cwd = spec.cwd.map_or(std::ptr::null(), CStr::as_ptr);
+    let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let set = handled_set();
+    // SAFETY: fork has no memory arguments; the child below only makes
+    // async-signal-safe calls on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
     }
+    if pid == 0 {
+        // SAFETY: in the child: async-signal-safe calls only, on pointers
+        // that stay valid (the parent's memory, copied by fork); it never
+        // returns (execve or _exit).
+        unsafe {
+            let fail = |fd: RawFd| -> ! {
+                let errno = *libc::__errno_location();
+                libc::write(
+                    fd,
+                    (&errno as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>(),
+                );
+                libc::_exit(127)
+            };
+            let err_fd = err_write.as_raw_fd();
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            match spec.session {
+                Session::Group => {
+                    if libc::setpgid(0, 0) < 0 {
+                        fail(err_fd);
+                    }
+                }
+                Session::Console => {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
+                        fail(err_fd);
+                    }
+                }
+            }
+            for (target, fd) in (0..).zip(stdio) {
+                if fd >= 0 && libc::dup2(fd, target) < 0 {
+                    fail(err_fd);
+                }
+            }
+            if !cwd.is_null() && libc::chdir(cwd) < 0 {
+                fail(err_fd);
+            }
+            libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            fail(err_fd)
+        }
+    }
+    drop(err_write);
+    let mut errno = [0u8; 4];
+    let got = loop {
+        match rustix::io::read(&err_read, &mut errno) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    let pid =
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+    match got {
+        Ok(4) => {
+            // The child failed before exec and exited: reap it here.
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+        }
+        _ => Ok(pid),
+    }
+}
+
+/// execv in this process (the real init replaces PID 1); returns only
+/// the error.
+pub fn exec(program: &CStr, argv: &[CString]) -> io::Error {
+    let argv = pointers(argv);
+    // SAFETY: `program` and the pointers in `argv` are valid C strings
+    // that outlive the call; the array is null-terminated.
+    unsafe { libc::execv(program.as_ptr(), argv.as_ptr()) };
+    io::Error::last_os_error()
 }

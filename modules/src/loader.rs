@@ -367,7 +367,7 @@ struct Slot {
 #[derive(Default)]
 pub struct Queue {
     slots: Vec<Slot>,
-    by_name: std::collections::HashMap<String, usize>,
+    by_name: std::collections::BTreeMap<String, usize>,
     /// Ready to run, earliest submitted first.
     ready: BinaryHeap<Reverse<usize>>,
     running: usize,
