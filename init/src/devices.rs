@@ -12,7 +12,8 @@ use crate::log;
 use crate::ports::Ports;
 use crate::roots::Roots;
 use crate::sys::{NodeKind, Sys};
-use kestrel_modules::loader::{KernelInserter, LoadError, LoadEvent, Loaded, Loader};
+use crate::workers::Workers;
+use kestrel_modules::loader::{KernelInserter, LoadError, LoadEvent, Loaded};
 use kestrel_modules::{Config, ModuleIndex, Plan, PlanNote, Request};
 use kestrel_proto::{GuestRecord, ModuleOutcome};
 use kestrel_uevent::socket::UeventSocket;
@@ -29,7 +30,7 @@ const SYS_MODULE_COMPRESSION: &str = "module/compression";
 
 /// How the device pipeline was set up.
 pub struct DeviceOptions {
-    /// Loader threads (0: one per CPU).
+    /// Loader workers (0: one per CPU).
     pub threads: usize,
     /// No devtmpfs: make and remove nodes from uevents.
     pub make_nodes: bool,
@@ -41,7 +42,7 @@ pub struct DeviceOptions {
 pub struct Devices {
     socket: Option<UeventSocket>,
     index: Option<ModuleIndex>,
-    loader: Option<Loader>,
+    loader: Option<Workers>,
     seen_aliases: BTreeSet<Vec<u8>>,
     make_nodes: bool,
     /// Nodes this init made (without devtmpfs), to remove stale ones.
@@ -74,11 +75,11 @@ impl Devices {
             }
             n => n,
         };
-        let loader = index.as_ref().and_then(|_| {
-            let inserter = KernelInserter::with_sys_file(&roots.sys.join(SYS_MODULE_COMPRESSION));
-            Loader::start(threads, inserter)
-                .map_err(|e| log::error(&format!("failed to start the module loader: {e}"), false))
-                .ok()
+        let loader = index.as_ref().map(|_| {
+            Workers::new(
+                threads,
+                KernelInserter::with_sys_file(&roots.sys.join(SYS_MODULE_COMPRESSION)),
+            )
         });
         Devices::new(socket, index, loader, opts.make_nodes)
     }
@@ -86,7 +87,7 @@ impl Devices {
     pub fn new(
         socket: Option<UeventSocket>,
         index: Option<ModuleIndex>,
-        loader: Option<Loader>,
+        loader: Option<Workers>,
         make_nodes: bool,
     ) -> Devices {
         Devices {
@@ -109,8 +110,20 @@ impl Devices {
         self.socket.as_ref().map(AsFd::as_fd)
     }
 
-    pub fn loader_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.loader.as_ref().and_then(Loader::wake_fd)
+    /// The loader workers' answer pipes, to poll.
+    pub fn loader_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.loader
+            .as_ref()
+            .map(|l| l.fds().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ends idle loader workers (a payload should not see them); a later
+    /// module starts new ones.
+    pub fn stop_idle_loaders(&mut self) {
+        if let Some(l) = self.loader.as_mut() {
+            l.stop_idle();
+        }
     }
 
     pub fn has_socket(&self) -> bool {
@@ -283,17 +296,19 @@ impl Devices {
         // module of the request; what was left out is reported.
         let plan = index.plan_lenient(requests);
         report_notes(&plan, devpath);
-        if let Some(loader) = self.loader.as_ref() {
+        if let Some(loader) = self.loader.as_mut() {
             loader.submit(&plan);
         }
+        // Modules loaded in PID 1 itself (no worker) are done already.
+        self.collect_loads();
     }
 
     /// Records the loads that finished since the last call.
     pub fn collect_loads(&mut self) {
-        let Some(loader) = self.loader.as_ref() else {
+        let Some(loader) = self.loader.as_mut() else {
             return;
         };
-        for ev in loader.take_finished() {
+        for ev in loader.collect() {
             if ev.outcome.is_ok() {
                 self.loaded += 1;
             } else {
@@ -305,7 +320,7 @@ impl Devices {
 
     /// Nothing is loading or waiting to load.
     pub fn loads_idle(&self) -> bool {
-        self.loader.as_ref().is_none_or(Loader::is_idle)
+        self.loader.as_ref().is_none_or(Workers::is_idle)
     }
 
     /// The device node of a uevent, inside /dev or nowhere.
@@ -486,7 +501,7 @@ mod tests {
     fn devices(make_nodes: bool) -> Option<(Devices, Arc<Mutex<Vec<String>>>)> {
         let index = debian_61_index()?;
         let loads = Arc::new(Mutex::new(Vec::new()));
-        let loader = Loader::start(2, Loads(loads.clone())).unwrap();
+        let loader = Workers::inline(Loads(loads.clone()));
         Some((
             Devices::new(None, Some(index), Some(loader), make_nodes),
             loads,

@@ -138,7 +138,7 @@ impl<'a> Init<'a> {
         if let Some(fd) = self.devices.socket_fd() {
             entries.push((readable(fd), Source::Uevents));
         }
-        if let Some(fd) = self.devices.loader_fd() {
+        for fd in self.devices.loader_fds() {
             entries.push((readable(fd), Source::Loads));
         }
         if let Some(k) = self.kmsg.as_ref() {

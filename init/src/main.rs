@@ -18,6 +18,7 @@ mod roots;
 mod shutdown;
 mod stdio;
 mod sys;
+mod workers;
 
 use devices::{DeviceOptions, Devices};
 use eventloop::Init;
@@ -209,6 +210,8 @@ fn wait_until_ready(init: &mut Init) -> Result<(), InitError> {
     }
     init.devices.disks.refresh(&init.roots);
     init.devices.disks.make_links(init.sys, &init.roots);
+    // The hand-over should not see loader workers; a later module forks one.
+    init.devices.stop_idle_loaders();
     log::emit(GuestRecord::Ready);
     Ok(())
 }

@@ -54,23 +54,21 @@ fn no_children(init: &mut Init) -> bool {
     )
 }
 
-/// sync(2) on a thread of its own, waited for at most [`SYNC_DEADLINE`].
+/// sync(2) in a child of its own, waited for at most [`SYNC_DEADLINE`]
+/// (PID 1 has no threads; a child that hangs in D state is left behind).
 fn sync_with_deadline() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    let spawned = std::thread::Builder::new()
-        .name("sync".into())
-        .spawn(move || {
+    use rustix::process::{waitpid, WaitOptions};
+    let child = match sys::fork() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
             rustix::fs::sync();
-            flag.store(true, Ordering::Release);
-        });
-    if spawned.is_err() {
-        return rustix::fs::sync();
-    }
+            sys::exit_now(0)
+        }
+        Err(_) => return rustix::fs::sync(),
+    };
     let deadline = Instant::now() + SYNC_DEADLINE;
-    while !done.load(Ordering::Acquire) {
+    // Done when reaped here, or already reaped by the loop (ECHILD).
+    while let Ok(None) = waitpid(Some(child), WaitOptions::NOHANG) {
         if Instant::now() >= deadline {
             return log::warn(&format!(
                 "sync did not finish within {SYNC_DEADLINE:?}; powering off anyway"

@@ -488,6 +488,27 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<rustix::process::Pid> {
     }
 }
 
+/// fork(2): Some(child) in the parent, None in the child. PID 1 has no
+/// threads, so the child may run ordinary code; it must end with
+/// [`exit_now`], never by returning into PID 1's code.
+pub fn fork() -> io::Result<Option<rustix::process::Pid>> {
+    // SAFETY: fork has no memory arguments; the process is single threaded
+    // (the init starts no threads), so the child's copy of every lock and
+    // allocator state is consistent.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        p if p < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(rustix::process::Pid::from_raw(p)),
+    }
+}
+
+/// _exit(2): ends a forked child without running PID 1's cleanup.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
 /// execv in this process (the real init replaces PID 1); returns only
 /// the error.
 pub fn exec(program: &CStr, argv: &[CString]) -> io::Error {

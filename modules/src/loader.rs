@@ -11,9 +11,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::compression::{Compression, SYS_MODULE_COMPRESSION};
@@ -316,7 +315,7 @@ pub fn load_plan_with(
     inserter: &dyn Inserter,
     on_event: &(dyn Fn(&LoadEvent) + Sync),
 ) -> LoadReport {
-    let shared = Shared::new(None);
+    let shared = Shared::new();
     shared.lock().submit(plan);
     let report_events = |shared: &Shared| {
         for ev in shared.lock().take_finished() {
@@ -558,8 +557,9 @@ impl Queue {
         }
     }
 
-    /// The next module to load, marked running.
-    fn start_next(&mut self) -> Option<(usize, PlanEntry)> {
+    /// The next module to load, marked running: its place in the queue
+    /// and its entry (to hand to whatever loads it).
+    pub fn start_next(&mut self) -> Option<(usize, PlanEntry)> {
         while let Some(Reverse(k)) = self.ready.pop() {
             // A module can be released twice (a soft and a hard edge) or
             // skipped after it was queued: only a waiting one runs.
@@ -577,7 +577,7 @@ impl Queue {
     }
 
     /// Records the outcome of a load and releases or skips its users.
-    fn complete(
+    pub fn complete(
         &mut self,
         k: usize,
         start: Duration,
@@ -654,20 +654,17 @@ impl Queue {
     }
 }
 
-/// The queue with its workers' wake-ups, and an optional eventfd that
-/// tells a poll loop when finished events wait.
+/// The queue with its workers' wake-ups.
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
-    notify: Option<OwnedFd>,
 }
 
 impl Shared {
-    fn new(notify: Option<OwnedFd>) -> Self {
+    fn new() -> Self {
         Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            notify,
         }
     }
 
@@ -718,82 +715,8 @@ impl Shared {
             let end = boottime();
             self.lock().complete(k, start, end, thread, outcome);
             self.wake.notify_all();
-            if let Some(fd) = &self.notify {
-                // Wakes the poll loop; a full counter is still readable.
-                let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
-            }
             after_each();
         }
-    }
-}
-
-/// The streaming loader of PID 1: modules are submitted as devices appear,
-/// while earlier ones load; each starts as soon as its dependencies are
-/// live, on `threads` detached workers. Finished loads are collected with
-/// [`Loader::take_finished`] when [`Loader::wake_fd`] is readable.
-pub struct Loader {
-    shared: Arc<Shared>,
-}
-
-impl Loader {
-    /// Starts the workers. The eventfd is non-blocking and close-on-exec.
-    pub fn start<I: Inserter + Send + 'static>(
-        threads: usize,
-        inserter: I,
-    ) -> std::io::Result<Loader> {
-        use rustix::event::{eventfd, EventfdFlags};
-        let notify = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let shared = Arc::new(Shared::new(Some(notify)));
-        let inserter = Arc::new(inserter);
-        for t in 0..threads.clamp(1, MAX_LOADER_THREADS) {
-            let (shared, inserter) = (shared.clone(), inserter.clone());
-            std::thread::Builder::new()
-                .name(format!("loader{t}"))
-                .spawn(move || shared.work(t, &*inserter, &|| {}))?;
-        }
-        Ok(Loader { shared })
-    }
-
-    /// Queues a plan's modules (those not known yet); returns how many were new.
-    pub fn submit(&self, plan: &Plan) -> usize {
-        let n = self.shared.lock().submit(plan);
-        self.shared.wake.notify_all();
-        n
-    }
-
-    /// Readable when finished loads wait to be taken.
-    pub fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.shared.notify.as_ref().map(AsFd::as_fd)
-    }
-
-    /// Finished (and skipped) modules since the last call; resets the wake fd.
-    pub fn take_finished(&self) -> Vec<LoadEvent> {
-        if let Some(fd) = &self.shared.notify {
-            let mut counter = [0u8; 8];
-            let _ = rustix::io::read(fd, &mut counter);
-        }
-        self.shared.lock().take_finished()
-    }
-
-    /// Nothing runs or waits to run.
-    pub fn is_idle(&self) -> bool {
-        self.shared.lock().is_idle()
-    }
-
-    pub fn is_live(&self, name: &str) -> bool {
-        self.shared.lock().is_live(name)
-    }
-
-    pub fn report(&self) -> LoadReport {
-        self.shared.lock().report()
-    }
-}
-
-impl Drop for Loader {
-    /// The workers stop once their current load returns; they are not
-    /// joined (a load the kernel never finishes must not hold PID 1).
-    fn drop(&mut self) {
-        self.shared.close();
     }
 }
 
@@ -1164,74 +1087,39 @@ mod tests {
         assert_eq!(c.insert(&missing).unwrap_err().raw_os_error(), Some(2));
     }
 
-    /// Loads into a shared log; fails the modules named in `fail`.
-    struct Logged {
-        fail: Vec<&'static str>,
-        calls: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl Inserter for Logged {
-        fn insert(&self, entry: &PlanEntry) -> Result<Loaded, LoadError> {
-            self.calls.lock().unwrap().push(entry.name.clone());
-            if self.fail.contains(&entry.name.as_str()) {
-                return Err(LoadError::Insert {
+    /// Works the queue off on this thread, as PID 1's workers would.
+    fn drain(q: &mut Queue, fail: &[&str], calls: &mut Vec<String>) -> Vec<LoadEvent> {
+        while let Some((k, entry)) = q.start_next() {
+            calls.push(entry.name.clone());
+            let outcome = if fail.contains(&entry.name.as_str()) {
+                Err(LoadError::Insert {
                     module: entry.name.clone(),
                     path: entry.path.clone(),
                     source: std::io::Error::from_raw_os_error(19),
-                });
-            }
-            Ok(Loaded::Inserted)
-        }
-    }
-
-    fn wait_idle(loader: &Loader) -> Vec<LoadEvent> {
-        let mut events = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let fd = loader.wake_fd().unwrap();
-            let mut polls = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let timeout = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 50_000_000,
+                })
+            } else {
+                Ok(Loaded::Inserted)
             };
-            let _ = rustix::event::poll(&mut polls, Some(&timeout));
-            events.extend(loader.take_finished());
-            if loader.is_idle() {
-                events.extend(loader.take_finished());
-                return events;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "loader never went idle"
-            );
+            q.complete(k, boottime(), boottime(), 0, outcome);
         }
+        assert!(q.is_idle());
+        q.take_finished()
     }
 
     /// Plans arrive one after another (as devices appear): a module known
     /// from an earlier plan is not loaded again, a failure is never
-    /// retried, and a later module waits for a dependency still running.
+    /// retried, and a user of a failed module is skipped at once.
     #[test]
-    fn the_streaming_loader_dedupes_and_never_retries() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let loader = Loader::start(
-            2,
-            Logged {
-                fail: vec!["bad"],
-                calls: calls.clone(),
-            },
-        )
-        .unwrap();
+    fn the_queue_dedupes_across_plans_and_never_retries() {
+        let mut q = Queue::default();
+        let mut calls = Vec::new();
         let first = Plan {
             modules: vec![entry("core", &[]), entry("bad", &[]), entry("drv", &[0])],
             notes: vec![],
         };
-        assert_eq!(loader.submit(&first), 3);
-        let events = wait_idle(&loader);
-        assert_eq!(events.len(), 3);
-        assert!(loader.is_live("core") && loader.is_live("drv") && !loader.is_live("bad"));
+        assert_eq!(q.submit(&first), 3);
+        assert_eq!(drain(&mut q, &["bad"], &mut calls).len(), 3);
+        assert!(q.is_live("core") && q.is_live("drv") && !q.is_live("bad"));
         // A second device asks for core again, bad again, and a user of bad.
         let second = Plan {
             modules: vec![
@@ -1242,8 +1130,8 @@ mod tests {
             ],
             notes: vec![],
         };
-        assert_eq!(loader.submit(&second), 2, "only user and other are new");
-        let events = wait_idle(&loader);
+        assert_eq!(q.submit(&second), 2, "only user and other are new");
+        let events = drain(&mut q, &["bad"], &mut calls);
         let mut names: Vec<(String, bool)> = events
             .iter()
             .map(|e| (e.entry.name.clone(), e.outcome.is_ok()))
@@ -1258,14 +1146,13 @@ mod tests {
             user.outcome.as_ref().unwrap_err().to_string(),
             "skipped module user: its dependency bad failed to load"
         );
-        let mut calls = calls.lock().unwrap().clone();
         calls.sort();
         assert_eq!(
             calls,
             ["bad", "core", "drv", "other"],
             "bad tried once, core loaded once"
         );
-        let report = loader.report();
+        let report = q.report();
         assert_eq!((report.loaded, report.failed, report.skipped), (3, 1, 1));
     }
 
