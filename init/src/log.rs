@@ -69,6 +69,22 @@ pub fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// What `kestrel.trace` puts on the console: the boot's milestones only
+/// (the console is slow, and the kernel already logs its own messages
+/// there; errors and warnings go there as text anyway).
+fn traced(rec: &GuestRecord) -> bool {
+    matches!(
+        rec,
+        GuestRecord::InitStart { .. }
+            | GuestRecord::Ready
+            | GuestRecord::Root { .. }
+            | GuestRecord::SwitchRoot { .. }
+            | GuestRecord::PayloadStart { .. }
+            | GuestRecord::PayloadExit { .. }
+            | GuestRecord::Poweroff { .. }
+    )
+}
+
 impl Sink {
     fn unsent(&self) -> usize {
         self.pending.len().saturating_sub(self.sent)
@@ -77,7 +93,7 @@ impl Sink {
     fn push(&mut self, t_ns: u64, rec: &GuestRecord) {
         match self.mode {
             Mode::Console { trace } => {
-                if trace && !matches!(rec, GuestRecord::Output { .. }) {
+                if trace && traced(rec) {
                     let mut line = rec.to_line(t_ns).into_bytes();
                     line.push(b'\n');
                     write_fd(rustix::stdio::stdout(), &line);
@@ -148,7 +164,7 @@ pub fn set_mode(mode: Mode) {
             let mut decoder = kestrel_proto::Decoder::new();
             decoder.feed(&pending);
             while let Some(Ok(frame)) = decoder.next_frame() {
-                if let Ok(t) = GuestRecord::decode(frame) {
+                if let Some(t) = GuestRecord::decode(frame).ok().filter(|t| traced(&t.rec)) {
                     let mut line = t.rec.to_line(t.t_ns).into_bytes();
                     line.push(b'\n');
                     write_fd(rustix::stdio::stdout(), &line);

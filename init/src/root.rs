@@ -232,7 +232,8 @@ pub fn enter_new_root(sys: &dyn Sys, roots: &Roots, init: &Path) -> Result<(), R
                 ));
             }
         } else {
-            log::warn(&format!("the new root has no /{m}; unmounting it"));
+            // A minimal root may have no /run: nothing to keep there.
+            log::debug(|| format!("the new root has no /{m}; unmounting it"));
             let _ = sys.unmount(&from, true);
         }
     }
