@@ -8,9 +8,9 @@
     clippy::indexing_slicing
 )]
 
-use kestrel::run::{RunOptions, RunOutcome};
+use kestrel::run::{IoOptions, OutputMode, RunOptions, RunOutcome, VmOptions};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The Debian 6.1 kernel (plain .ko modules, virtio drivers as modules)
@@ -18,27 +18,32 @@ use std::time::Duration;
 /// newest /boot/vmlinuz-6.1.*-amd64 (not the cloud flavour). Machines
 /// have several kernels; tests never take "the newest" by accident.
 pub fn kernel_61() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+    kestrel::kernel::installed_kernels(Path::new(kestrel::kernel::BOOT_DIR))
         .expect("/boot")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("vmlinuz-6.1.") && name.ends_with("-amd64") && !name.contains("cloud")
+        .into_iter()
+        .rfind(|k| {
+            k.release.starts_with("6.1.")
+                && k.release.ends_with("-amd64")
+                && !k.release.contains("cloud")
         })
-        .collect();
-    found.sort();
-    found.pop().expect("no /boot/vmlinuz-6.1.*-amd64: `make setup` installs Debian's linux-image-amd64")
+        .expect("no /boot/vmlinuz-6.1.*-amd64: `make setup` installs Debian's linux-image-amd64")
+        .path
 }
 
 /// Options for a test boot: the 6.1 kernel, output captured (not
 /// streamed), a hard timeout well above a TCG boot, everything else the
-/// defaults users get.
+/// defaults users get (the console and the events port, no other device).
 pub fn test_options() -> RunOptions {
     RunOptions {
-        kernel: Some(kernel_61()),
-        timeout: Duration::from_secs(180),
-        stream_output: false,
+        vm: VmOptions {
+            kernel: Some(kernel_61()),
+            timeout: Duration::from_secs(180),
+            ..VmOptions::default()
+        },
+        io: IoOptions {
+            output: OutputMode::Capture,
+            ..IoOptions::default()
+        },
         ..RunOptions::default()
     }
 }
@@ -78,7 +83,7 @@ pub fn run_root(opts: &RunOptions) -> RunOutcome {
 }
 
 /// Each module record of a boot: its name and what happened to it.
-pub fn modules(log: &kestrel::vm::BootLog) -> Vec<(String, kestrel_proto::ModuleOutcome)> {
+pub fn modules(log: &kestrel::bootlog::BootLog) -> Vec<(String, kestrel_proto::ModuleOutcome)> {
     log.records()
         .filter_map(|e| match &e.rec {
             kestrel_proto::GuestRecord::Module { name, outcome, .. } => {
@@ -90,7 +95,7 @@ pub fn modules(log: &kestrel::vm::BootLog) -> Vec<(String, kestrel_proto::Module
 }
 
 /// The errors and warnings the guest reported, in order.
-pub fn problems(log: &kestrel::vm::BootLog) -> Vec<String> {
+pub fn problems(log: &kestrel::bootlog::BootLog) -> Vec<String> {
     log.records()
         .filter_map(|e| match &e.rec {
             kestrel_proto::GuestRecord::Error { msg, .. }
@@ -101,7 +106,7 @@ pub fn problems(log: &kestrel::vm::BootLog) -> Vec<String> {
 }
 
 /// The facts a guest-side checker reported, by name (the last wins).
-pub fn facts(log: &kestrel::vm::BootLog) -> std::collections::BTreeMap<String, String> {
+pub fn facts(log: &kestrel::bootlog::BootLog) -> std::collections::BTreeMap<String, String> {
     log.records()
         .filter_map(|e| match &e.rec {
             kestrel_proto::GuestRecord::Fact { name, value } => Some((name.clone(), value.clone())),

@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-use kestrel::run::RunOptions;
+use kestrel::machine::Disk;
 use kestrel::vm::StdinSource;
 use kestrel_modules::{ModuleIndex, Request};
 use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
@@ -17,13 +17,11 @@ use std::path::Path;
 /// and a still-running grandchild do not stop a clean shutdown.
 #[test]
 fn env_cwd_stdin_and_leftover_processes() {
-    let opts = RunOptions {
-        env: vec!["FOO=x y".into(), "PATH=/usr/bin:/bin".into()],
-        cwd: Some("/tmp".into()),
-        stdin: Some(StdinSource::Data(b"hello\nworld\n".to_vec())),
-        include: vec!["/usr/bin/cat".into(), "/usr/bin/sleep".into()],
-        ..test_options()
-    };
+    let mut opts = test_options();
+    opts.io.env = vec!["FOO=x y".into(), "PATH=/usr/bin:/bin".into()];
+    opts.io.cwd = Some("/tmp".into());
+    opts.io.stdin = Some(StdinSource::Data(b"hello\nworld\n".to_vec()));
+    opts.build.include = vec!["/usr/bin/cat".into(), "/usr/bin/sleep".into()];
     let out = run(
         &[
             "/bin/sh",
@@ -53,10 +51,8 @@ fn env_cwd_stdin_and_leftover_processes() {
 /// does not panic (the init powers off with status 1).
 #[test]
 fn a_bad_command_line_option_is_named() {
-    let opts = RunOptions {
-        append: "kestrel.bogus=1".into(),
-        ..test_options()
-    };
+    let mut opts = test_options();
+    opts.vm.append = "kestrel.bogus=1".into();
     let out = run(&["/bin/true"], &opts);
     assert_eq!(out.exit_code, 1);
     let why = out.failure.unwrap_or_default();
@@ -68,13 +64,12 @@ fn a_bad_command_line_option_is_named() {
         .any(|l| l.item.contains("Kernel panic")));
 }
 
-/// A root device with no filesystem on it (the zero-filled scratch disk).
+/// A root device with no filesystem on it (a zero-filled scratch disk).
 #[test]
 fn an_unknown_filesystem_is_named() {
-    let opts = RunOptions {
-        append: "root=/dev/vda kestrel.timeout=5".into(),
-        ..test_options()
-    };
+    let mut opts = test_options();
+    opts.vm.append = "root=/dev/vda kestrel.timeout=5".into();
+    opts.machine.disks = vec![Disk::zeroes(1 << 20)];
     let out = run_root(&opts);
     assert_eq!(out.exit_code, 1);
     let why = out.failure.unwrap_or_default();
@@ -88,13 +83,15 @@ fn an_unknown_filesystem_is_named() {
 /// on; so does a module that does not exist.
 #[test]
 fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
-    let release = kestrel::run::load_kernel(&test_options()).unwrap().release;
+    let mut opts = test_options();
+    opts.machine.rng = true;
+    let release = kestrel::run::load_kernel(&opts).unwrap().release;
     let src = Path::new("/lib/modules").join(&release);
     let index = ModuleIndex::load(&src).unwrap();
-    let requests: Vec<Request> = test_options()
-        .profile
-        .spec()
-        .modules
+    let requests: Vec<Request> = opts
+        .machine
+        .target()
+        .device_modules()
         .iter()
         .map(|m| Request::Name(m.to_string()))
         .collect();
@@ -117,11 +114,8 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
             std::fs::copy(&m.path, &dest).unwrap();
         }
     }
-    let opts = RunOptions {
-        modules_dir: Some(dir.path().to_owned()),
-        append: "kestrel.modules=no_such_module".into(),
-        ..test_options()
-    };
+    opts.build.modules_dir = Some(dir.path().to_owned());
+    opts.vm.append = "kestrel.modules=no_such_module".into();
     let out = run(&["/bin/echo", "still here"], &opts);
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
     assert_eq!(out.stdout, b"still here\n");

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use kestrel::run::RunOptions;
+use kestrel::machine::Disk;
 use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
 use kestrel_tests::{dump, run_root, test_options};
 use std::collections::BTreeMap;
@@ -77,12 +77,10 @@ fn boot_root_with(
 ) -> (kestrel::run::RunOutcome, Option<BTreeMap<String, String>>) {
     let dir = tempfile::tempdir().unwrap();
     let image = make_root(dir.path());
-    let opts = RunOptions {
-        append: append.into(),
-        disks: vec![(image, false)],
-        qemu_args,
-        ..test_options()
-    };
+    let mut opts = test_options();
+    opts.vm.append = append.into();
+    opts.machine.disks = vec![Disk::file(image)];
+    opts.vm.qemu_args = qemu_args;
     let out = run_root(&opts);
     let facts = kestrel_tests::facts(&out.log);
     let reported = facts.contains_key("reported").then_some(facts);
@@ -106,7 +104,7 @@ fn switches_to_a_root_found_by_uuid_read_only() {
     assert_eq!(fact("arg1"), Some("hello"));
     assert!(fact("byuuid").unwrap_or_default().contains(UUID), "{r:?}");
     match &out.log.last(GuestKind::Root).expect("root record").rec {
-        GuestRecord::Root { dev, .. } => assert_eq!(dev, "/dev/vdb"),
+        GuestRecord::Root { dev, .. } => assert_eq!(dev, "/dev/vda"),
         other => panic!("{other:?}"),
     }
 }
@@ -138,7 +136,7 @@ fn switches_to_a_root_found_by_label_read_write() {
 /// root=/dev/PATH.
 #[test]
 fn switches_to_a_root_given_by_device_path() {
-    let (out, r) = boot_root("root=/dev/vdb");
+    let (out, r) = boot_root("root=/dev/vda");
     assert!(r.is_some(), "{:?}", out.failure);
 }
 
@@ -155,7 +153,7 @@ fn a_missing_root_is_named_with_what_appeared() {
         "{why}"
     );
     assert!(
-        why.contains(&format!("vdb (ext4, UUID={UUID}, LABEL={LABEL})")),
+        why.contains(&format!("vda (ext4, UUID={UUID}, LABEL={LABEL})")),
         "{why}"
     );
 }

@@ -57,11 +57,7 @@ fn echo_round_trips_arguments_and_reports_every_phase() {
             names.push(name.clone());
         }
     }
-    let transport = if test_options().profile.spec().virtio_suffix == "pci" {
-        "virtio_pci"
-    } else {
-        "virtio_mmio"
-    };
+    let transport = test_options().machine.profile.spec().transport;
     for want in [transport, "virtio_console"] {
         assert!(
             names.iter().any(|n| n == want),

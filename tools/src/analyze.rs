@@ -7,7 +7,7 @@
 //! The offset between the two clocks is the smallest (arrival - guest time)
 //! over all records, i.e. the record that was delayed least.
 
-use crate::vm::BootLog;
+use crate::bootlog::BootLog;
 use kestrel_proto::{GuestKind, GuestRecord};
 use std::fmt::Write as _;
 
@@ -53,6 +53,20 @@ pub struct Analysis {
     pub initcalls: Vec<Initcall>,
     pub total_ms: f64,
 }
+
+/// The milestones of a complete run-mode boot, in boot order.
+pub const MILESTONES: [&str; 10] = [
+    "qemu_start",
+    "guest_clock_zero",
+    "init_start",
+    "modules_start",
+    "modules_end",
+    "ready",
+    "payload_start",
+    "payload_exit",
+    "poweroff",
+    "qemu_exit",
+];
 
 /// How many initcalls the analysis keeps.
 const TOP_INITCALLS: usize = 10;
@@ -127,21 +141,22 @@ pub fn analyze(log: &BootLog) -> Analysis {
     let poweroff = last(GuestKind::Poweroff);
     let qemu_exit = log.qemu_exit_ns.map(ms);
 
-    let milestones: Vec<Milestone> = [
-        ("qemu_start", Some(0.0)),
-        ("guest_clock_zero", clock_zero),
-        ("init_start", init_start),
-        ("modules_start", modules_start),
-        ("modules_end", modules_end),
-        ("ready", ready),
-        ("payload_start", payload_start),
-        ("payload_exit", payload_exit),
-        ("poweroff", poweroff),
-        ("qemu_exit", qemu_exit),
-    ]
-    .into_iter()
-    .filter_map(|(name, at)| Some(Milestone { name, at_ms: at? }))
-    .collect();
+    let milestones: Vec<Milestone> = MILESTONES
+        .into_iter()
+        .zip([
+            Some(0.0),
+            clock_zero,
+            init_start,
+            modules_start,
+            modules_end,
+            ready,
+            payload_start,
+            payload_exit,
+            poweroff,
+            qemu_exit,
+        ])
+        .filter_map(|(name, at)| Some(Milestone { name, at_ms: at? }))
+        .collect();
     let mut initcalls: Vec<Initcall> = log
         .records()
         .filter_map(|e| match &e.rec {
@@ -275,21 +290,7 @@ mod tests {
             assert!(p.start_ms <= p.end_ms + 0.001, "{p:?}");
         }
         let names: Vec<&str> = a.milestones.iter().map(|m| m.name).collect();
-        assert_eq!(
-            names,
-            [
-                "qemu_start",
-                "guest_clock_zero",
-                "init_start",
-                "modules_start",
-                "modules_end",
-                "ready",
-                "payload_start",
-                "payload_exit",
-                "poweroff",
-                "qemu_exit"
-            ]
-        );
+        assert_eq!(names, MILESTONES);
         assert!(
             a.milestones.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
             "{:?}",

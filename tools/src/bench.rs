@@ -4,9 +4,11 @@
 //! On a shared machine only such side-by-side ratios mean anything.
 
 use crate::analyze::{analyze, Analysis};
-use crate::qemu::Profile;
+use crate::machine::Profile;
 use crate::run::{self, RunOptions};
-use anyhow::{bail, Context, Result};
+use crate::signals;
+use anyhow::{anyhow, bail, Context, Result};
+use kestrel_initrd::Compression;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
@@ -48,23 +50,92 @@ pub struct Comparison {
     pub median_ratio: f64,
 }
 
-/// Applies one `KEY=VALUE` override of the B configuration.
-pub fn apply_override(opts: &mut RunOptions, spec: &str) -> Result<()> {
-    let (key, value) = spec
-        .split_once('=')
-        .with_context(|| format!("--versus takes KEY=VALUE, got {spec:?}"))?;
-    match key {
-        "machine" => opts.profile = <Profile as clap::ValueEnum>::from_str(value, true).map_err(|e| anyhow::anyhow!("machine {value:?}: {e}"))?,
-        "append" => opts.append = value.to_owned(),
-        "quiet" => opts.quiet = parse_bool(value)?,
-        "pvh" => opts.pvh = parse_bool(value)?,
-        "compression" => opts.compression = value.parse().map_err(|e| anyhow::anyhow!("compression {value:?}: {e}"))?,
-        "frozen_plan" => opts.frozen_plan = parse_bool(value)?,
-        "cpus" => opts.cpus = value.parse()?,
-        "memory" => opts.memory_mb = value.parse()?,
-        _ => bail!("unknown --versus key {key:?} (machine, append, quiet, pvh, compression, frozen_plan, cpus, memory)"),
+/// One setting of the B configuration, as `--versus KEY=VALUE` gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Override {
+    Machine(Profile),
+    Append(String),
+    Quiet(bool),
+    Pvh(bool),
+    Compression(Compression),
+    FrozenPlan(bool),
+    Cpus(u32),
+    Memory(u32),
+    Net(bool),
+    Rng(bool),
+}
+
+/// The keys, for messages.
+pub const OVERRIDE_KEYS: &str =
+    "machine, append, quiet, pvh, compression, frozen_plan, cpus, memory, net, rng";
+
+impl std::str::FromStr for Override {
+    type Err = anyhow::Error;
+
+    fn from_str(spec: &str) -> Result<Override> {
+        let (key, value) = spec
+            .split_once('=')
+            .with_context(|| format!("--versus takes KEY=VALUE, got {spec:?}"))?;
+        let o = match key {
+            "machine" => Override::Machine(
+                <Profile as clap::ValueEnum>::from_str(value, true)
+                    .map_err(|e| anyhow!("machine {value:?}: {e}"))?,
+            ),
+            "append" => Override::Append(value.to_owned()),
+            "quiet" => Override::Quiet(parse_bool(value)?),
+            "pvh" => Override::Pvh(parse_bool(value)?),
+            "compression" => Override::Compression(
+                value
+                    .parse()
+                    .map_err(|e| anyhow!("compression {value:?}: {e}"))?,
+            ),
+            "frozen_plan" => Override::FrozenPlan(parse_bool(value)?),
+            "cpus" => Override::Cpus(value.parse().with_context(|| format!("cpus {value:?}"))?),
+            "memory" => {
+                Override::Memory(value.parse().with_context(|| format!("memory {value:?}"))?)
+            }
+            "net" => Override::Net(parse_bool(value)?),
+            "rng" => Override::Rng(parse_bool(value)?),
+            _ => bail!("unknown --versus key {key:?} ({OVERRIDE_KEYS})"),
+        };
+        Ok(o)
     }
-    Ok(())
+}
+
+impl std::fmt::Display for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off" };
+        match self {
+            Override::Machine(p) => write!(f, "machine={p:?}"),
+            Override::Append(a) => write!(f, "append={a}"),
+            Override::Quiet(q) => write!(f, "quiet={}", on(*q)),
+            Override::Pvh(p) => write!(f, "pvh={}", on(*p)),
+            Override::Compression(c) => write!(f, "compression={c}"),
+            Override::FrozenPlan(p) => write!(f, "frozen_plan={}", on(*p)),
+            Override::Cpus(n) => write!(f, "cpus={n}"),
+            Override::Memory(mb) => write!(f, "memory={mb}"),
+            Override::Net(n) => write!(f, "net={}", on(*n)),
+            Override::Rng(r) => write!(f, "rng={}", on(*r)),
+        }
+    }
+}
+
+impl Override {
+    /// B = A with this setting.
+    pub fn apply(&self, opts: &mut RunOptions) {
+        match self {
+            Override::Machine(p) => opts.machine.profile = *p,
+            Override::Append(a) => opts.vm.append = a.clone(),
+            Override::Quiet(q) => opts.vm.quiet = *q,
+            Override::Pvh(p) => opts.vm.pvh = *p,
+            Override::Compression(c) => opts.build.compression = *c,
+            Override::FrozenPlan(f) => opts.build.frozen_plan = *f,
+            Override::Cpus(n) => opts.vm.cpus = *n,
+            Override::Memory(mb) => opts.vm.memory_mb = *mb,
+            Override::Net(on) => opts.machine.net = *on,
+            Override::Rng(on) => opts.machine.rng = *on,
+        }
+    }
 }
 
 fn parse_bool(v: &str) -> Result<bool> {
@@ -195,7 +266,7 @@ fn run_interleaved(
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= total {
+                if i >= total || signals::pending().is_some() {
                     return;
                 }
                 let (config, round) = (i % configs.len(), i / configs.len());
@@ -318,13 +389,32 @@ mod tests {
     }
 
     #[test]
-    fn overrides_are_checked() {
+    fn overrides_are_typed_and_checked() {
         let mut o = RunOptions::default();
-        apply_override(&mut o, "machine=microvm").unwrap();
-        assert_eq!(o.profile, Profile::Microvm);
-        apply_override(&mut o, "quiet=off").unwrap();
-        assert!(!o.quiet);
-        assert!(apply_override(&mut o, "colour=blue").is_err());
-        assert!(apply_override(&mut o, "machine").is_err());
+        for spec in [
+            "machine=q35",
+            "quiet=off",
+            "compression=zstd",
+            "cpus=2",
+            "net=on",
+        ] {
+            spec.parse::<Override>().unwrap().apply(&mut o);
+        }
+        assert_eq!(o.machine.profile, Profile::Q35);
+        assert!(!o.vm.quiet && o.machine.net);
+        assert_eq!((o.build.compression, o.vm.cpus), (Compression::Zstd, 2));
+        assert_eq!(
+            "append=a=b c".parse::<Override>().unwrap(),
+            Override::Append("a=b c".into())
+        );
+        for bad in [
+            "colour=blue",
+            "machine",
+            "machine=vax",
+            "cpus=many",
+            "pvh=maybe",
+        ] {
+            assert!(bad.parse::<Override>().is_err(), "{bad}");
+        }
     }
 }

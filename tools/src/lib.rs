@@ -2,13 +2,23 @@
 //! one boot's event collection, and the analysis of where the time went.
 //! The `kestrel` binary is a thin CLI over it, and the VM tests use it
 //! directly. Host only: never linked into the guest.
+//!
+//! Flows run one way: the commands (`run`, `bench`, `analyze`, and
+//! `build` as the CLI uses it) use the pipeline (`build`, `qemu`, `vm`),
+//! which uses the bottom (`kernel`, `machine`, `cache`, `bootlog`,
+//! `signals`, kestrel-initrd, kestrel-proto); nothing points back up.
 
 pub mod analyze;
 pub mod bench;
-pub mod initrd;
+pub mod bootlog;
+pub mod build;
+pub mod cache;
+pub mod drivers;
 pub mod kernel;
+pub mod machine;
 pub mod qemu;
 pub mod run;
+pub mod signals;
 pub mod svg;
 mod sys;
 pub mod vm;

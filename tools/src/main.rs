@@ -1,11 +1,17 @@
-//! The `kestrel` command line: a thin layer over the library.
+//! The `kestrel` command line: a thin layer over the library, one
+//! function per command.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use kestrel::initrd::{self, BuildSpec};
-use kestrel::qemu::{Accel, Profile};
-use kestrel::run::{self, RunOptions, EXIT_HARNESS};
-use kestrel::{analyze, bench, vm};
+use kestrel::bench::{self, Override};
+use kestrel::bootlog::BootLog;
+use kestrel::build::{self, BuildOptions};
+use kestrel::cache::open_cache;
+use kestrel::machine::{Device, Disk, Machine, Profile, Target};
+use kestrel::qemu::Accel;
+use kestrel::run::{self, IoOptions, OutputMode, RunOptions, VmOptions, EXIT_HARNESS};
+use kestrel::vm::StdinSource;
+use kestrel::{analyze, kernel, signals};
 use kestrel_initrd::Compression;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,17 +28,23 @@ struct Cli {
     command: Command,
 }
 
+/// What goes into the initrd: shared by every command that builds one.
 #[derive(Args, Clone)]
-struct MachineArgs {
-    /// Kernel image (default: /boot/vmlinuz-$(uname -r), else the newest in /boot).
+struct BuildArgs {
+    /// Kernel image (default: /boot/vmlinuz-$(uname -r) when installed,
+    /// else the newest /boot/vmlinuz-* by version; the choice is said on stderr).
     #[arg(long)]
     kernel: Option<PathBuf>,
     /// Machine profile.
     #[arg(long, value_enum, default_value = "microvm")]
     machine: Profile,
-    /// Extra modules to include (besides the machine's own).
+    /// Another module to include, with its dependencies (repeatable).
     #[arg(long = "module")]
     modules: Vec<String>,
+    /// The root filesystem's type, whose modules a root-mode boot (no
+    /// command) carries [default: ext4 in root mode].
+    #[arg(long, value_name = "TYPE")]
+    root_fs: Option<String>,
     /// Initrd compression of the cached base archive.
     #[arg(long, default_value = "none")]
     compression: Compression,
@@ -50,15 +62,48 @@ struct MachineArgs {
     host_modules: bool,
 }
 
+impl BuildArgs {
+    fn options(&self) -> BuildOptions {
+        BuildOptions {
+            compression: self.compression,
+            frozen_plan: self.frozen_plan,
+            modules: self.modules.clone(),
+            host_modules: self.host_modules,
+            root_fs: self.root_fs.clone(),
+            include: self.include.clone(),
+            modules_dir: self.modules_dir.clone(),
+        }
+    }
+}
+
+/// The VM's devices beyond the console and the events port.
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// A virtio-blk disk: FILE or FILE,ro (repeatable); any other comma
+    /// or colon is part of the file name.
+    #[arg(long = "disk", value_name = "FILE[,ro]")]
+    disks: Vec<String>,
+    /// virtio-net with qemu user networking. The guest can then reach the
+    /// host's own local services: 10.0.2.2 is the host's 127.0.0.1.
+    #[arg(long)]
+    net: bool,
+    /// virtio-rng, fed from the host's /dev/urandom.
+    #[arg(long)]
+    rng: bool,
+}
+
 /// How to boot: shared by run, boot and bench.
 #[derive(Args, Clone)]
 struct VmArgs {
     #[command(flatten)]
-    machine: MachineArgs,
+    build: BuildArgs,
+    #[command(flatten)]
+    devices: DeviceArgs,
     /// auto uses KVM only where the CPU has vmx/svm and /dev/kvm opens.
     #[arg(long, value_enum, default_value = "auto")]
     accel: Accel,
-    /// Seconds before a hung guest is killed.
+    /// Seconds before the run is ended (the guest killed), whatever the
+    /// guest or our terminal do.
     #[arg(long, default_value = "120", value_parser = parse_seconds)]
     timeout: Duration,
     #[arg(long, default_value_t = 512)]
@@ -75,9 +120,6 @@ struct VmArgs {
     /// Boot the bzImage even when a PVH vmlinux could be used.
     #[arg(long)]
     no_pvh: bool,
-    /// Extra disk image, FILE or FILE,ro (repeatable).
-    #[arg(long = "disk")]
-    disks: Vec<String>,
     /// Environment of the payload, KEY=VALUE (repeatable).
     #[arg(long = "env")]
     env: Vec<OsString>,
@@ -90,28 +132,31 @@ struct VmArgs {
 }
 
 impl VmArgs {
-    fn options(self) -> RunOptions {
+    fn options(&self, io: IoOptions) -> RunOptions {
         RunOptions {
-            kernel: self.machine.kernel,
-            accel: self.accel,
-            profile: self.machine.machine,
-            timeout: self.timeout,
-            memory_mb: self.memory,
-            cpus: self.cpus,
-            append: self.append,
-            quiet: !self.verbose_console,
-            pvh: !self.no_pvh,
-            compression: self.machine.compression,
-            frozen_plan: self.machine.frozen_plan,
-            include: self.machine.include,
-            modules_dir: self.machine.modules_dir,
-            host_modules: self.machine.host_modules,
-            modules: self.machine.modules,
-            disks: self.disks.iter().map(|d| parse_disk(d)).collect(),
-            qemu_args: self.qemu_args,
-            env: self.env,
-            cwd: self.cwd,
-            ..RunOptions::default()
+            machine: Machine {
+                profile: self.build.machine,
+                disks: self.devices.disks.iter().map(|d| Disk::parse(d)).collect(),
+                net: self.devices.net,
+                rng: self.devices.rng,
+            },
+            build: self.build.options(),
+            vm: VmOptions {
+                kernel: self.build.kernel.clone(),
+                pvh: !self.no_pvh,
+                accel: self.accel,
+                memory_mb: self.memory,
+                cpus: self.cpus,
+                append: self.append.clone(),
+                quiet: !self.verbose_console,
+                timeout: self.timeout,
+                qemu_args: self.qemu_args.clone(),
+            },
+            io: IoOptions {
+                env: self.env.clone(),
+                cwd: self.cwd.clone(),
+                ..io
+            },
         }
     }
 }
@@ -132,7 +177,7 @@ enum Command {
         #[arg(short = 'i', long)]
         stdin: bool,
         /// The command and its arguments, passed unchanged. Without one,
-        /// the guest boots in root mode (give --append root=...).
+        /// the guest boots in root mode (give --disk and --append root=...).
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
@@ -154,19 +199,30 @@ enum Command {
         #[arg(short, default_value_t = 1)]
         j: usize,
         /// Compare with a second configuration, interleaved A B A B:
-        /// KEY=VALUE overrides of A (machine=, append=, quiet=, pvh=, compression=, frozen_plan=, cpus=, memory=).
+        /// KEY=VALUE overrides of A (machine=, append=, quiet=, pvh=,
+        /// compression=, frozen_plan=, cpus=, memory=, net=, rng=).
         #[arg(long)]
-        versus: Vec<String>,
+        versus: Vec<Override>,
         /// Write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
-    /// Write an initrd (base archive: init and modules; plus CMD when given).
+    /// Write an initrd (base archive: init and the modules of the machine's
+    /// devices; plus CMD when given) for a machine booted by anything.
     Build {
         #[command(flatten)]
-        machine: MachineArgs,
+        build: BuildArgs,
+        /// The machine will have virtio-blk disks.
+        #[arg(long)]
+        blk: bool,
+        /// The machine will have virtio-net.
+        #[arg(long)]
+        net: bool,
+        /// The machine will have virtio-rng.
+        #[arg(long)]
+        rng: bool,
         /// Output file.
         #[arg(short, long, default_value = "initrd.img")]
         output: PathBuf,
@@ -200,6 +256,8 @@ fn main() {
             EXIT_HARNESS
         }
     };
+    // A signal that ended a run ends the command the same way.
+    let code = signals::pending().map_or(code, |sig| 128 + sig);
     #[allow(clippy::exit)]
     std::process::exit(code);
 }
@@ -212,13 +270,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a usable number of seconds: {e}"))
 }
 
-fn parse_disk(s: &str) -> (PathBuf, bool) {
-    match s.strip_suffix(",ro") {
-        Some(p) => (p.into(), true),
-        None => (s.into(), false),
-    }
-}
-
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run {
@@ -227,44 +278,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             log,
             stdin,
             cmd,
-        } => {
-            let verbose_console = vm.verbose_console;
-            let opts = RunOptions {
-                stdin: stdin.then_some(kestrel::vm::StdinSource::Inherit),
-                ..vm.options()
-            };
-            let outcome = run::run(&cmd, &opts)?;
-            if verbose_console {
-                for line in &outcome.log.console {
-                    eprintln!("console: {}", line.item);
-                }
-            }
-            if let Some(path) = log {
-                let mut f = std::fs::File::create(&path)
-                    .with_context(|| format!("failed to create {}", path.display()))?;
-                outcome.log.write_log(&mut f)?;
-            }
-            if report {
-                eprint!("{}", analyze::render_table(&analyze::analyze(&outcome.log)));
-            }
-            if let Some(why) = &outcome.failure {
-                eprintln!("kestrel: {why}");
-            }
-            Ok(outcome.exit_code)
-        }
-        Command::Boot { vm, cmd } => {
-            let cmd = if cmd.is_empty() {
-                vec![OsString::from("/bin/sh")]
-            } else {
-                cmd
-            };
-            let opts = RunOptions {
-                interactive: true,
-                timeout: Duration::from_secs(365 * 24 * 3600),
-                ..vm.options()
-            };
-            Ok(run::run(&cmd, &opts)?.exit_code)
-        }
+        } => cmd_run(&vm, report, log, stdin, &cmd),
+        Command::Boot { vm, cmd } => cmd_boot(&vm, cmd),
         Command::Bench {
             vm,
             n,
@@ -272,133 +287,183 @@ fn dispatch(cli: Cli) -> Result<i32> {
             versus,
             json,
             cmd,
-        } => {
-            let cmd = if cmd.is_empty() {
-                vec![OsString::from("/bin/true")]
-            } else {
-                cmd
-            };
-            let a = RunOptions {
-                stream_output: false,
-                ..vm.options()
-            };
-            let json_text = if versus.is_empty() {
-                let r = bench::bench(&cmd, &a, n, j);
-                print!("{}", bench::render(&r));
-                serde_json::to_string_pretty(&r)?
-            } else {
-                let mut b = a.clone();
-                for o in &versus {
-                    bench::apply_override(&mut b, o)?;
-                }
-                let c = bench::compare(&cmd, &a, &b, n, j);
-                println!("A: the options given; B: A with {}", versus.join(" "));
-                print!("{}", bench::render_comparison(&c));
-                serde_json::to_string_pretty(&c)?
-            };
-            if let Some(path) = json {
-                std::fs::write(&path, json_text)
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-            }
-            Ok(0)
-        }
+        } => cmd_bench(&vm, n, j, &versus, json, cmd),
         Command::Build {
-            machine,
+            build,
+            blk,
+            net,
+            rng,
             output,
             list,
             cmd,
         } => {
-            let opts = RunOptions {
-                kernel: machine.kernel.clone(),
-                modules_dir: machine.modules_dir.clone(),
-                ..RunOptions::default()
-            };
-            let kernel = run::load_kernel(&RunOptions { pvh: false, ..opts })?;
-            let init = initrd::find_init()?;
-            let mut modules: Vec<String> = machine
-                .machine
-                .spec()
-                .modules
-                .iter()
-                .map(|s| s.to_string())
+            let devices = [(blk, Device::Disk), (net, Device::Net), (rng, Device::Rng)]
+                .into_iter()
+                .filter_map(|(on, d)| on.then_some(d))
                 .collect();
-            modules.extend(machine.modules);
-            let aliases = if machine.host_modules {
-                initrd::host_modaliases()?
-            } else {
-                Vec::new()
-            };
-            let spec = BuildSpec {
-                init: &init,
-                kernel: &kernel,
-                modules,
-                aliases,
-                compression: machine.compression,
-                frozen_plan: machine.frozen_plan,
-            };
-            let base = initrd::base_archive(&spec)?;
-            let run_archive = if cmd.is_empty() {
-                None
-            } else {
-                Some(initrd::run_archive(
-                    &initrd::resolve_payload(&cmd, vec![], None)?,
-                    &machine.include,
-                    false,
-                    false,
-                )?)
-            };
-            if list {
-                for archive in std::iter::once(&base).chain(run_archive.as_ref()) {
-                    for e in archive.manifest() {
-                        println!("{:>10}  {:<60} {}", e.size, e.path, e.reason);
-                    }
-                }
-            }
-            let cached = initrd::cached_base(&base, machine.compression, &run::cache_dir()?)?;
-            initrd::write_initrd(&cached, run_archive.as_ref(), &output)?;
-            eprintln!(
-                "kestrel: wrote {} for kernel {}",
-                output.display(),
-                kernel.release
-            );
-            Ok(0)
+            cmd_build(&build, devices, &output, list, &cmd)
         }
         Command::Analyze {
             log,
-            boot,
+            boot: _,
             json,
             svg,
-        } => {
-            let boot_log = match log {
-                Some(log) => {
-                    let text = std::fs::read_to_string(&log)
-                        .with_context(|| format!("failed to read {}", log.display()))?;
-                    vm::BootLog::read_log(&text)?
-                }
-                None => {
-                    debug_assert!(boot);
-                    let opts = RunOptions {
-                        stream_output: false,
-                        ..RunOptions::default()
-                    };
-                    let outcome = run::run(&[OsString::from("/bin/true")], &opts)?;
-                    if let Some(why) = outcome.failure {
-                        anyhow::bail!("the boot failed: {why}");
-                    }
-                    outcome.log
-                }
-            };
-            let a = analyze::analyze(&boot_log);
-            if let Some(path) = svg {
-                std::fs::write(&path, kestrel::svg::render_svg(&a))
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&a)?);
-            } else {
-                print!("{}", analyze::render_table(&a));
-            }
-            Ok(0)
+        } => cmd_analyze(log, json, svg),
+    }
+}
+
+fn cmd_run(
+    vm: &VmArgs,
+    report: bool,
+    log: Option<PathBuf>,
+    stdin: bool,
+    cmd: &[OsString],
+) -> Result<i32> {
+    let opts = vm.options(IoOptions {
+        stdin: stdin.then_some(StdinSource::Inherit),
+        ..IoOptions::default()
+    });
+    let outcome = run::run(cmd, &opts)?;
+    if vm.verbose_console {
+        for line in &outcome.log.console {
+            eprintln!("console: {}", line.item);
         }
     }
+    for missing in &outcome.missing_drivers {
+        eprintln!("kestrel: {missing}");
+    }
+    if let Some(path) = log {
+        let mut f = std::fs::File::create(&path)
+            .with_context(|| format!("failed to create {}", path.display()))?;
+        outcome.log.write_log(&mut f)?;
+    }
+    if report {
+        eprint!("{}", analyze::render_table(&analyze::analyze(&outcome.log)));
+    }
+    if let Some(why) = &outcome.failure {
+        eprintln!("kestrel: {why}");
+    }
+    Ok(outcome.exit_code)
+}
+
+fn cmd_boot(vm: &VmArgs, cmd: Vec<OsString>) -> Result<i32> {
+    let cmd = if cmd.is_empty() {
+        vec![OsString::from("/bin/sh")]
+    } else {
+        cmd
+    };
+    let mut opts = vm.options(IoOptions {
+        interactive: true,
+        ..IoOptions::default()
+    });
+    opts.vm.timeout = Duration::from_secs(365 * 24 * 3600);
+    Ok(run::run(&cmd, &opts)?.exit_code)
+}
+
+fn cmd_bench(
+    vm: &VmArgs,
+    n: usize,
+    j: usize,
+    versus: &[Override],
+    json: Option<PathBuf>,
+    cmd: Vec<OsString>,
+) -> Result<i32> {
+    let cmd = if cmd.is_empty() {
+        vec![OsString::from("/bin/true")]
+    } else {
+        cmd
+    };
+    let a = vm.options(IoOptions {
+        output: OutputMode::Discard,
+        ..IoOptions::default()
+    });
+    let json_text = if versus.is_empty() {
+        let r = bench::bench(&cmd, &a, n, j);
+        print!("{}", bench::render(&r));
+        serde_json::to_string_pretty(&r)?
+    } else {
+        let mut b = a.clone();
+        for o in versus {
+            o.apply(&mut b);
+        }
+        let c = bench::compare(&cmd, &a, &b, n, j);
+        let with: Vec<String> = versus.iter().map(Override::to_string).collect();
+        println!("A: the options given; B: A with {}", with.join(" "));
+        print!("{}", bench::render_comparison(&c));
+        serde_json::to_string_pretty(&c)?
+    };
+    if let Some(path) = json {
+        std::fs::write(&path, json_text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(0)
+}
+
+fn cmd_build(
+    args: &BuildArgs,
+    devices: Vec<Device>,
+    output: &std::path::Path,
+    list: bool,
+    cmd: &[OsString],
+) -> Result<i32> {
+    let cache = open_cache()?;
+    let kernel = kernel::load_kernel(args.kernel.as_deref(), &cache, false)?;
+    kernel.report_once();
+    let payload = if cmd.is_empty() {
+        None
+    } else {
+        Some(build::resolve_payload(cmd)?)
+    };
+    let target = Target {
+        profile: args.machine,
+        devices,
+    };
+    let initrd = build::build(&args.options(), &target, &kernel, payload.as_ref(), &cache)?;
+    if list {
+        for e in &initrd.manifest {
+            println!("{:>10}  {:<60} {}", e.size, e.path, e.reason);
+        }
+    }
+    initrd.write(output)?;
+    eprintln!(
+        "kestrel: wrote {} for kernel {}",
+        output.display(),
+        kernel.release
+    );
+    Ok(0)
+}
+
+fn cmd_analyze(log: Option<PathBuf>, json: bool, svg: Option<PathBuf>) -> Result<i32> {
+    let boot_log = match log {
+        Some(log) => {
+            let text = std::fs::read_to_string(&log)
+                .with_context(|| format!("failed to read {}", log.display()))?;
+            BootLog::read_log(&text)?
+        }
+        None => {
+            let opts = RunOptions {
+                io: IoOptions {
+                    output: OutputMode::Discard,
+                    ..IoOptions::default()
+                },
+                ..RunOptions::default()
+            };
+            let outcome = run::run(&[OsString::from("/bin/true")], &opts)?;
+            if let Some(why) = outcome.failure {
+                anyhow::bail!("the boot failed: {why}");
+            }
+            outcome.log
+        }
+    };
+    let a = analyze::analyze(&boot_log);
+    if let Some(path) = svg {
+        std::fs::write(&path, kestrel::svg::render_svg(&a))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+    } else {
+        print!("{}", analyze::render_table(&a));
+    }
+    Ok(0)
 }

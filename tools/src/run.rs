@@ -1,16 +1,21 @@
-//! `kestrel run`: build (or reuse) the initrd, boot, stream the payload's
-//! output, and turn the boot into an exit status.
+//! `kestrel run`: everything that can fail on the host checked first, the
+//! initrd built (or its base reused), one boot, and the boot turned into
+//! an exit status.
 
-use crate::initrd::{self, BuildSpec, Payload};
+use crate::bootlog::BootLog;
+use crate::build::{self, BuildOptions, Initrd, Payload};
+use crate::cache::open_cache;
+use crate::drivers::{missing_drivers, MissingDriver};
 use crate::kernel::{self, Kernel};
-use crate::qemu::{self, Accel, Profile, VmConfig};
-use crate::vm::{self, BootLog};
+use crate::machine::Machine;
+use crate::qemu::{self, Accel, VmConfig};
+use crate::signals::{self, SignalGuard};
+use crate::vm::{self, Boot, Sink, StdinSource};
 use anyhow::{Context, Result};
-use kestrel_initrd::Compression;
-use kestrel_proto::{GuestKind, GuestRecord, OutputFd};
+use kestrel_modules::ModuleIndex;
+use kestrel_proto::{GuestKind, GuestRecord};
 use std::ffi::OsString;
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Exit status when the guest did not finish in time (as timeout(1)).
@@ -22,89 +27,75 @@ pub const EXIT_HARNESS: i32 = 125;
 /// output cannot be trusted whole, so its own status is not reported.
 pub const EXIT_STREAM: i32 = 123;
 
-/// Why the stream from the guest cannot be trusted, if it cannot.
-fn stream_damage(log: &BootLog) -> Option<String> {
-    let dropped = match log.last(GuestKind::Poweroff).map(|e| &e.rec) {
-        Some(GuestRecord::Poweroff { dropped, .. }) => *dropped,
-        _ => 0,
-    };
-    if log.bad_lines.is_empty() && dropped == 0 {
-        return None;
-    }
-    let mut why = format!(
-        "the record stream from the guest was damaged: {} malformed, {dropped} dropped by the guest",
-        log.bad_lines.len()
-    );
-    if let Some(first) = log.bad_lines.first() {
-        why.push_str(&format!(" (first: {first})"));
-    }
-    Some(why)
-}
-
+/// How qemu runs the machine.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub struct VmOptions {
+    /// The kernel image (see `kernel::choose_kernel` for the default).
     pub kernel: Option<PathBuf>,
+    /// Boot the extracted PVH vmlinux when the kernel has one.
+    pub pvh: bool,
     pub accel: Accel,
-    pub profile: Profile,
-    pub timeout: Duration,
     pub memory_mb: u32,
-    /// vCPUs; 0 = the measured default for the accelerator (see [`default_cpus`]).
+    /// vCPUs; 0 = the measured default for the accelerator (see
+    /// [`qemu::default_cpus`]).
     pub cpus: u32,
+    /// Extra kernel command line.
     pub append: String,
     pub quiet: bool,
-    pub pvh: bool,
-    pub compression: Compression,
-    pub modules: Vec<String>,
-    pub disks: Vec<(PathBuf, bool)>,
+    /// The run is killed when it takes longer.
+    pub timeout: Duration,
     pub qemu_args: Vec<OsString>,
-    pub env: Vec<OsString>,
-    pub cwd: Option<OsString>,
-    /// Write the payload's output to our stdout/stderr as it arrives.
-    pub stream_output: bool,
-    /// The payload gets the serial console, wired to our terminal.
-    pub interactive: bool,
-    /// Bake the module plan into the initrd: the init loads it in order
-    /// and skips device discovery.
-    pub frozen_plan: bool,
-    /// The payload's stdin (default /dev/null).
-    pub stdin: Option<vm::StdinSource>,
-    /// More host programs (with their libraries) or files for the guest.
-    pub include: Vec<PathBuf>,
-    /// Take modules from this tree instead of /lib/modules/RELEASE.
-    pub modules_dir: Option<PathBuf>,
-    /// Also include the modules this host's own devices use.
-    pub host_modules: bool,
 }
 
-impl Default for RunOptions {
+impl Default for VmOptions {
     fn default() -> Self {
-        RunOptions {
+        VmOptions {
             kernel: None,
+            pvh: true,
             accel: Accel::Auto,
-            // The fastest profile that passes the tests, by measurement:
-            // microvm boots to exit in ~0.65x the time of pc (see README).
-            profile: Profile::Microvm,
-            timeout: Duration::from_secs(120),
             memory_mb: 512,
             cpus: 0,
             append: String::new(),
             quiet: true,
-            pvh: true,
-            compression: Compression::None,
-            modules: Vec::new(),
-            disks: Vec::new(),
+            timeout: Duration::from_secs(120),
             qemu_args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
-            stream_output: true,
-            interactive: false,
-            frozen_plan: false,
-            stdin: None,
-            include: Vec::new(),
-            modules_dir: None,
-            host_modules: false,
         }
     }
+}
+
+/// Where the payload's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// To our stdout and stderr as it arrives.
+    #[default]
+    Stream,
+    /// Kept and returned in [`RunOutcome`].
+    Capture,
+    /// Counted only.
+    Discard,
+}
+
+/// The payload's environment and its I/O.
+#[derive(Debug, Clone, Default)]
+pub struct IoOptions {
+    pub env: Vec<OsString>,
+    pub cwd: Option<OsString>,
+    /// The payload's stdin (default /dev/null).
+    pub stdin: Option<StdinSource>,
+    pub output: OutputMode,
+    /// The payload gets the serial console, wired to our terminal.
+    pub interactive: bool,
+}
+
+/// Everything about one run, by concern.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The machine and its devices: what qemu emulates and what the
+    /// initrd carries drivers for.
+    pub machine: Machine,
+    pub build: BuildOptions,
+    pub vm: VmOptions,
+    pub io: IoOptions,
 }
 
 /// The result of a run.
@@ -113,191 +104,175 @@ pub struct RunOutcome {
     pub exit_code: i32,
     /// Why the run failed, when it did not end with the payload's status.
     pub failure: Option<String>,
+    /// The payload's output, with [`OutputMode::Capture`] only.
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub log: BootLog,
     pub kernel: Kernel,
+    /// Devices whose driver the initrd lacks (see [`crate::drivers`]).
+    pub missing_drivers: Vec<MissingDriver>,
 }
 
-/// Where cached kernels and initrds live: $KESTREL_CACHE, else the user's
-/// cache directory. Without HOME, a per-user directory in /tmp that must be
-/// ours and private: a booted kernel or initrd is never taken from a place
-/// another user could have written.
-pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("KESTREL_CACHE") {
-        return Ok(d.into());
-    }
-    if let Some(base) = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-    {
-        return Ok(base.join("kestrel"));
-    }
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let uid = rustix::process::geteuid().as_raw();
-    let dir = std::env::temp_dir().join(format!("kestrel-{uid}"));
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-    let meta = std::fs::symlink_metadata(&dir)
-        .with_context(|| format!("failed to create {}", dir.display()))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        anyhow::bail!(
-            "{} is not a private directory of ours; set KESTREL_CACHE or HOME",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// Writes a cache file so that concurrent writers (parallel boots, tests)
-/// never see a partial file: a unique temporary file, then rename.
-pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().context("cache file without a directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("failed to create a file in {}", dir.display()))?;
-    tmp.write_all(data)
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("failed to rename into {}", path.display()))?;
-    Ok(())
-}
-
-/// Under TCG one vCPU boots faster than two (measured: 0.67x total time
-/// on microvm): a second CPU must be brought up, and module loading's
-/// cross-CPU TLB flushes are expensive IPIs in emulation, which outweighs
-/// loading modules in parallel. Under KVM, two.
-pub fn default_cpus(accel: Accel) -> u32 {
-    if accel == Accel::Kvm {
-        2
-    } else {
-        1
-    }
-}
-
-/// Says once per process why TCG is used when `auto` was asked for.
-pub fn pick_accel(accel: Accel) -> Accel {
-    static SAID: std::sync::Once = std::sync::Once::new();
-    let (accel, why) = qemu::resolve_accel(accel);
-    if let Some(why) = why {
-        SAID.call_once(|| eprintln!("kestrel: using TCG (software emulation): {why}"));
-    }
-    accel
-}
-
+/// The kernel of a run (chosen, read, its PVH vmlinux cached).
 pub fn load_kernel(opts: &RunOptions) -> Result<Kernel> {
-    let path = match &opts.kernel {
-        Some(k) => k.clone(),
-        None => kernel::default_kernel()?,
+    kernel::load_kernel(opts.vm.kernel.as_deref(), &open_cache()?, opts.vm.pvh)
+}
+
+/// What a run needs from the host, found before anything is built.
+struct Host {
+    payload: Option<Payload>,
+    kernel: Kernel,
+    qemu: PathBuf,
+    accel: Accel,
+}
+
+/// Everything that can fail on the host fails here, before qemu starts.
+fn check_host(argv: &[OsString], opts: &RunOptions) -> Result<Host> {
+    let payload = if argv.is_empty() {
+        None
+    } else {
+        Some(Payload {
+            env: opts.io.env.clone(),
+            cwd: opts.io.cwd.clone(),
+            console: opts.io.interactive,
+            stdin: opts.io.stdin.is_some(),
+            ..build::resolve_payload(argv)?
+        })
     };
-    let mut kernel = kernel::read_kernel(&path, &cache_dir()?, opts.pvh)?;
-    if let Some(dir) = &opts.modules_dir {
-        kernel.modules_dir = Some(dir.clone());
-    }
-    Ok(kernel)
+    let kernel = load_kernel(opts)?;
+    kernel.report_once();
+    let qemu = qemu::find_qemu()?;
+    let accel = qemu::pick_accel(opts.vm.accel);
+    Ok(Host {
+        payload,
+        kernel,
+        qemu,
+        accel,
+    })
 }
 
 /// Boots and runs `argv`; with an empty argv, boots in root mode (the
 /// kernel command line must then say `root=`).
 pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
-    // Everything that can fail on the host fails before qemu starts.
-    let payload: Option<Payload> = if argv.is_empty() {
-        None
-    } else {
-        Some(initrd::resolve_payload(
-            argv,
-            opts.env.clone(),
-            opts.cwd.clone(),
-        )?)
-    };
-    let kernel = load_kernel(opts)?;
-    let init = initrd::find_init()?;
-    let accel = pick_accel(opts.accel);
-    let mut modules: Vec<String> = opts
-        .profile
-        .spec()
-        .modules
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    modules.extend(opts.modules.iter().cloned());
-    let aliases = if opts.host_modules {
-        initrd::host_modaliases()?
-    } else {
-        Vec::new()
-    };
-    let spec = BuildSpec {
-        init: &init,
-        kernel: &kernel,
-        modules,
-        aliases,
-        compression: opts.compression,
-        frozen_plan: opts.frozen_plan,
-    };
-    let cache = cache_dir()?;
-    let base = initrd::cached_base(&initrd::base_archive(&spec)?, opts.compression, &cache)?;
-    let run_archive = payload
-        .as_ref()
-        .map(|p| initrd::run_archive(p, &opts.include, opts.interactive, opts.stdin.is_some()))
-        .transpose()?;
+    let host = check_host(argv, opts)?;
+    let cache = open_cache()?;
+    let initrd = build::build(
+        &opts.build,
+        &opts.machine.target(),
+        &host.kernel,
+        host.payload.as_ref(),
+        &cache,
+    )?;
+    let boot = boot_initrd(opts, &host, &initrd)?;
+    let (exit_code, failure) = judge(&boot.log, opts.vm.timeout);
+    let missing_drivers = find_missing_drivers(&boot.log, &host.kernel, &opts.machine);
+    Ok(RunOutcome {
+        exit_code,
+        failure,
+        stdout: boot.stdout,
+        stderr: boot.stderr,
+        log: boot.log,
+        kernel: host.kernel,
+        missing_drivers,
+    })
+}
+
+/// The boot itself, in a private temporary directory (the initrd and the
+/// events socket) that is gone when it returns, whatever happened: the
+/// signals that end a run are caught meanwhile and end it in order.
+fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd) -> Result<Boot> {
+    let _signals = SignalGuard::arm().context("failed to catch SIGINT/SIGTERM/SIGHUP")?;
     let work = tempfile::Builder::new()
         .prefix("kestrel-run-")
         .tempdir()
         .context("failed to make a temporary directory")?;
     let initrd_path = work.path().join("initrd");
-    initrd::write_initrd(&base, run_archive.as_ref(), &initrd_path)?;
-
-    let config = VmConfig {
-        kernel: kernel.boot_image.clone(),
-        initrd: initrd_path,
-        append: qemu::kernel_append(opts.profile, opts.quiet, &opts.append),
-        accel,
-        profile: opts.profile,
-        memory_mb: opts.memory_mb,
-        cpus: if opts.cpus == 0 {
-            default_cpus(accel)
-        } else {
-            opts.cpus
-        },
-        events_socket: work.path().join("events.sock"),
-        disks: opts.disks.clone(),
-        extra_args: opts.qemu_args.clone(),
-        interactive: opts.interactive,
-    };
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let stream = opts.stream_output;
-    let log = vm::boot(&config, opts.timeout, opts.stdin.clone(), &mut |ev| {
-        let GuestRecord::Output { fd, data } = &ev.item.rec else {
-            return;
+    initrd.write(&initrd_path)?;
+    if let Some(sig) = signals::pending() {
+        let log = BootLog {
+            interrupted: Some(sig),
+            ..BootLog::default()
         };
-        if *fd == OutputFd::Stderr {
-            stderr.extend_from_slice(data);
-            if stream {
-                let _ = std::io::stderr().write_all(data);
-            }
-        } else {
-            stdout.extend_from_slice(data);
-            if stream {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(data);
-                let _ = out.flush();
-            }
-        }
-    })?;
-    let (exit_code, failure) = judge(&log, opts.timeout);
-    Ok(RunOutcome {
-        exit_code,
-        failure,
-        stdout,
-        stderr,
-        log,
-        kernel,
-    })
+        return Ok(Boot {
+            log,
+            ..Boot::default()
+        });
+    }
+    let config = vm_config(opts, host, initrd_path, work.path().join("events.sock"));
+    let sink = match opts.io.output {
+        OutputMode::Stream => Sink::terminal(),
+        OutputMode::Capture => Sink::Capture,
+        OutputMode::Discard => Sink::Discard,
+    };
+    vm::boot(&config, opts.vm.timeout, opts.io.stdin.clone(), sink)
 }
 
-/// The exit status of a boot: the payload's, else the init's failure
-/// status, else a harness failure naming the last thing seen.
-pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
-    let last = log.last_phase().map_or_else(
+fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, events_socket: PathBuf) -> VmConfig {
+    VmConfig {
+        qemu: host.qemu.clone(),
+        kernel: host.kernel.boot_image.clone(),
+        initrd,
+        append: qemu::kernel_append(opts.machine.profile, opts.vm.quiet, &opts.vm.append),
+        accel: host.accel,
+        machine: opts.machine.clone(),
+        memory_mb: opts.vm.memory_mb,
+        cpus: match opts.vm.cpus {
+            0 => qemu::default_cpus(host.accel),
+            n => n,
+        },
+        events_socket,
+        extra_args: opts.vm.qemu_args.clone(),
+        interactive: opts.io.interactive,
+    }
+}
+
+/// The devices the guest found no driver for that the kernel's full
+/// module tree has one for.
+fn find_missing_drivers(log: &BootLog, kernel: &Kernel, machine: &Machine) -> Vec<MissingDriver> {
+    let unmatched: Vec<(&str, &str)> = log
+        .records()
+        .filter_map(|e| match &e.rec {
+            GuestRecord::Unmatched { modalias, devpath } => {
+                Some((modalias.as_str(), devpath.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    if unmatched.is_empty() {
+        return Vec::new();
+    }
+    let dir = kernel
+        .modules_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(kernel::MODULES_ROOT).join(&kernel.release));
+    match ModuleIndex::load(&dir) {
+        Ok(index) => missing_drivers(&index, unmatched, machine.profile.spec().board_modules),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Why the stream from the guest cannot be trusted, if it cannot.
+fn stream_damage(log: &BootLog) -> Option<String> {
+    let dropped = match log.last(GuestKind::Poweroff).map(|e| &e.rec) {
+        Some(GuestRecord::Poweroff { dropped, .. }) => *dropped,
+        _ => 0,
+    };
+    if log.bad_frames == 0 && dropped == 0 {
+        return None;
+    }
+    let mut why = format!(
+        "the record stream from the guest was damaged: {} malformed, {dropped} dropped by the guest",
+        log.bad_frames
+    );
+    if let Some(first) = log.bad_lines.first() {
+        why.push_str(&format!(" (first: {first})"));
+    }
+    Some(why)
+}
+
+/// The last phase the guest reported, for messages.
+fn last_phase(log: &BootLog) -> String {
+    log.last_phase().map_or_else(
         || "no event from the guest".to_owned(),
         |e| {
             format!(
@@ -307,9 +282,30 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
                 e.rec.to_line(e.t_ns)
             )
         },
-    );
+    )
+}
+
+/// The exit status of a boot: 128+N when a signal ended it; the stream's
+/// damage; the payload's status; the init's failure status; else a
+/// harness failure naming the last thing seen.
+pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
+    if let Some(sig) = log.interrupted {
+        return (
+            128 + sig,
+            Some(format!("interrupted by {}", signals::name(sig))),
+        );
+    }
     if let Some(why) = stream_damage(log) {
         return (EXIT_STREAM, Some(why));
+    }
+    if log.output_stalled {
+        return (
+            EXIT_TIMEOUT,
+            Some(format!(
+                "the payload's output was not taken by our stdout within {timeout:?} (a paused terminal?); {}",
+                last_phase(log)
+            )),
+        );
     }
     if let Some(GuestRecord::PayloadExit { status, .. }) =
         log.last(GuestKind::PayloadExit).map(|e| &e.rec)
@@ -324,7 +320,8 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
         return (
             EXIT_TIMEOUT,
             Some(format!(
-                "the guest did not finish within {timeout:?}; {last}"
+                "the guest did not finish within {timeout:?}; {}",
+                last_phase(log)
             )),
         );
     }
@@ -345,6 +342,11 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
         };
         return (*status, Some(why));
     }
+    (EXIT_HARNESS, Some(stopped_without_poweroff(log, &errors)))
+}
+
+/// The guest went away without a word: what it said last.
+fn stopped_without_poweroff(log: &BootLog, errors: &[&str]) -> String {
     let tail: Vec<&str> = log
         .console
         .iter()
@@ -355,7 +357,10 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
         .into_iter()
         .rev()
         .collect();
-    let mut why = format!("the guest stopped without powering off ({last})");
+    let mut why = format!(
+        "the guest stopped without powering off ({})",
+        last_phase(log)
+    );
     if !errors.is_empty() {
         why.push_str(&format!("; errors: {}", errors.join("; ")));
     }
@@ -365,5 +370,107 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
     if !log.qemu_stderr.trim().is_empty() {
         why.push_str(&format!("\nqemu said: {}", log.qemu_stderr.trim()));
     }
-    (EXIT_HARNESS, Some(why))
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootlog::Stamped;
+    use kestrel_proto::Timed;
+
+    fn log_of(records: Vec<GuestRecord>) -> BootLog {
+        let mut log = BootLog::default();
+        for (i, rec) in records.into_iter().enumerate() {
+            log.push_event(Stamped {
+                host_ns: i as u64,
+                item: Timed {
+                    t_ns: i as u64,
+                    rec,
+                },
+            });
+        }
+        log
+    }
+
+    fn exit(status: i32) -> GuestRecord {
+        GuestRecord::PayloadExit {
+            status,
+            signal: None,
+        }
+    }
+
+    fn poweroff(status: i32, dropped: u64) -> GuestRecord {
+        GuestRecord::Poweroff { status, dropped }
+    }
+
+    const T: Duration = Duration::from_secs(9);
+
+    #[test]
+    fn the_payload_status_is_the_run_status() {
+        assert_eq!(judge(&log_of(vec![exit(7), poweroff(7, 0)]), T), (7, None));
+    }
+
+    /// Records the guest dropped, or a malformed frame, fail the run with
+    /// its own status even when the payload said 0.
+    #[test]
+    fn a_damaged_stream_fails_the_run_loudly() {
+        let (code, why) = judge(&log_of(vec![exit(0), poweroff(0, 3)]), T);
+        assert_eq!(code, EXIT_STREAM);
+        assert!(why.unwrap().contains("3 dropped by the guest"));
+        let mut log = log_of(vec![exit(0), poweroff(0, 0)]);
+        log.push_bad("not a record: \"garbage\"".into());
+        let (code, why) = judge(&log, T);
+        assert_eq!(code, EXIT_STREAM);
+        let why = why.unwrap();
+        assert!(
+            why.contains("1 malformed") && why.contains("garbage"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_timeout_names_the_last_phase() {
+        let mut log = log_of(vec![GuestRecord::Ready]);
+        log.timed_out = true;
+        let (code, why) = judge(&log, T);
+        assert_eq!(code, EXIT_TIMEOUT);
+        assert!(why.unwrap().contains("last phase reached: ready"));
+    }
+
+    #[test]
+    fn a_signal_ends_the_run_with_128_plus_n() {
+        let mut log = log_of(vec![exit(0)]);
+        log.interrupted = Some(libc::SIGTERM);
+        assert_eq!(
+            judge(&log, T),
+            (143, Some("interrupted by SIGTERM".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_stalled_terminal_is_named() {
+        let mut log = log_of(vec![exit(0), poweroff(0, 0)]);
+        (log.timed_out, log.output_stalled) = (true, true);
+        let (code, why) = judge(&log, T);
+        assert_eq!(code, EXIT_TIMEOUT);
+        assert!(why.unwrap().contains("not taken by our stdout"));
+    }
+
+    #[test]
+    fn a_failed_boot_reports_the_init_status_and_errors() {
+        let log = log_of(vec![
+            GuestRecord::Error {
+                msg: "root did not appear".into(),
+                fatal: true,
+            },
+            poweroff(1, 0),
+        ]);
+        assert_eq!(judge(&log, T), (1, Some("root did not appear".to_owned())));
+        let mut log = log_of(vec![GuestRecord::Ready]);
+        log.qemu_stderr = "qemu: boom".into();
+        let (code, why) = judge(&log, T);
+        assert_eq!(code, EXIT_HARNESS);
+        assert!(why.unwrap().contains("qemu said: qemu: boom"));
+    }
 }

@@ -90,7 +90,7 @@ pub fn render_svg(a: &Analysis) -> String {
 mod tests {
     use super::*;
     use crate::analyze::analyze;
-    use crate::vm::BootLog;
+    use crate::bootlog::BootLog;
 
     /// The SVG of a captured boot opens in a real XML parser and has one
     /// row per phase and per module, each with a non-negative span.

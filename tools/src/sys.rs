@@ -1,12 +1,14 @@
-//! The host tool's only unsafe code: a pre_exec hook and reading the TSC.
+//! The host tool's only unsafe code: a pre_exec hook, the signal
+//! handlers, and reading the TSC.
 #![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The child gets SIGKILL when the thread that started it dies, so a
 /// killed `kestrel` never leaves a qemu behind.
-pub fn die_with_parent(cmd: &mut Command) {
+pub fn prepare_child(cmd: &mut Command) {
     // SAFETY: the hook only calls prctl(PR_SET_PDEATHSIG), which is
     // async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -15,6 +17,54 @@ pub fn die_with_parent(cmd: &mut Command) {
                 .map_err(std::io::Error::from)
         });
     }
+}
+
+/// The first caught signal (see [`catch_signal`]); 0 while none.
+static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+/// Async-signal-safe: one atomic compare-and-swap.
+extern "C" fn on_signal(sig: libc::c_int) {
+    let _ = CAUGHT.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The first signal caught since the process started, if any.
+pub fn caught_signal() -> Option<i32> {
+    match CAUGHT.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+fn set_action(sig: i32, handler: libc::sighandler_t) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid value (empty mask, no flags);
+    // the handler is either SIG_DFL or `on_signal`, which only stores to
+    // an atomic (async-signal-safe). SA_RESTART keeps the other threads'
+    // blocking calls from failing with EINTR.
+    let rc = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = handler;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(sig, &act, std::ptr::null_mut())
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `sig` is recorded (see [`caught_signal`]) instead of acted on.
+pub fn catch_signal(sig: i32) -> std::io::Result<()> {
+    set_action(
+        sig,
+        on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+    )
+}
+
+/// `sig` gets its default action back.
+pub fn default_signal(sig: i32) -> std::io::Result<()> {
+    set_action(sig, libc::SIG_DFL)
 }
 
 /// The host's TSC rate in kHz, measured against CLOCK_MONOTONIC over
