@@ -410,7 +410,7 @@ fn run_archive(base: &Archive, payload: &Payload, include: &[PathBuf]) -> Result
             exe: Some(payload.program.as_os_str().as_bytes().to_vec()),
             env: payload.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             cwd: payload.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
-                        console: payload.console,
+            console: payload.console,
             stdin: payload.stdin,
             user: None,
         }),

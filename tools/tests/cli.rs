@@ -6,37 +6,109 @@
     clippy::indexing_slicing
 )]
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn kestrel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kestrel"))
 }
 
+/// Runs the kestrel binary with `args`; its exit code and stderr.
+fn run_kestrel(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = kestrel().args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `kestrel run -- /bin/sh -c 'exit 7'` exits 7, and `echo "a b" 'ü'`
-/// prints `a b ü` (one boot each, the real kernel under qemu).
+/// prints `a b ü` (one boot each, the real kernel under qemu, the one
+/// the default rule picks, said once on stderr).
 #[test]
 fn run_exits_with_the_payload_status_and_prints_its_output() {
-    let out = kestrel()
-        .args(["run", "--", "/bin/sh", "-c", "exit 7"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, _, err) = run_kestrel(&["run", "--", "/bin/sh", "-c", "exit 7"]);
+    assert_eq!(code, Some(7), "stderr: {err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("kestrel: kernel "))
+        .collect();
+    assert_eq!(said.len(), 1, "stderr: {err}");
+    assert!(
+        said[0].contains("/boot/vmlinuz-") && said[0].contains("--kernel to choose"),
+        "{}",
+        said[0]
     );
-    let out = kestrel()
-        .args(["run", "--", "/bin/echo", "a b", "ü"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "a b ü\n");
+    let (code, out, err) = run_kestrel(&["run", "--", "/bin/echo", "a b", "ü"]);
+    assert_eq!(code, Some(0), "stderr: {err}");
+    assert_eq!(out, "a b ü\n");
+}
+
+/// A qemu process whose command line mentions `path`, if any is left.
+fn qemu_using(path: &std::path::Path) -> Option<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (cmdline.contains("qemu") && cmdline.contains(&needle)).then_some(cmdline)
+    })
+}
+
+/// SIGINT, SIGTERM and SIGHUP while the VM runs end the run with 128+N
+/// and leave nothing behind: no qemu, no temporary directory, no socket
+/// (before, the default action killed kestrel and left /tmp/kestrel-run-*).
+#[test]
+fn a_signal_ends_the_run_and_leaves_nothing_behind() {
+    use rustix::process::{kill_process, Pid, Signal};
+    for (signal, n) in [(Signal::INT, 2), (Signal::TERM, 15), (Signal::HUP, 1)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = kestrel()
+            .env("TMPDIR", tmp.path())
+            .args(["run", "--timeout", "100", "--", "/bin/sleep", "60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The VM is up once a qemu runs with our temporary directory.
+        let t0 = Instant::now();
+        while qemu_using(tmp.path()).is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no qemu started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        kill_process(pid, signal).unwrap();
+        let t1 = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                t1.elapsed() < Duration::from_secs(10),
+                "kestrel did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(128 + n), "{signal:?}: {err}");
+        assert!(err.contains("interrupted by SIG"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{signal:?} left {left:?}");
+        assert_eq!(qemu_using(tmp.path()), None, "{signal:?} left a qemu");
+    }
 }
 
 /// A payload that does not exist is a clear error before any VM starts.
