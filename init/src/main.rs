@@ -11,10 +11,14 @@ mod eventloop;
 mod kmsg;
 mod log;
 mod mounts;
+mod net;
+
 mod payload;
 mod ports;
 mod root;
 mod roots;
+mod shares;
+
 mod shutdown;
 mod stdio;
 mod sys;
@@ -58,6 +62,10 @@ enum InitError {
     Payload(#[from] payload::PayloadError),
     #[error(transparent)]
     Root(#[from] root::RootError),
+    #[error(transparent)]
+    Share(#[from] shares::ShareError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     #[error("nothing to do: the initrd has no payload and no root= was given")]
     NothingToDo,
 }
@@ -149,7 +157,7 @@ fn boot(init: &mut Init) -> Result<i32, InitError> {
         (Some(payload), _) => {
             wait_until_ready(init)?;
             hang_if_asked(init, "payload");
-            run_payload(init, payload)
+            run_payload(init, payload, &baked)
         }
         (None, Some(spec)) => Err(hand_over_to_root(init, &spec)),
         (None, None) => Err(InitError::NothingToDo),
@@ -171,6 +179,10 @@ fn discover(init: &mut Init, baked: &Config) {
             init.devices.scan_classes(init.sys, &init.roots);
         }
         None => init.devices.walk(init.sys, &init.roots),
+    }
+    // The shares' filesystems (and the overlay of a host root), early.
+    for fs in shares::filesystems(baked) {
+        init.devices.request_alias(&format!("fs-{fs}"));
     }
     let extra = init.opts.modules.clone();
     if !extra.is_empty() {
@@ -216,10 +228,21 @@ fn wait_until_ready(init: &mut Init) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Run mode: the payload, served by the event loop until it has exited
-/// and its output is out.
-fn run_payload(init: &mut Init, spec: &config::Payload) -> Result<i32, InitError> {
-    init.payload = Some(payload::start(spec, init.port.is_some())?);
+/// Run mode: the payload's world (loopback, shares, its root, the
+/// network), then the payload, served by the event loop until it has
+/// exited and its output is out.
+fn run_payload(init: &mut Init, spec: &config::Payload, baked: &Config) -> Result<i32, InitError> {
+    net::loopback_up();
+    let root = shares::prepare(init.sys, &init.roots, baked)?;
+    if let Some(config) = &baked.net {
+        let iface = net::configure(
+            &init.roots,
+            config,
+            root.as_deref().unwrap_or(&init.roots.top),
+        )?;
+        log::debug(|| format!("{iface} configured"));
+    }
+    init.payload = Some(payload::start(spec, init.port.is_some(), root.as_deref())?);
     init.run_until(None, |i| {
         i.payload.as_ref().is_some_and(payload::Running::finished)
     });
@@ -376,7 +399,9 @@ fn emergency_shell() {
         program: shell,
         argv: &[shell.to_owned()],
         envp: &env,
+        root: None,
         cwd: None,
+        user: None,
         stdio: [None, None, None],
         session: sys::Session::Console,
     });

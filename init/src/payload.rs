@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// Default environment when the host passes none.
 const DEFAULT_ENV: &[&str] = &[
@@ -196,8 +197,9 @@ pub fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
 }
 
 /// What to exec: the program the host resolved, else argv[0] looked up
-/// on the payload's PATH (the default one when it has none).
-fn resolve_program(spec: &Payload, env: &[&[u8]]) -> Vec<u8> {
+/// on the payload's PATH (the default one when it has none), inside the
+/// payload's root.
+fn resolve_program(spec: &Payload, env: &[&[u8]], root: &Path) -> Vec<u8> {
     let Some(arg0) = spec.argv.first() else {
         return Vec::new();
     };
@@ -214,8 +216,14 @@ fn resolve_program(spec: &Payload, env: &[&[u8]]) -> Vec<u8> {
         .map(|dir| [dir, b"/", &program].concat())
         .find(|candidate| {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(OsStr::from_bytes(candidate))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            std::fs::metadata(
+                root.join(
+                    Path::new(OsStr::from_bytes(candidate))
+                        .strip_prefix("/")
+                        .unwrap_or(Path::new(OsStr::from_bytes(candidate))),
+                ),
+            )
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
         .unwrap_or(program)
 }
@@ -228,8 +236,9 @@ fn c_string(bytes: &[u8], program: &str) -> Result<CString, PayloadError> {
 }
 
 /// Starts the payload. `port`: the events port is there (pipes and
-/// records); else it gets the console (or /dev/null for stdin).
-pub fn start(spec: &Payload, port: bool) -> Result<Running, PayloadError> {
+/// records); else it gets the console (or /dev/null for stdin). `root`:
+/// its own root (the host's, under an overlay), else the initramfs.
+pub fn start(spec: &Payload, port: bool, root: Option<&Path>) -> Result<Running, PayloadError> {
     if spec.argv.is_empty() {
         return Err(PayloadError::EmptyArgv);
     }
@@ -238,7 +247,10 @@ pub fn start(spec: &Payload, port: bool) -> Result<Running, PayloadError> {
     } else {
         spec.env.iter().map(Vec::as_slice).collect()
     };
-    let program = resolve_program(spec, &env);
+    let program = resolve_program(spec, &env, root.unwrap_or(Path::new("/")));
+    let chroot = root
+        .map(|r| c_string(r.as_os_str().as_bytes(), "the payload's root"))
+        .transpose()?;
     let name = String::from_utf8_lossy(&program).into_owned();
     let spawn_err = |source: std::io::Error| PayloadError::Spawn {
         program: name.clone(),
@@ -286,7 +298,13 @@ pub fn start(spec: &Payload, port: bool) -> Result<Running, PayloadError> {
         program: &c_string(&program, &name)?,
         argv: &argv,
         envp: &envp,
+        root: chroot.as_deref(),
         cwd: cwd.as_deref(),
+        user: spec.user.as_ref().map(|u| sys::Credentials {
+            uid: u.uid,
+            gid: u.gid,
+            groups: &u.groups,
+        }),
         stdio: [
             stdin_fd,
             out.as_ref().map(|(_, w)| w.as_fd()),

@@ -388,14 +388,25 @@ pub enum Session {
     Console,
 }
 
+/// Who a child runs as.
+pub struct Credentials<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+}
+
 /// A program to start: everything prepared before the fork, so the child
 /// only makes async-signal-safe calls.
 pub struct Spawn<'a> {
-    /// The path to exec (no PATH search here).
+    /// The path to exec (no PATH search here), inside `root`.
     pub program: &'a CStr,
     pub argv: &'a [CString],
     pub envp: &'a [CString],
+    /// chroot here first (the payload's own root).
+    pub root: Option<&'a CStr>,
     pub cwd: Option<&'a CStr>,
+    /// Drop root for this user (after chroot, before exec).
+    pub user: Option<Credentials<'a>>,
     /// Put on fds 0, 1, 2; None keeps PID 1's (the console).
     pub stdio: [Option<BorrowedFd<'a>>; 3],
     pub session: Session,
@@ -420,6 +431,13 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<rustix::process::Pid> {
     let envp = pointers(spec.envp);
     let stdio: [RawFd; 3] = spec.stdio.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd()));
     let cwd = spec.cwd.map_or(std::ptr::null(), CStr::as_ptr);
+    let root = spec.root.map_or(std::ptr::null(), CStr::as_ptr);
+    let groups: Vec<libc::gid_t> = spec
+        .user
+        .as_ref()
+        .map(|u| u.groups.to_vec())
+        .unwrap_or_default();
+    let ids = spec.user.as_ref().map(|u| (u.uid, u.gid));
     let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let set = handled_set();
     // SAFETY: fork has no memory arguments; the child below only makes
@@ -461,8 +479,20 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<rustix::process::Pid> {
                     fail(err_fd);
                 }
             }
+            if !root.is_null() && (libc::chroot(root) < 0 || libc::chdir(c"/".as_ptr()) < 0) {
+                fail(err_fd);
+            }
             if !cwd.is_null() && libc::chdir(cwd) < 0 {
                 fail(err_fd);
+            }
+            if let Some((uid, gid)) = ids {
+                // Groups first: after setuid there is no right to change them.
+                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                    || libc::setgid(gid) < 0
+                    || libc::setuid(uid) < 0
+                {
+                    fail(err_fd);
+                }
             }
             libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
             fail(err_fd)
@@ -517,4 +547,105 @@ pub fn exec(program: &CStr, argv: &[CString]) -> io::Error {
     // that outlive the call; the array is null-terminated.
     unsafe { libc::execv(program.as_ptr(), argv.as_ptr()) };
     io::Error::last_os_error()
+}
+
+/// Interface requests for the network's ioctls (SIOCSIF*): the name of an
+/// interface, NUL-terminated, at most IFNAMSIZ bytes.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn sockaddr_in(addr: [u8; 4]) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; sockaddr is the
+    // generic view the ioctls take.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn ioctl(sock: &OwnedFd, request: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `arg` points to the struct `request` expects, alive for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, arg) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn inet_socket() -> io::Result<OwnedFd> {
+    use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+    Ok(socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Brings an interface up (SIOCSIFFLAGS with IFF_UP).
+pub fn link_up(name: &str) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name)?;
+    ioctl(
+        &sock,
+        libc::SIOCGIFFLAGS,
+        (&mut req as *mut libc::ifreq).cast(),
+    )?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ioctl(
+        &sock,
+        libc::SIOCSIFFLAGS,
+        (&mut req as *mut libc::ifreq).cast(),
+    )
+}
+
+/// Gives an interface an IPv4 address and netmask.
+pub fn set_address(name: &str, addr: [u8; 4], netmask: [u8; 4]) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+    ioctl(
+        &sock,
+        libc::SIOCSIFADDR,
+        (&mut req as *mut libc::ifreq).cast(),
+    )?;
+    req.ifr_ifru.ifru_netmask = sockaddr_in(netmask);
+    ioctl(
+        &sock,
+        libc::SIOCSIFNETMASK,
+        (&mut req as *mut libc::ifreq).cast(),
+    )
+}
+
+/// Adds the default route through `gateway` (SIOCADDRT).
+pub fn add_default_route(gateway: [u8; 4]) -> io::Result<()> {
+    let sock = inet_socket()?;
+    // SAFETY: rtentry is plain data; all zeroes is a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr_in([0; 4]);
+    route.rt_genmask = sockaddr_in([0; 4]);
+    route.rt_gateway = sockaddr_in(gateway);
+    route.rt_flags = (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort;
+    ioctl(
+        &sock,
+        libc::SIOCADDRT,
+        (&mut route as *mut libc::rtentry).cast(),
+    )
 }
