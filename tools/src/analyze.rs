@@ -87,30 +87,140 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-pub fn analyze(log: &BootLog) -> Analysis {
-    let offset_ns: Option<i128> = log
-        .events
-        .iter()
-        .map(|s| i128::from(s.host_ns) - i128::from(s.item.t_ns))
-        .min();
-    let guest =
-        |t_ns: u64| -> f64 { offset_ns.map_or(f64::NAN, |o| (i128::from(t_ns) + o) as f64 / 1e6) };
-    let first = |k: GuestKind| log.first(k).map(|e| guest(e.t_ns));
-    let last = |k: GuestKind| log.last(k).map(|e| guest(e.t_ns));
-    let mut phases = Vec::new();
-    let mut push = |name: &str, start: Option<f64>, end: Option<f64>| {
-        if let (Some(start_ms), Some(end_ms)) = (start, end) {
-            phases.push(Phase {
-                name: name.to_owned(),
-                start_ms,
-                end_ms,
-                thread: None,
-            });
+/// The guest clock on the host timeline: host ns minus guest ns of the
+/// record that was delayed least (None without guest records).
+struct Clock {
+    offset_ns: Option<i128>,
+}
+
+impl Clock {
+    fn of(log: &BootLog) -> Clock {
+        let offset_ns = log
+            .events
+            .iter()
+            .map(|s| i128::from(s.host_ns) - i128::from(s.item.t_ns))
+            .min();
+        Clock { offset_ns }
+    }
+
+    /// Guest CLOCK_BOOTTIME as host ms.
+    fn host_ms(&self, t_ns: u64) -> f64 {
+        self.offset_ns
+            .map_or(f64::NAN, |o| (i128::from(t_ns) + o) as f64 / 1e6)
+    }
+}
+
+/// The boot's instants on the host timeline (those reached), in the
+/// order of [`MILESTONES`].
+struct Instants {
+    clock_zero: Option<f64>,
+    first_console: Option<f64>,
+    init_start: Option<f64>,
+    modules_start: Option<f64>,
+    modules_end: Option<f64>,
+    ready: Option<f64>,
+    payload_start: Option<f64>,
+    payload_exit: Option<f64>,
+    poweroff: Option<f64>,
+    qemu_exit: Option<f64>,
+}
+
+impl Instants {
+    fn of(log: &BootLog, clock: &Clock, modules: &[Phase]) -> Instants {
+        let first = |k: GuestKind| log.first(k).map(|e| clock.host_ms(e.t_ns));
+        let last = |k: GuestKind| log.last(k).map(|e| clock.host_ms(e.t_ns));
+        Instants {
+            clock_zero: clock.offset_ns.map(|o| o.max(0) as f64 / 1e6),
+            first_console: log.console.first().map(|s| ms(s.host_ns)),
+            init_start: first(GuestKind::InitStart),
+            modules_start: modules.iter().map(|m| m.start_ms).reduce(f64::min),
+            modules_end: modules.iter().map(|m| m.end_ms).reduce(f64::max),
+            ready: first(GuestKind::Ready),
+            payload_start: first(GuestKind::PayloadStart),
+            payload_exit: last(GuestKind::PayloadExit),
+            poweroff: last(GuestKind::Poweroff),
+            qemu_exit: log.qemu_exit_ns.map(ms),
         }
-    };
-    let clock_zero = offset_ns.map(|o| o.max(0) as f64 / 1e6);
-    let first_console = log.console.first().map(|s| ms(s.host_ns));
-    let init_start = first(GuestKind::InitStart);
+    }
+
+    fn milestones(&self) -> Vec<Milestone> {
+        MILESTONES
+            .into_iter()
+            .zip([
+                Some(0.0),
+                self.clock_zero,
+                self.init_start,
+                self.modules_start,
+                self.modules_end,
+                self.ready,
+                self.payload_start,
+                self.payload_exit,
+                self.poweroff,
+                self.qemu_exit,
+            ])
+            .filter_map(|(name, at)| Some(Milestone { name, at_ms: at? }))
+            .collect()
+    }
+
+    /// The spans of the phase table (those whose ends were reached).
+    fn phases(&self) -> Vec<Phase> {
+        let i = self;
+        [
+            (
+                "qemu start → guest clock 0 (qemu setup, firmware)",
+                Some(0.0),
+                i.clock_zero,
+            ),
+            (
+                "qemu start → first console output",
+                Some(0.0),
+                i.first_console,
+            ),
+            (
+                "guest clock 0 → /init (kernel, initcalls)",
+                i.clock_zero,
+                i.init_start,
+            ),
+            (
+                "/init → modules start (mounts, index, coldplug)",
+                i.init_start,
+                i.modules_start,
+            ),
+            (
+                "modules (first start → last end)",
+                i.modules_start,
+                i.modules_end,
+            ),
+            (
+                "/init → ready (devices, events port)",
+                i.init_start,
+                i.ready,
+            ),
+            ("ready → payload start", i.ready, i.payload_start),
+            ("payload", i.payload_start, i.payload_exit),
+            (
+                "payload exit → power off",
+                i.payload_exit.or(i.ready),
+                i.poweroff,
+            ),
+            ("power off → qemu exit", i.poweroff, i.qemu_exit),
+            ("total: qemu start → qemu exit", Some(0.0), i.qemu_exit),
+        ]
+        .into_iter()
+        .filter_map(|(name, start, end)| {
+            Some(Phase {
+                name: name.to_owned(),
+                start_ms: start?,
+                end_ms: end?,
+                thread: None,
+            })
+        })
+        .collect()
+    }
+}
+
+/// Each module load, by start time.
+fn module_loads(log: &BootLog, clock: &Clock) -> Vec<Phase> {
     let mut modules: Vec<Phase> = log
         .records()
         .filter_map(|e| match &e.rec {
@@ -121,7 +231,7 @@ pub fn analyze(log: &BootLog) -> Analysis {
                 thread,
                 ..
             } => {
-                let start_ms = guest(*start_ns);
+                let start_ms = clock.host_ms(*start_ns);
                 Some(Phase {
                     name: name.clone(),
                     start_ms,
@@ -133,30 +243,11 @@ pub fn analyze(log: &BootLog) -> Analysis {
         })
         .collect();
     modules.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
-    let modules_start = modules.iter().map(|m| m.start_ms).reduce(f64::min);
-    let modules_end = modules.iter().map(|m| m.end_ms).reduce(f64::max);
-    let ready = first(GuestKind::Ready);
-    let payload_start = first(GuestKind::PayloadStart);
-    let payload_exit = last(GuestKind::PayloadExit);
-    let poweroff = last(GuestKind::Poweroff);
-    let qemu_exit = log.qemu_exit_ns.map(ms);
+    modules
+}
 
-    let milestones: Vec<Milestone> = MILESTONES
-        .into_iter()
-        .zip([
-            Some(0.0),
-            clock_zero,
-            init_start,
-            modules_start,
-            modules_end,
-            ready,
-            payload_start,
-            payload_exit,
-            poweroff,
-            qemu_exit,
-        ])
-        .filter_map(|(name, at)| Some(Milestone { name, at_ms: at? }))
-        .collect();
+/// The slowest initcalls of the kernel's log (`initcall_debug`).
+fn slowest_initcalls(log: &BootLog) -> Vec<Initcall> {
     let mut initcalls: Vec<Initcall> = log
         .records()
         .filter_map(|e| match &e.rec {
@@ -166,45 +257,20 @@ pub fn analyze(log: &BootLog) -> Analysis {
         .collect();
     initcalls.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
     initcalls.truncate(TOP_INITCALLS);
+    initcalls
+}
 
-    push(
-        "qemu start → guest clock 0 (qemu setup, firmware)",
-        Some(0.0),
-        clock_zero,
-    );
-    push(
-        "qemu start → first console output",
-        Some(0.0),
-        first_console,
-    );
-    push(
-        "guest clock 0 → /init (kernel, initcalls)",
-        clock_zero,
-        init_start,
-    );
-    push(
-        "/init → modules start (mounts, index, coldplug)",
-        init_start,
-        modules_start,
-    );
-    push(
-        "modules (first start → last end)",
-        modules_start,
-        modules_end,
-    );
-    push("/init → ready (devices, events port)", init_start, ready);
-    push("ready → payload start", ready, payload_start);
-    push("payload", payload_start, payload_exit);
-    push("payload exit → power off", payload_exit.or(ready), poweroff);
-    push("power off → qemu exit", poweroff, qemu_exit);
-    push("total: qemu start → qemu exit", Some(0.0), qemu_exit);
+pub fn analyze(log: &BootLog) -> Analysis {
+    let clock = Clock::of(log);
+    let modules = module_loads(log, &clock);
+    let instants = Instants::of(log, &clock, &modules);
     Analysis {
-        clock_offset_ms: offset_ns.map(|o| o as f64 / 1e6),
-        milestones,
-        initcalls,
-        phases,
+        clock_offset_ms: clock.offset_ns.map(|o| o as f64 / 1e6),
+        milestones: instants.milestones(),
+        initcalls: slowest_initcalls(log),
+        phases: instants.phases(),
         modules,
-        total_ms: qemu_exit.unwrap_or(0.0),
+        total_ms: instants.qemu_exit.unwrap_or(0.0),
     }
 }
 

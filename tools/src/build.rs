@@ -451,7 +451,9 @@ fn cache_base(base: &Archive, c: Compression, mtime: u32, cache: &Cache) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::{debian_61, installed_kernels, read_kernel, Installed, KernelReason};
+    use crate::kernel::{
+        debian_61, has_pvh_note, installed_kernels, read_kernel, Installed, KernelReason,
+    };
     use crate::machine::{Device, Machine, Profile};
 
     #[test]
@@ -559,6 +561,57 @@ mod tests {
             ours.contains("virtio_net") && !ours.contains("ext4"),
             "{ours:?}"
         );
+    }
+
+    /// Four runs at once on one cold cache: each reads the kernel (its
+    /// PVH vmlinux extracted and cached) and builds the initrd (its base
+    /// cached); all succeed, agree on the entries, and the cache holds
+    /// whole entries and no temporary file.
+    #[test]
+    fn concurrent_runs_share_a_cold_cache_safely() {
+        let Some(k61) = debian_61() else {
+            eprintln!("SKIP: no Debian 6.1 kernel in /boot (make setup)");
+            return;
+        };
+        if find_init().is_err() {
+            eprintln!("SKIP: no static init (make init)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let target = Machine::default().target();
+        let payload = resolve_payload(&["true".into()]).unwrap();
+        let results: Vec<(PathBuf, PathBuf)> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let kernel =
+                            read_kernel(&k61.path, KernelReason::Given, &cache, true).unwrap();
+                        let initrd = build(
+                            &BuildOptions::default(),
+                            &target,
+                            &kernel,
+                            Some(&payload),
+                            &cache,
+                        )
+                        .unwrap();
+                        (kernel.boot_image, initrd.base)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+        let (vmlinux, base) = &results[0];
+        assert!(has_pvh_note(&std::fs::read(vmlinux).unwrap()));
+        let newc = std::fs::read(base).unwrap();
+        assert!(kestrel_initrd::parse_newc(&newc).is_ok());
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     }
 
     #[test]
