@@ -66,7 +66,7 @@ pub enum Override {
 }
 
 /// The keys, for messages.
-pub const OVERRIDE_KEYS: &str =
+const OVERRIDE_KEYS: &str =
     "machine, append, quiet, pvh, compression, frozen_plan, cpus, memory, net, rng";
 
 impl std::str::FromStr for Override {
@@ -159,7 +159,7 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// Per-phase statistics over several analyses, phases in first-seen order.
-pub fn summarize(label: &str, analyses: &[Analysis], failures: usize) -> BenchReport {
+fn summarize(label: &str, analyses: &[Analysis], failures: usize) -> BenchReport {
     let mut order: Vec<String> = Vec::new();
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for a in analyses {

@@ -11,14 +11,14 @@ use std::io::Write;
 
 /// Records kept; a flood beyond this is counted, not kept (a boot of the
 /// Debian kernel sends about 1,500, most of them the kernel's log).
-pub const MAX_EVENTS: usize = 100_000;
+const MAX_EVENTS: usize = 100_000;
 /// Records kept beyond [`MAX_EVENTS`] for the judge: the exit and power off.
 const MAX_FINAL_EVENTS: usize = 64;
 /// Console lines kept: the first [`CONSOLE_HEAD`] and the latest after them.
-pub const MAX_CONSOLE_LINES: usize = 10_000;
+const MAX_CONSOLE_LINES: usize = 10_000;
 const CONSOLE_HEAD: usize = 1_000;
 /// Damaged frames whose description is kept (all are counted).
-pub const MAX_BAD_LINES: usize = 100;
+const MAX_BAD_LINES: usize = 100;
 
 /// Something that arrived from the guest, with host time since qemu start.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -103,7 +103,7 @@ pub fn resolve_payload(argv: &[OsString]) -> Result<Payload> {
 
 /// Finds the static init: $KESTREL_INIT, else in a cargo target dir above
 /// this executable. A dynamically linked init cannot boot: refused.
-pub fn find_init() -> Result<PathBuf> {
+fn find_init() -> Result<PathBuf> {
     let path = match std::env::var_os(INIT_ENV) {
         Some(p) => PathBuf::from(p),
         None => {
@@ -368,7 +368,7 @@ fn add_frozen_plan(a: &mut Archive, plan: &Plan) -> Result<()> {
 
 /// The MODALIAS of every device of this host (`--host-modules`): an
 /// initrd that boots this machine's own hardware.
-pub fn host_modaliases() -> Result<Vec<String>> {
+fn host_modaliases() -> Result<Vec<String>> {
     let walk =
         kestrel_uevent::walk::walk_devices(Path::new("/sys")).context("failed to walk /sys")?;
     let mut aliases: Vec<String> = walk

@@ -131,7 +131,7 @@ fn le64(d: &[u8], at: usize) -> Option<u64> {
 
 /// The kernel release ("6.1.0-56-amd64") from the bzImage setup header
 /// (Documentation/arch/x86/boot.rst: `kernel_version` at 0x20E).
-pub fn bzimage_release(image: &[u8]) -> Option<String> {
+fn bzimage_release(image: &[u8]) -> Option<String> {
     if image.get(0x202..0x206) != Some(b"HdrS") {
         return None;
     }
@@ -251,7 +251,7 @@ fn cached_pvh_vmlinux(image: &[u8], cache: &Cache) -> Result<Option<PathBuf>> {
 /// 0x248 and `payload_length` at 0x24C, from the protected-mode code,
 /// which starts after (setup_sects + 1) sectors). The kernel appends the
 /// decompressed size after the stream, so exactly one stream is decoded.
-pub fn extract_vmlinux(image: &[u8]) -> Result<Option<Vec<u8>>> {
+fn extract_vmlinux(image: &[u8]) -> Result<Option<Vec<u8>>> {
     let setup_sects = match image.get(0x1F1) {
         Some(0) => 4,
         Some(&n) => usize::from(n),

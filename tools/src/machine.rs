@@ -106,7 +106,7 @@ pub enum Device {
 
 /// Which modules each device needs, besides the machine's transport
 /// (drivers built into the kernel are skipped by the module plan).
-pub const DEVICE_MODULES: &[(Device, &[&str])] = &[
+const DEVICE_MODULES: &[(Device, &[&str])] = &[
     (Device::EventsPort, &["virtio_console"]),
     (Device::Disk, &["virtio_blk"]),
     (Device::Net, &["virtio_net"]),

@@ -21,7 +21,7 @@ pub enum Accel {
 }
 
 /// Picks the accelerator; for `auto`, the reason TCG was chosen.
-pub fn resolve_accel(accel: Accel) -> (Accel, Option<String>) {
+fn resolve_accel(accel: Accel) -> (Accel, Option<String>) {
     match accel {
         Accel::Auto => match kvm_unusable_reason(Path::new("/proc/cpuinfo"), Path::new("/dev/kvm"))
         {
@@ -45,7 +45,7 @@ pub fn pick_accel(accel: Accel) -> Accel {
 
 /// Why KVM cannot run a stock kernel here, or None when it can. A nested,
 /// paravirtual /dev/kvm without vmx/svm exists but hangs a stock kernel.
-pub fn kvm_unusable_reason(cpuinfo: &Path, kvm: &Path) -> Option<String> {
+fn kvm_unusable_reason(cpuinfo: &Path, kvm: &Path) -> Option<String> {
     let info = std::fs::read_to_string(cpuinfo).unwrap_or_default();
     let has_virt = info
         .lines()

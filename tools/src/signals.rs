@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 /// The signals that end a run.
-pub const HANDLED: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const HANDLED: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Live guards.
 static ARMED: Mutex<usize> = Mutex::new(0);

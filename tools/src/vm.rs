@@ -41,7 +41,7 @@ const OUTPUT_QUEUE: usize = 16;
 const OUTBOX_FRAMES: usize = 16;
 /// Longest console line kept whole (a record on the console fits);
 /// longer lines are cut here and the rest up to the newline dropped.
-pub const MAX_CONSOLE_LINE: usize = MAX_HEADER;
+const MAX_CONSOLE_LINE: usize = MAX_HEADER;
 /// What is kept of qemu's own stderr.
 const MAX_QEMU_STDERR: usize = 64 * 1024;
 /// After the deadline or a signal: how long what is left may still flush.
@@ -320,7 +320,7 @@ impl Streams {
 /// Calls `each` with every line of `r` (newline included); a line longer
 /// than `max` is passed cut at `max` (flagged) and the rest of it, up to
 /// its newline, is dropped. Stops at the end or when `each` says false.
-pub fn split_lines(mut r: impl Read, max: usize, mut each: impl FnMut(&[u8], bool) -> bool) {
+fn split_lines(mut r: impl Read, max: usize, mut each: impl FnMut(&[u8], bool) -> bool) {
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
     let mut skipping = false;
