@@ -96,7 +96,7 @@ pub fn boot(
 ) -> Result<Boot> {
     let listener = listen(&config.events_socket)?;
     let t0 = Instant::now();
-    let deadline = t0 + timeout;
+    let deadline = deadline_after(t0, timeout);
     let mut vm = Vm::spawn(config)?;
     let streams = Streams::start(&mut vm, listener, t0, stdin, sink);
     let mut log = BootLog::default();
@@ -109,6 +109,13 @@ pub fn boot(
         stdout: captured.stdout,
         stderr: captured.stderr,
     })
+}
+
+/// A timeout too large for the clock (`--timeout 1e19`) means no deadline
+/// in practice: a century.
+fn deadline_after(t0: Instant, timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t0.checked_add(timeout.min(CENTURY)).unwrap_or(t0)
 }
 
 fn listen(socket: &std::path::Path) -> Result<UnixListener> {
@@ -825,6 +832,17 @@ mod tests {
             "output kept twice"
         );
         assert!(!dir.path().join("events.sock").exists());
+    }
+
+    #[test]
+    fn a_huge_timeout_is_a_century_not_a_panic() {
+        let t0 = Instant::now();
+        let d = deadline_after(t0, Duration::from_secs_f64(1e19));
+        assert!(d > t0 + Duration::from_secs(50 * 365 * 24 * 3600));
+        assert_eq!(
+            deadline_after(t0, Duration::from_secs(3)),
+            t0 + Duration::from_secs(3)
+        );
     }
 
     /// A console that never writes a newline gives lines of at most
