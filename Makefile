@@ -5,7 +5,8 @@ KESTREL     := target/release/kestrel
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := uevent_netlink uevent_sysfs probe_any \
 	modules_dep modules_alias modules_softdep modules_builtin modules_modprobe_conf modules_fnmatch \
-	initrd_newc initrd_elf initrd_text
+	initrd_newc initrd_elf initrd_text \
+	proto_guest proto_host proto_config proto_cmdline
 
 .PHONY: all setup init tools demo test lint fuzz bench clean
 
@@ -64,6 +65,7 @@ FUZZ_MAX_LEN_modules := 32768
 FUZZ_MAX_LEN_modules_fnmatch := 512
 FUZZ_MAX_LEN_initrd := 32768
 FUZZ_MAX_LEN_initrd_elf := 65536
+FUZZ_MAX_LEN_proto := 70000
 fuzz_seeds = $(addprefix ../,$(or $(FUZZ_SEEDS_$(1)),fuzz/seeds/$(1)))
 fuzz_max_len = $(or $(FUZZ_MAX_LEN_$(1)),$(FUZZ_MAX_LEN_$(firstword $(subst _, ,$(1)))),$(FUZZ_MAX_LEN))
 

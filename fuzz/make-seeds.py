@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Seeds for the uevent_sysfs, modules_* and initrd_* fuzz targets, cut
-from real data.
+"""Seeds for the uevent_sysfs, modules_*, initrd_* and proto_* fuzz targets,
+cut from real data.
 
 Usage (from the repository root): fuzz/make-seeds.py [OUTDIR]   (default fuzz/seeds)
 
@@ -213,8 +213,32 @@ def initrd_seeds(outdir):
     write(outdir, "initrd_text", "source-date-epoch", b"\3" + b"1700000000\n")
 
 
+def proto_seeds(outdir):
+    """The events wire from a real boot (tools/tests/fixtures/boot-q35.log,
+    one record per line after the host's arrival time), with an output frame
+    of raw bytes; the host's records; baked configs; kernel command lines."""
+    log = read(os.path.join(REPO, "tools/tests/fixtures/boot-q35.log")).splitlines(keepends=True)
+    records = [l.split(b" ", 2)[2] for l in log if l.startswith(b"E ")]
+    stream = cut(records, MAX_SEED - 200)
+    out = b"@kestrel 5.000000000 out fd=1 len=12\nhello\n\x00\xff wo"
+    write(outdir, "proto_guest", "boot-q35", b"\x40" + stream + out)
+    write(outdir, "proto_guest", "boot-q35-bytewise", b"\x01" + cut(records, 2048))
+    write(outdir, "proto_host", "stdin",
+          b"@kestrel 0.000000000 in len=6\nhello\n@kestrel 0.000000000 in_eof\n@kestrel 0.000000000 ack\n")
+    write(outdir, "proto_config", "run",
+          b"arg=/bin/echo\narg=a\\x20b\nexe=/usr/bin/echo\nenv=PATH=/bin\ncwd=/tmp\nstdin=1\n"
+          b"user=1000 1000 4,27\nshare=9p ro root /\nshare=virtiofs rw s1 /home/me\nhost_root=root\n"
+          b"net=10.0.2.15/24 10.0.2.2 10.0.2.3\n")
+    write(outdir, "proto_config", "base", b"frozen=1\nplan=virtio_mmio\nplan=ext4\nearly=ext4\n")
+    write(outdir, "proto_cmdline", "harness",
+          b"console=ttyS0 panic=-1 printk.devkmsg=on rdinit=/init kestrel.events quiet tsc_early_khz=2600000 kestrel.timeout=2.5\n")
+    write(outdir, "proto_cmdline", "root",
+          b'root=UUID=6b1c3c4e-2f4a-4d35-9c51-0a7f2b8e5d11 rootfstype=ext4 rw rootdelay=1 "kestrel.modules=a,b" -- init args\n')
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "fuzz/seeds")
+    proto_seeds(outdir)
     uevent_sysfs_seeds(outdir)
     modules_seeds(outdir)
     modprobe_conf_seeds(outdir)
