@@ -282,16 +282,29 @@ fn count(value: Option<&str>, key: &str, max: usize) -> Result<usize, CmdlineErr
     }
 }
 
-/// A non-negative, finite number of seconds up to [`MAX_WAIT`]
-/// (Duration::from_secs_f64 would panic on `-1`, `nan` or `1e30`, and a
-/// huge one overflows `Instant + Duration`).
+/// A number of seconds up to [`MAX_WAIT`], `N` or `N.FRACTION` (at most
+/// nine decimals). Parsed as decimal text, not as a float: no `-1`, `nan`,
+/// `1e30` (which Duration::from_secs_f64 would panic on) and no overflow
+/// of `Instant + Duration`; and the init carries no float parser.
 fn seconds(value: Option<&str>, key: &str) -> Result<Duration, CmdlineError> {
     let v = value.unwrap_or_default();
-    v.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+    let err = || {
+        bad(
+            key,
+            "a number of seconds (0 to 86400, at most 9 decimals)",
+            v,
+        )
+    };
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > 6 || frac.len() > 9 || !digits(whole) || !digits(frac) {
+        return Err(err());
+    }
+    let secs: u64 = whole.parse().map_err(|_| err())?;
+    let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| err())?;
+    Some(Duration::new(secs, nanos))
         .filter(|d| *d <= MAX_WAIT)
-        .ok_or_else(|| bad(key, "a number of seconds (0 to 86400)", v))
+        .ok_or_else(err)
 }
 
 fn list(value: Option<&str>) -> Vec<String> {
@@ -444,7 +457,19 @@ mod tests {
         let e = parse_boot_options(b"kestrel.timeout=soon").unwrap_err();
         assert!(e.to_string().contains("kestrel.timeout"), "{e}");
         assert!(parse_boot_options(b"kestrel.shell=maybe").is_err());
-        for bad in ["-1", "nan", "inf", "1e30", "1e19", "86401"] {
+        for bad in [
+            "-1",
+            "nan",
+            "inf",
+            "1e30",
+            "1e19",
+            "86401",
+            "",
+            ".5",
+            "1.0000000001",
+            "0x10",
+            "+1",
+        ] {
             assert!(
                 parse_boot_options(format!("kestrel.timeout={bad}").as_bytes()).is_err(),
                 "{bad}"
