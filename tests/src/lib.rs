@@ -114,3 +114,165 @@ pub fn facts(log: &kestrel::bootlog::BootLog) -> std::collections::BTreeMap<Stri
         })
         .collect()
 }
+
+/// The status of the guest's `poweroff` record: present only when the
+/// init powered off in order and the record reached the host.
+pub fn poweroff_status(log: &kestrel::bootlog::BootLog) -> Option<i32> {
+    match log.last(kestrel_proto::GuestKind::Poweroff).map(|e| &e.rec) {
+        Some(kestrel_proto::GuestRecord::Poweroff { status, .. }) => Some(*status),
+        _ => None,
+    }
+}
+
+/// A kernel panic or a panicking init on the console.
+pub fn console_panic(log: &kestrel::bootlog::BootLog) -> Option<String> {
+    log.console
+        .iter()
+        .find(|l| l.item.contains("Kernel panic") || l.item.contains("panicked"))
+        .map(|l| l.item.clone())
+}
+
+/// Asserts an orderly end: the guest reported `poweroff` with `status`,
+/// nothing panicked, the host did not have to kill it at the deadline.
+pub fn assert_orderly_poweroff(out: &RunOutcome, status: i32) {
+    if poweroff_status(&out.log) != Some(status) || out.log.timed_out {
+        dump(out);
+    }
+    assert_eq!(
+        poweroff_status(&out.log),
+        Some(status),
+        "no orderly power off with status {status}: {:?}",
+        out.failure
+    );
+    assert!(!out.log.timed_out, "killed at the deadline");
+    assert_eq!(console_panic(&out.log), None);
+}
+
+/// Deterministic bytes that take every value (xorshift64*), for payload
+/// input and output that must arrive byte for byte.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// POSIX `cksum` (CRC-32, polynomial 0x04C11DB7, the length appended),
+/// streaming: the guest's coreutils computes the same over its side of
+/// the data, so large output is checked without keeping it.
+#[derive(Clone, Debug)]
+pub struct Cksum {
+    crc: u32,
+    len: u64,
+    table: [u32; 256],
+}
+
+impl Default for Cksum {
+    fn default() -> Self {
+        let mut table = [0u32; 256];
+        for (i, slot) in table.iter_mut().enumerate() {
+            let mut c = (i as u32) << 24;
+            for _ in 0..8 {
+                c = if c & 0x8000_0000 != 0 {
+                    (c << 1) ^ 0x04C1_1DB7
+                } else {
+                    c << 1
+                };
+            }
+            *slot = c;
+        }
+        Cksum {
+            crc: 0,
+            len: 0,
+            table,
+        }
+    }
+}
+
+impl Cksum {
+    pub fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        self.crc = self.feed(self.crc, data);
+    }
+
+    fn feed(&self, mut crc: u32, data: &[u8]) -> u32 {
+        for &b in data {
+            crc = (crc << 8) ^ self.table[((crc >> 24) ^ u32::from(b)) as usize];
+        }
+        crc
+    }
+
+    /// `cksum`'s two numbers: the CRC and the byte count.
+    pub fn finish(&self) -> (u32, u64) {
+        let mut crc = self.crc;
+        let mut n = self.len;
+        while n != 0 {
+            crc = self.feed(crc, &[n as u8]);
+            n >>= 8;
+        }
+        (!crc, self.len)
+    }
+}
+
+/// A process's peak resident set (VmHWM), in KiB; None once it is gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The `kestrel` binary for tests that run it as a user would (the soak:
+/// output streamed through a pipe): $KESTREL_BIN (`make soak` sets it),
+/// else the release build in this workspace's target directory.
+pub fn kestrel_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KESTREL_BIN") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kestrel");
+    assert!(
+        p.is_file(),
+        "no {}: `make tools` builds it (or set KESTREL_BIN)",
+        p.display()
+    );
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our cksum is coreutils' (the guest's) on data with every byte value.
+    #[test]
+    fn cksum_matches_coreutils() {
+        let data = pseudo_random(100_003, 7);
+        let mut c = Cksum::default();
+        for part in data.chunks(4099) {
+            c.update(part);
+        }
+        let mut child = std::process::Command::new("cksum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let (crc, len) = c.finish();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{crc} {len}\n")
+        );
+        let all: Vec<u8> = pseudo_random(1 << 16, 1);
+        let mut seen = [false; 256];
+        all.iter().for_each(|&b| seen[b as usize] = true);
+        assert!(seen.iter().all(|&s| s));
+    }
+}
