@@ -16,7 +16,7 @@ use crate::workers::Workers;
 use kestrel_modules::loader::{KernelInserter, LoadError, LoadEvent, Loaded};
 use kestrel_modules::{Config, ModuleIndex, Plan, PlanNote, Request};
 use kestrel_proto::{GuestRecord, ModuleOutcome};
-use kestrel_uevent::socket::UeventSocket;
+use kestrel_uevent::socket::{UeventSocket, RECV_BUFFER_BYTES};
 use kestrel_uevent::{walk, Action, Uevent, UeventError};
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -37,6 +37,9 @@ pub struct DeviceOptions {
     /// The kernel's `key=value` parameters (`modprobe.blacklist=`,
     /// `module_blacklist=`, `NAME.param=`).
     pub params: Vec<String>,
+    /// The uevent socket's receive buffer (`kestrel.uevent_buffer`, a
+    /// test hook); None: the socket's default.
+    pub uevent_buffer: Option<usize>,
 }
 
 pub struct Devices {
@@ -63,7 +66,8 @@ impl Devices {
     /// starts the loader. None of these is fatal: a kernel with everything
     /// built in needs no index, and without the socket the walk still runs.
     pub fn start(roots: &Roots, opts: DeviceOptions) -> Devices {
-        let socket = UeventSocket::open()
+        let buffer = opts.uevent_buffer.unwrap_or(RECV_BUFFER_BYTES);
+        let socket = UeventSocket::open_with_buffer(buffer)
             .map_err(|e| log::warn(&format!("no uevent socket, walking /sys only: {e}")))
             .ok();
         let index = load_index(roots, &opts.params);

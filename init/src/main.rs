@@ -134,6 +134,7 @@ fn start<'a>(sys: &'a sys::Kernel, roots: Roots, opts: BootOptions, make_nodes: 
             threads: opts.threads,
             make_nodes,
             params,
+            uevent_buffer: opts.uevent_buffer,
         },
     );
     // The kernel log goes over the port only: the console already has it.

@@ -106,9 +106,21 @@ pub mod opt {
     pub const MODULES: &str = "kestrel.modules";
     /// A frozen plan given on the command line.
     pub const PLAN: &str = "kestrel.plan";
+    /// Test hook: the uevent socket's receive buffer in bytes, small to
+    /// make a device storm overflow it.
+    pub const UEVENT_BUFFER: &str = "kestrel.uevent_buffer";
     /// Every option, so the error for an unknown one can list them.
     pub const ALL: &[&str] = &[
-        EVENTS, TIMEOUT, SHELL, DEBUG, TRACE, THREADS, HANG, MODULES, PLAN,
+        EVENTS,
+        TIMEOUT,
+        SHELL,
+        DEBUG,
+        TRACE,
+        THREADS,
+        HANG,
+        MODULES,
+        PLAN,
+        UEVENT_BUFFER,
     ];
 }
 
@@ -117,6 +129,9 @@ pub mod opt {
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Most loader threads `kestrel.threads` may ask for.
 pub const MAX_THREADS: usize = 64;
+/// Largest uevent receive buffer `kestrel.uevent_buffer` may ask for: the
+/// socket's own default (the option only exists to shrink it).
+pub const MAX_UEVENT_BUFFER: usize = 128 << 20;
 /// Phases `kestrel.hang` can stop before.
 pub const HANG_PHASES: &[&str] = &["modules", "payload"];
 
@@ -222,6 +237,10 @@ pub struct BootOptions {
     /// A frozen plan: load exactly these modules and skip discovery
     /// (`kestrel.plan=a,b,c`, or the builder's baked plan).
     pub plan: Option<Vec<String>>,
+    /// Test hook: the uevent socket's receive buffer in bytes
+    /// (`kestrel.uevent_buffer=N`; the kernel doubles it and keeps a
+    /// minimum), so tests can overflow it with a device storm.
+    pub uevent_buffer: Option<usize>,
     pub root: RootOptions,
     /// All parameters, for modules (`NAME.param=value`, `modprobe.blacklist=`).
     pub params: Vec<Param>,
@@ -239,6 +258,7 @@ impl Default for BootOptions {
             hang: None,
             modules: Vec::new(),
             plan: None,
+            uevent_buffer: None,
             root: RootOptions::default(),
             params: Vec::new(),
         }
@@ -375,6 +395,9 @@ fn apply_kestrel_option(
         opt::DEBUG => opts.debug = flag(value, key)?,
         opt::TRACE => opts.trace = flag(value, key)?,
         opt::THREADS => opts.threads = count(value, key, MAX_THREADS)?,
+        opt::UEVENT_BUFFER => {
+            opts.uevent_buffer = Some(count(value, key, MAX_UEVENT_BUFFER)?);
+        }
         opt::HANG => match value {
             Some(phase) if HANG_PHASES.contains(&phase) => opts.hang = Some(phase.to_owned()),
             other => return Err(bad(key, "modules or payload", other.unwrap_or_default())),
@@ -489,6 +512,10 @@ mod tests {
             64
         );
         assert!(parse_boot_options(b"kestrel.hang=forever").is_err());
+        let o = parse_boot_options(b"kestrel.uevent_buffer=4096").unwrap();
+        assert_eq!(o.uevent_buffer, Some(4096));
+        assert!(parse_boot_options(b"kestrel.uevent_buffer=134217729").is_err());
+        assert!(parse_boot_options(b"kestrel.uevent_buffer=-1").is_err());
         let e = parse_boot_options(b"kestrel.modules=\xff").unwrap_err();
         assert!(e.to_string().contains("UTF-8"), "{e}");
         // Not ours: read lossily, and the boot goes on.
