@@ -276,3 +276,93 @@ mod tests {
         assert!(seen.iter().all(|&s| s));
     }
 }
+
+/// An entry of a newc archive: a regular file (0644) with its bytes, or
+/// a symbolic link with its target (one to nowhere makes a path missing).
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+}
+
+/// A newc archive of `entries` (paths without a leading `/`), to follow
+/// an initrd: the kernel unpacks concatenated archives in order, and a
+/// later entry replaces an earlier one of the same path.
+pub fn newc(entries: &[Entry]) -> Vec<u8> {
+    fn pad(out: &mut Vec<u8>) {
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    let mut out = Vec::new();
+    let trailer = ("TRAILER!!!", 0, &b""[..]);
+    let all = entries.iter().map(|e| match *e {
+        Entry::File(name, data) => (name, 0o100644, data),
+        Entry::Symlink(name, target) => (name, 0o120777, target.as_bytes()),
+    });
+    for (i, (name, mode, data)) in all.chain([trailer]).enumerate() {
+        let fields = [
+            0x7e57_0000 + i as u32,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad(&mut out);
+        out.extend_from_slice(data);
+        pad(&mut out);
+    }
+    out
+}
+
+/// The initrd `kestrel run` would boot for `argv` (root mode when empty)
+/// and `opts`, with `entries` unpacked over it, written into `dir`; boot it
+/// by adding `-initrd PATH` to the qemu arguments (qemu takes the last).
+/// For faults the builder cannot make: a damaged index in the guest.
+pub fn initrd_with_files(
+    argv: &[&str],
+    opts: &RunOptions,
+    entries: &[Entry],
+    dir: &Path,
+) -> PathBuf {
+    use kestrel::build::{self, Payload};
+    let kernel = kestrel::run::load_kernel(opts).unwrap();
+    let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+    let payload = (!argv.is_empty()).then(|| Payload {
+        env: opts.io.env.clone(),
+        cwd: opts.io.cwd.clone(),
+        stdin: opts.io.stdin.is_some(),
+        ..build::resolve_payload(&argv).unwrap()
+    });
+    let cache = kestrel::cache::open_cache().unwrap();
+    let initrd = build::build(
+        &opts.build,
+        &opts.machine.target(),
+        &kernel,
+        payload.as_ref(),
+        &cache,
+    )
+    .unwrap();
+    let path = dir.join("initrd-with-files");
+    initrd.write(&path).unwrap();
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&newc(entries))
+        .unwrap();
+    path
+}
