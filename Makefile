@@ -8,7 +8,7 @@ FUZZ_TARGETS := uevent_netlink uevent_sysfs probe_any \
 	initrd_newc initrd_elf initrd_text \
 	proto_guest proto_host proto_config proto_cmdline
 
-.PHONY: all setup init tools demo test lint fuzz bench clean
+.PHONY: all setup init tools bench-programs demo test lint fuzz bench clean
 
 all: init tools
 
@@ -37,6 +37,17 @@ init:
 	fi
 	@if readelf -l $(INIT) | grep -q INTERP; then echo "$(INIT) is not static" >&2; exit 1; fi
 	@echo "init: static, $$(stat -c %s $(INIT)) bytes"
+
+# The benchmarks' yardsticks (BENCHMARKS.md): a no-op init (the floor) and
+# the fixed-list loader, static C programs kept in bench/.
+BENCH_DIR := target/bench
+bench-programs: $(BENCH_DIR)/stopwatch $(BENCH_DIR)/fixed-loader
+$(BENCH_DIR)/stopwatch: bench/stopwatch.c
+	@mkdir -p $(BENCH_DIR)
+	gcc -static -Os -Wall -Wextra -o $@ $<
+$(BENCH_DIR)/fixed-loader: bench/fixed-loader.c
+	@mkdir -p $(BENCH_DIR)
+	gcc -static -Os -Wall -Wextra -pthread -o $@ $<
 
 tools:
 	cargo build --release -p kestrel

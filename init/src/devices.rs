@@ -25,6 +25,13 @@ use std::path::PathBuf;
 /// Datagrams read from the socket per pass of the event loop, so a storm
 /// of uevents cannot starve the other sources.
 pub const UEVENT_BUDGET: usize = 64;
+/// Loader priorities: what a device or the user asks for, before what is
+/// loaded ahead of need.
+const URGENT: u8 = 0;
+const AHEAD_OF_NEED: u8 = 1;
+/// Devices handled between two looks at the loader during the walk, so a
+/// worker that finished gets its next module while the walk goes on.
+const WALK_DISPATCH_EVERY: usize = 8;
 /// Where the running kernel says which compression it decompresses.
 const SYS_MODULE_COMPRESSION: &str = "module/compression";
 
@@ -134,16 +141,23 @@ impl Devices {
         self.socket.is_some()
     }
 
-    /// Loads modules by name (`kestrel.modules=`, the root filesystem's).
+    /// Loads modules by name (`kestrel.modules=`, a frozen plan).
     pub fn request_names(&mut self, names: &[String]) {
         let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
-        self.submit(&requests, None);
+        self.submit(&requests, None, URGENT);
+    }
+
+    /// Loads modules ahead of need (the root filesystem's at t=0): they
+    /// run while the workers are free, after anything a device asks for.
+    pub fn request_early(&mut self, names: &[String]) {
+        let requests: Vec<Request> = names.iter().cloned().map(Request::Name).collect();
+        self.submit(&requests, None, AHEAD_OF_NEED);
     }
 
     /// Loads the modules for an alias not seen before (`fs-ext4`).
     pub fn request_alias(&mut self, alias: &str) {
         if self.seen_aliases.insert(alias.as_bytes().to_vec()) {
-            self.submit(&[Request::Alias(alias.to_owned())], None);
+            self.submit(&[Request::Alias(alias.to_owned())], None, URGENT);
         }
     }
 
@@ -161,22 +175,26 @@ impl Devices {
     /// Walks /sys and handles every device found (the coldplug).
     pub fn walk(&mut self, sys: &dyn Sys, roots: &Roots) {
         self.walked = true;
-        let walked = match walk::walk_devices(&roots.sys) {
-            Ok(w) => w,
-            Err(e) => {
-                return log::error(
-                    &format!("failed to walk {}: {e}", roots.sys.display()),
-                    false,
-                )
-            }
-        };
         let before = self.seen_aliases.len();
         let mut present = BTreeSet::new();
-        for dev in &walked.devices {
-            self.handle(dev, sys, roots);
-            if let Some(node) = self.node_of(dev, roots) {
+        let mut devices = 0usize;
+        // Each device is handled as the walk reads it, and the loader is
+        // looked at every few devices: drivers load while the walk goes on.
+        let walked = walk::walk_devices_with(&roots.sys, &mut |dev| {
+            self.handle(&dev, sys, roots);
+            if let Some(node) = self.node_of(&dev, roots) {
                 present.insert(node);
             }
+            devices += 1;
+            if devices.is_multiple_of(WALK_DISPATCH_EVERY) {
+                self.collect_loads();
+            }
+        });
+        if let Err(e) = walked {
+            return log::error(
+                &format!("failed to walk {}: {e}", roots.sys.display()),
+                false,
+            );
         }
         if self.make_nodes {
             // After an overflow, devices removed meanwhile left nodes.
@@ -186,7 +204,7 @@ impl Devices {
             }
         }
         log::emit(GuestRecord::Coldplug {
-            devices: walked.devices.len() as u64,
+            devices: devices as u64,
             modaliases: (self.seen_aliases.len() - before) as u64,
         });
     }
@@ -287,12 +305,12 @@ impl Devices {
             )
         });
         let devpath = String::from_utf8_lossy(dev.devpath()).into_owned();
-        self.submit(&[Request::Alias(alias)], Some(&devpath));
+        self.submit(&[Request::Alias(alias)], Some(&devpath), URGENT);
     }
 
     /// Plans the requests and queues what is new. An alias no module of
     /// the initrd matches is reported for the host to explain.
-    fn submit(&mut self, requests: &[Request], devpath: Option<&str>) {
+    fn submit(&mut self, requests: &[Request], devpath: Option<&str>, priority: u8) {
         let Some(index) = self.index.as_ref() else {
             return;
         };
@@ -301,7 +319,7 @@ impl Devices {
         let plan = index.plan_lenient(requests);
         report_notes(&plan, devpath);
         if let Some(loader) = self.loader.as_mut() {
-            loader.submit(&plan);
+            loader.submit(&plan, priority);
         }
         // Modules loaded in PID 1 itself (no worker) are done already.
         self.collect_loads();

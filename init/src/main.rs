@@ -171,7 +171,7 @@ fn discover(init: &mut Init, baked: &Config) {
     if init.opts.root.device.is_some() && baked.payload.is_none() {
         match init.opts.root.fstype.clone() {
             Some(fstype) => init.devices.request_alias(&format!("fs-{fstype}")),
-            None => init.devices.request_names(&baked.early),
+            None => init.devices.request_early(&baked.early),
         }
     }
     match init.opts.plan.clone().or_else(|| baked.plan.clone()) {

@@ -85,9 +85,10 @@ impl Workers {
         }
     }
 
-    /// Queues a plan's modules (those not known yet) and starts what can start.
-    pub fn submit(&mut self, plan: &Plan) {
-        self.queue.submit(plan);
+    /// Queues a plan's modules (those not known yet) and starts what can
+    /// start; a lower `priority` starts first (see `Queue::submit_at`).
+    pub fn submit(&mut self, plan: &Plan, priority: u8) {
+        self.queue.submit_at(plan, priority);
         self.dispatch();
     }
 
@@ -389,10 +390,13 @@ mod tests {
                 kernel_compression: None,
             },
         );
-        w.submit(&Plan {
-            modules: vec![entry("a", &[]), entry("b", &[0]), entry("c", &[])],
-            notes: vec![],
-        });
+        w.submit(
+            &Plan {
+                modules: vec![entry("a", &[]), entry("b", &[0]), entry("c", &[])],
+                notes: vec![],
+            },
+            0,
+        );
         let mut events = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !w.is_idle() || events.len() < 3 {

@@ -358,6 +358,8 @@ struct Slot {
     /// Modules that need this one to be live (hard) or only after it (soft).
     hard_users: Vec<usize>,
     soft_users: Vec<usize>,
+    /// Lower runs first (see [`Queue::submit_at`]).
+    priority: u8,
 }
 
 /// The loader's state: every module ever submitted, each loaded at most
@@ -367,8 +369,8 @@ struct Slot {
 pub struct Queue {
     slots: Vec<Slot>,
     by_name: std::collections::BTreeMap<String, usize>,
-    /// Ready to run, earliest submitted first.
-    ready: BinaryHeap<Reverse<usize>>,
+    /// Ready to run: the most urgent first, then the earliest submitted.
+    ready: BinaryHeap<Reverse<(u8, usize)>>,
     running: usize,
     finished: Vec<LoadEvent>,
     report: LoadReport,
@@ -382,6 +384,14 @@ impl Queue {
     /// Dependencies are the plan's indices; they may name modules known
     /// from earlier plans (live, running, failed...).
     pub fn submit(&mut self, plan: &Plan) -> usize {
+        self.submit_at(plan, 0)
+    }
+
+    /// [`Queue::submit`] with a priority: among ready modules, a lower
+    /// priority starts first (PID 1 loads what devices ask for before what
+    /// it loads ahead of need, like the root filesystem's modules), then
+    /// the earlier submitted.
+    pub fn submit_at(&mut self, plan: &Plan, priority: u8) -> usize {
         let base = self.slots.len();
         let mut place: Vec<usize> = Vec::with_capacity(plan.modules.len());
         let mut new = Vec::new();
@@ -397,6 +407,7 @@ impl Queue {
                         waiting: 0,
                         hard_users: Vec::new(),
                         soft_users: Vec::new(),
+                        priority,
                     });
                     place.push(k);
                     new.push(k);
@@ -412,7 +423,7 @@ impl Queue {
                 .get(k)
                 .is_some_and(|s| s.status == Status::Waiting && s.waiting == 0);
             if waiting {
-                self.ready.push(Reverse(k));
+                self.ready.push(Reverse((priority, k)));
             }
         }
         self.break_cycles();
@@ -539,7 +550,7 @@ impl Queue {
         if let Some(slot) = self.slots.get_mut(u) {
             slot.waiting = slot.waiting.saturating_sub(1);
             if slot.waiting == 0 && slot.status == Status::Waiting {
-                self.ready.push(Reverse(u));
+                self.ready.push(Reverse((slot.priority, u)));
             }
         }
     }
@@ -560,7 +571,7 @@ impl Queue {
     /// The next module to load, marked running: its place in the queue
     /// and its entry (to hand to whatever loads it).
     pub fn start_next(&mut self) -> Option<(usize, PlanEntry)> {
-        while let Some(Reverse(k)) = self.ready.pop() {
+        while let Some(Reverse((_, k))) = self.ready.pop() {
             // A module can be released twice (a soft and a hard edge) or
             // skipped after it was queued: only a waiting one runs.
             let Some(slot) = self.slots.get_mut(k) else {
@@ -1154,6 +1165,29 @@ mod tests {
         );
         let report = q.report();
         assert_eq!((report.loaded, report.failed, report.skipped), (3, 1, 1));
+    }
+
+    /// What devices ask for starts before what was queued ahead of need.
+    #[test]
+    fn urgent_modules_start_first() {
+        let mut q = Queue::default();
+        q.submit_at(
+            &Plan {
+                modules: vec![entry("early1", &[]), entry("early2", &[])],
+                notes: vec![],
+            },
+            1,
+        );
+        q.submit(&Plan {
+            modules: vec![entry("dev", &[]), entry("drv", &[0])],
+            notes: vec![],
+        });
+        let mut order = Vec::new();
+        while let Some((k, e)) = q.start_next() {
+            order.push(e.name.clone());
+            q.complete(k, boottime(), boottime(), 0, Ok(Loaded::Inserted));
+        }
+        assert_eq!(order, ["dev", "drv", "early1", "early2"]);
     }
 
     #[test]

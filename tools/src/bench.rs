@@ -7,6 +7,7 @@ use crate::analyze::{analyze, Analysis};
 use crate::machine::Profile;
 use crate::run::{self, RunOptions};
 use crate::signals;
+use crate::yardstick::{Loader, Reference, ReferenceBoot};
 use anyhow::{anyhow, bail, Context, Result};
 use kestrel_initrd::Compression;
 use std::collections::BTreeMap;
@@ -347,6 +348,147 @@ pub fn render_comparison(c: &Comparison) -> String {
         ));
     }
     s.push_str(&format!("median B/A: {:.3}\n", c.median_ratio));
+    s
+}
+
+/// One loader's boots on the reference machine.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoaderStats {
+    pub loader: Loader,
+    pub boots: usize,
+    pub failures: usize,
+    /// Ready − /init: the init's start to the root's init started.
+    pub ready_ms: PhaseStats,
+    pub wall_ms: PhaseStats,
+    /// Warnings any boot printed (a healthy boot prints none).
+    pub warnings: Vec<String>,
+}
+
+/// `kestrel bench --reference`: the three loaders interleaved, and the
+/// two ratios the issue sets targets for, pair by pair.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReferenceReport {
+    pub loaders: Vec<LoaderStats>,
+    /// Discovery / frozen plan, ready − /init, per round.
+    pub discovery_vs_frozen: Vec<f64>,
+    pub median_discovery_vs_frozen: f64,
+    /// Frozen plan / fixed-list loader, per round.
+    pub frozen_vs_fixed: Vec<f64>,
+    pub median_frozen_vs_fixed: f64,
+}
+
+fn stats(name: &str, values: &[f64]) -> PhaseStats {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let (min, max) = (
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+    );
+    PhaseStats {
+        name: name.to_owned(),
+        n: v.len(),
+        median_ms: median(&v),
+        min_ms: min,
+        max_ms: max,
+        spread_ms: max - min,
+    }
+}
+
+/// Boots the reference machine `n` times with each loader, interleaved
+/// (discovery, frozen, fixed, discovery, ...), one at a time.
+pub fn reference(kernel: crate::kernel::Kernel, n: usize) -> Result<ReferenceReport> {
+    let reference = Reference::prepare(kernel)?;
+    let mut rounds: Vec<Vec<Option<ReferenceBoot>>> = Vec::new();
+    progress(0, n * Loader::ALL.len());
+    for round in 0..n {
+        let mut boots = Vec::new();
+        for (i, loader) in Loader::ALL.into_iter().enumerate() {
+            if signals::pending().is_some() {
+                bail!("interrupted");
+            }
+            let boot = reference
+                .boot(loader)
+                .map_err(|e| eprintln!("\nkestrel bench: {e:#}"))
+                .ok();
+            boots.push(boot);
+            progress(round * Loader::ALL.len() + i + 1, n * Loader::ALL.len());
+        }
+        rounds.push(boots);
+    }
+    let loaders = Loader::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, loader)| {
+            let ok: Vec<&ReferenceBoot> =
+                rounds.iter().filter_map(|r| r.get(i)?.as_ref()).collect();
+            let ready: Vec<f64> = ok.iter().map(|b| b.ready_ms()).collect();
+            let wall: Vec<f64> = ok.iter().map(|b| b.wall_ms).collect();
+            let mut warnings: Vec<String> = ok.iter().flat_map(|b| b.warnings.clone()).collect();
+            warnings.dedup();
+            LoaderStats {
+                loader,
+                boots: n,
+                failures: n - ok.len(),
+                ready_ms: stats("ready - /init", &ready),
+                wall_ms: stats("qemu start -> exit", &wall),
+                warnings,
+            }
+        })
+        .collect();
+    let ratio = |a: usize, b: usize| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|r| Some(r.get(a)?.as_ref()?.ready_ms() / r.get(b)?.as_ref()?.ready_ms()))
+            .collect()
+    };
+    let median_of = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        median(&v)
+    };
+    let discovery_vs_frozen = ratio(0, 1);
+    let frozen_vs_fixed = ratio(1, 2);
+    Ok(ReferenceReport {
+        median_discovery_vs_frozen: median_of(&discovery_vs_frozen),
+        median_frozen_vs_fixed: median_of(&frozen_vs_fixed),
+        discovery_vs_frozen,
+        frozen_vs_fixed,
+        loaders,
+    })
+}
+
+pub fn render_reference(r: &ReferenceReport) -> String {
+    let mut s = format!(
+        "reference machine (q35, 2 vCPUs, 1 GiB, virtio console/blk/net/rng, ext4 root, no events port)\n{:<24} {:>6} {:>9} {:>9} {:>9} {:>11}\n",
+        "loader", "boots", "ready ms", "min", "max", "wall ms"
+    );
+    for l in &r.loaders {
+        s.push_str(&format!(
+            "{:<24} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>11.1}\n",
+            l.loader.name(),
+            l.boots - l.failures,
+            l.ready_ms.median_ms,
+            l.ready_ms.min_ms,
+            l.ready_ms.max_ms,
+            l.wall_ms.median_ms
+        ));
+        for w in &l.warnings {
+            s.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    s.push_str(&format!(
+        "discovery / frozen plan: median {:.3} ({})\nfrozen plan / fixed list: median {:.3} ({})\n",
+        r.median_discovery_vs_frozen,
+        list(&r.discovery_vs_frozen),
+        r.median_frozen_vs_fixed,
+        list(&r.frozen_vs_fixed)
+    ));
     s
 }
 

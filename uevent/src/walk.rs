@@ -64,6 +64,15 @@ pub struct Walk {
 /// names are subdirectories, the `uevent` file and the `subsystem` link, so
 /// no path is resolved twice and nothing is `stat`ed (sysfs fills `d_type`).
 pub fn walk_devices(sys: &Path) -> Result<Walk, UeventError> {
+    let mut devices = Vec::new();
+    let skipped = walk_devices_with(sys, &mut |ev| devices.push(ev))?;
+    Ok(Walk { devices, skipped })
+}
+
+/// [`walk_devices`] handing each device to `each` as soon as it is read
+/// (PID 1 starts loading a driver while the walk goes on); returns how
+/// many were skipped.
+pub fn walk_devices_with(sys: &Path, each: &mut dyn FnMut(Uevent)) -> Result<usize, UeventError> {
     let root = sys.join(SYSFS_DEVICES_DIR);
     let io_err = |op, e: Errno| UeventError::Io {
         op,
@@ -73,7 +82,9 @@ pub fn walk_devices(sys: &Path) -> Result<Walk, UeventError> {
     let fd =
         openat(CWD, &root, DIR_FLAGS, Mode::empty()).map_err(|e| io_err("open directory", e))?;
     let mut walker = Walker {
-        walk: Walk::default(),
+        each,
+        found: 0,
+        skipped: 0,
         devpath: DEVPATH_PREFIX.to_vec(),
         scratch: vec![0; UEVENT_MAX + 1],
         too_many: false,
@@ -87,7 +98,7 @@ pub fn walk_devices(sys: &Path) -> Result<Walk, UeventError> {
             max: WALK_MAX_DEVICES,
         });
     }
-    Ok(walker.walk)
+    Ok(walker.skipped)
 }
 
 /// Every entry of `dir` but `.` and `..`, with its type (asked for with
@@ -119,8 +130,10 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-struct Walker {
-    walk: Walk,
+struct Walker<'a> {
+    each: &'a mut dyn FnMut(Uevent),
+    found: usize,
+    skipped: usize,
     /// The devpath of the directory being visited.
     devpath: Vec<u8>,
     /// Read buffer for one `uevent` file (one byte more than allowed, to tell
@@ -129,7 +142,7 @@ struct Walker {
     too_many: bool,
 }
 
-impl Walker {
+impl Walker<'_> {
     /// Visits the directory `fd` (at `self.devpath`): the device it is, if
     /// any, then its subdirectories in name order.
     fn visit(&mut self, fd: OwnedFd, depth: usize) -> Result<(), Errno> {
@@ -148,12 +161,15 @@ impl Walker {
         let dirfd = dir.fd()?;
         if has_uevent {
             match self.read_device(dirfd, has_subsystem) {
-                Ok(ev) if self.walk.devices.len() < WALK_MAX_DEVICES => self.walk.devices.push(ev),
+                Ok(ev) if self.found < WALK_MAX_DEVICES => {
+                    self.found += 1;
+                    (self.each)(ev);
+                }
                 Ok(_) => {
                     self.too_many = true;
                     return Ok(());
                 }
-                Err(_) => self.walk.skipped += 1,
+                Err(_) => self.skipped += 1,
             }
         }
         subdirs.sort_unstable();
@@ -162,7 +178,7 @@ impl Walker {
                 return Ok(());
             }
             if depth + 1 > WALK_MAX_DEPTH {
-                self.walk.skipped += 1;
+                self.skipped += 1;
                 continue;
             }
             if has_uevent && name.to_bytes() == PM_GROUP_DIR && !has_uevent_at(dirfd, &name) {
@@ -177,7 +193,7 @@ impl Walker {
             let visited = openat(dirfd, name.as_c_str(), DIR_FLAGS, Mode::empty())
                 .and_then(|fd| self.visit(fd, depth + 1));
             if visited.is_err() {
-                self.walk.skipped += 1;
+                self.skipped += 1;
             }
             self.devpath.truncate(len);
         }
