@@ -10,8 +10,9 @@ pub fn kernel_config_path(boot_dir: &Path, version: &str) -> PathBuf {
     boot_dir.join(format!("config-{version}"))
 }
 
-/// The state of a tristate option.
-fn option_state<'a>(config: &'a str, option: &str) -> &'a str {
+/// The state of a tristate option in the text of a kernel .config: its
+/// value ("y", "m", a string), "n" when `# … is not set`, else "absent".
+pub fn option_state<'a>(config: &'a str, option: &str) -> &'a str {
     for line in config.lines() {
         let line = line.trim();
         if let Some(v) = line.strip_prefix(option).and_then(|r| r.strip_prefix('=')) {

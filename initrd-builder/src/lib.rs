@@ -66,7 +66,9 @@ pub use firmware::{
     find_firmware, modinfo_firmware, parse_modinfo, FirmwareFile, FirmwareReport, FIRMWARE_DIR,
 };
 pub use host::{ProgramFile, PROGRAM_SEARCH_PATH};
-pub use kconfig::{check_compression, kernel_config_path, RdSupport};
+pub use kconfig::{
+    check_compression, kernel_config_path, option_state as kconfig_option, RdSupport,
+};
 pub use ldconf::{ld_so_conf_dirs, parse_ld_so_conf, LdConfLine};
 pub use newc::{
     concat_archives, mtime_from_source_date_epoch, parse_initramfs, parse_newc, NewcEntry,

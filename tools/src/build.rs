@@ -7,7 +7,7 @@
 //! libraries and its argv, environment and working directory) is made per
 //! run, resolved against the base's tree.
 
-use crate::kernel::{Kernel, BOOT_DIR};
+use crate::kernel::Kernel;
 use crate::machine::Target;
 use anyhow::{bail, Context, Result};
 use kestrel_initrd::{Archive, Cache, Compression, KeyHasher, ManifestEntry};
@@ -59,7 +59,8 @@ pub struct BuildOptions {
     pub modules_dir: Option<PathBuf>,
 }
 
-/// The payload as the host was asked to run it.
+/// The payload as the host was asked to run it, and its world: what the
+/// run archive bakes for the init.
 #[derive(Debug, Clone, Default)]
 pub struct Payload {
     /// The program on the host, resolved through PATH.
@@ -71,6 +72,15 @@ pub struct Payload {
     pub console: bool,
     /// The host streams stdin to it over the events port.
     pub stdin: bool,
+    /// Run as this user (the host user's ids, when sharing).
+    pub user: Option<config::User>,
+    /// Host folders the init mounts.
+    pub shares: Vec<config::Share>,
+    /// The tag of the share that is the payload's root (`--root host`):
+    /// the program is then run from there, not carried in the initrd.
+    pub host_root: Option<String>,
+    /// The address the init gives the first interface.
+    pub net: Option<config::Net>,
 }
 
 /// Resolves `argv[0]` like a shell would, before any VM starts, so a
@@ -101,17 +111,46 @@ pub fn resolve_payload(argv: &[OsString]) -> Result<Payload> {
     })
 }
 
-/// Finds the static init: $KESTREL_INIT, else in a cargo target dir above
-/// this executable. A dynamically linked init cannot boot: refused.
+/// Where `make install` puts the init, relative to the folder of the
+/// installed `kestrel` (PREFIX/bin/kestrel, PREFIX/lib/kestrel/kestrel-init).
+pub const INIT_INSTALLED: &str = "../lib/kestrel/kestrel-init";
+/// The init's file name next to a copied `kestrel`.
+pub const INIT_NAME: &str = "kestrel-init";
+
+/// Where the init is looked for, in order, for the executable `exe`:
+/// next to it, under its PREFIX/lib/kestrel, then in a cargo target
+/// folder above it (a build tree).
+fn init_candidates(exe: &Path) -> Vec<PathBuf> {
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let mut out = vec![dir.join(INIT_NAME), dir.join(INIT_INSTALLED)];
+    out.extend(exe.ancestors().skip(1).map(|d| d.join(INIT_IN_TARGET)));
+    out
+}
+
+/// Finds the static init: $KESTREL_INIT, else beside this executable or
+/// where `make install` put it, else in a cargo target dir above it. A
+/// dynamically linked init cannot boot: refused.
 fn find_init() -> Result<PathBuf> {
     let path = match std::env::var_os(INIT_ENV) {
         Some(p) => PathBuf::from(p),
         None => {
             let exe = std::env::current_exe().context("failed to find the kestrel executable")?;
-            exe.ancestors()
-                .map(|d| d.join(INIT_IN_TARGET))
+            let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+            init_candidates(&exe)
+                .into_iter()
                 .find(|p| p.is_file())
-                .with_context(|| format!("no static kestrel-init found above {} (run `make init`, or set {INIT_ENV})", exe.display()))?
+                .with_context(|| {
+                    let dir = exe.parent().unwrap_or(Path::new("/"));
+                    format!(
+                        "no static kestrel-init for {exe}: looked in {near}, {installed} and cargo target folders above it. \
+                         Build it with `make init` in Kestrel's source tree, then either `make install PREFIX=...` \
+                         (kestrel in PREFIX/bin, the init in PREFIX/lib/kestrel), copy \
+                         target/{INIT_IN_TARGET} to {near}, or set {INIT_ENV}=/path/to/kestrel-init",
+                        exe = exe.display(),
+                        near = dir.join(INIT_NAME).display(),
+                        installed = dir.join(INIT_INSTALLED).display(),
+                    )
+                })?
         }
     };
     let data = std::fs::read(&path)
@@ -198,8 +237,77 @@ pub fn build(
 /// A compression the kernel cannot unpack (its config says no RD_*) is
 /// refused here, not discovered as a silent boot failure.
 fn check_compression(kernel: &Kernel, c: Compression) -> Result<()> {
-    let config = kestrel_initrd::kernel_config_path(Path::new(BOOT_DIR), &kernel.release);
-    Ok(kestrel_initrd::check_compression(&config, c)?)
+    Ok(kestrel_initrd::check_compression(&kernel.config, c)?)
+}
+
+/// The module tree of a build: `--modules-dir` (the tree itself or an
+/// INSTALL_MOD_PATH holding lib/modules/RELEASE), else the kernel's.
+fn modules_dir(opts: &BuildOptions, kernel: &Kernel) -> Result<Option<PathBuf>> {
+    match &opts.modules_dir {
+        Some(given) => crate::kernel::find_module_tree(given, &kernel.release)
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "--modules-dir {}: no modules.dep there nor in {}/lib/modules/{} (run depmod, or make modules_install INSTALL_MOD_PATH=...)",
+                    given.display(),
+                    given.display(),
+                    kernel.release
+                )
+            }),
+        None => Ok(kernel.modules_dir.clone()),
+    }
+}
+
+/// Every module the devices need is in the tree or built in; else the
+/// error names the kernel option to turn on, before any VM starts.
+fn check_device_modules(
+    index: Option<&ModuleIndex>,
+    target: &Target,
+    kernel: &Kernel,
+) -> Result<()> {
+    let config = std::fs::read(&kernel.config).ok();
+    let state = |option: &str| -> Option<String> {
+        let text = String::from_utf8_lossy(config.as_deref()?);
+        Some(kestrel_initrd::kconfig_option(&text, option).to_owned())
+    };
+    let mut missing = Vec::new();
+    for module in target.device_modules() {
+        let present = match index {
+            Some(index) => index.module_path(module).is_some() || index.is_builtin(module),
+            // No module tree: only what the config builds in.
+            None => crate::machine::module_option(module)
+                .and_then(&state)
+                .is_none_or(|s| s == "y"),
+        };
+        if present {
+            continue;
+        }
+        let what = match crate::machine::module_option(module) {
+            Some(option) => match state(option).as_deref() {
+                Some("m") => format!(
+                    "{module} ({option}=m, but the module is not in the tree: make modules_install)"
+                ),
+                Some("y") | None => format!("{module} ({option})"),
+                Some("n") => format!("{module} ({option} is not set: enable it)"),
+                Some(other) => format!("{module} ({option} is {other}: enable it)"),
+            },
+            None => module.to_owned(),
+        };
+        missing.push(what);
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let tree = index.map_or_else(
+        || "no module tree".to_owned(),
+        |i| format!("modules in {}", i.dir().display()),
+    );
+    bail!(
+        "kernel {} cannot drive this VM's devices: it lacks {} ({tree}, config {})",
+        kernel.release,
+        missing.join(", "),
+        kernel.config.display()
+    )
 }
 
 /// What the module plan is asked for: the devices' modules, the user's,
@@ -238,7 +346,8 @@ fn base_archive(
 ) -> Result<Archive> {
     let mut a = Archive::new();
     add_skeleton(&mut a, init)?;
-    let Some(dir) = opts.modules_dir.as_ref().or(kernel.modules_dir.as_ref()) else {
+    let Some(dir) = modules_dir(opts, kernel)? else {
+        check_device_modules(None, target, kernel)?;
         eprintln!(
             "kestrel: no {}/{} on the host; assuming its drivers are built in",
             crate::kernel::MODULES_ROOT,
@@ -246,18 +355,22 @@ fn base_archive(
         );
         return Ok(a);
     };
-    let index = ModuleIndex::load(dir)
+    let index = ModuleIndex::load(&dir)
         .with_context(|| format!("failed to load the module index of {}", dir.display()))?;
+    check_device_modules(Some(&index), target, kernel)?;
     let plan = index
         .plan(&module_requests(opts, target, root_mode)?)
         .context("failed to resolve the module closure")?;
     if let Some(fs) = root_fs(opts, root_mode) {
-        check_root_fs(&plan, fs, dir)?;
+        check_root_fs(&plan, fs, &dir)?;
     }
     add_modules(&mut a, &index, &plan, &kernel.release)?;
-    if opts.frozen_plan {
-        add_frozen_plan(&mut a, &plan)?;
-    }
+    // The root filesystem's modules are the longest chain of a root boot:
+    // the init starts them at t=0, beside discovery.
+    let early = root_fs(opts, root_mode)
+        .map(|fs| index.lookup_alias(&format!("fs-{fs}")))
+        .unwrap_or_default();
+    add_base_config(&mut a, opts.frozen_plan.then_some(&plan), early)?;
     Ok(a)
 }
 
@@ -297,7 +410,7 @@ fn check_root_fs(plan: &Plan, fs: &str, dir: &Path) -> Result<()> {
 
 /// Strips the compression suffix: modules are stored decompressed (the
 /// initrd is compressed as a whole, and the init then needs no decoder).
-fn stored_relpath(relpath: &str) -> &str {
+pub(crate) fn stored_relpath(relpath: &str) -> &str {
     for ext in [".xz", ".zst", ".gz"] {
         if let Some(stem) = relpath.strip_suffix(ext) {
             return stem;
@@ -355,14 +468,23 @@ fn add_modules(a: &mut Archive, index: &ModuleIndex, plan: &Plan, release: &str)
     Ok(())
 }
 
-fn add_frozen_plan(a: &mut Archive, plan: &Plan) -> Result<()> {
+/// The base archive's config: the frozen plan (when asked for) and the
+/// modules to start at once in a root boot.
+fn add_base_config(a: &mut Archive, frozen: Option<&Plan>, early: Vec<String>) -> Result<()> {
+    if frozen.is_none() && early.is_empty() {
+        return Ok(());
+    }
     let baked = Config {
-        plan: Some(plan.modules.iter().map(|m| m.name.clone()).collect()),
+        plan: frozen.map(|p| p.modules.iter().map(|m| m.name.clone()).collect()),
+        early,
         ..Config::default()
     };
     let path = config::BASE_CONFIG.trim_start_matches('/');
     a.add_file(path, 0o644, baked.encode_base())?;
-    a.set_reason(path, "frozen module plan: these modules, no discovery");
+    a.set_reason(
+        path,
+        "frozen module plan (no discovery) or the root filesystem's modules, loaded at once",
+    );
     Ok(())
 }
 
@@ -389,19 +511,25 @@ fn archive_path(p: &Path) -> String {
 /// The run archive: the payload and its configuration, over the base.
 fn run_archive(base: &Archive, payload: &Payload, include: &[PathBuf]) -> Result<Archive> {
     let mut a = Archive::overlay(base);
+    if payload.host_root.is_some() && !include.is_empty() {
+        eprintln!("kestrel: warning: --include goes into the initramfs, which a payload on the host's root does not see");
+    }
     for path in include {
         // ELF programs and scripts bring what they need; other files come as they are.
         a.add_program(path)
             .with_context(|| format!("failed to include {}", path.display()))?;
         a.set_reason(&archive_path(path), "--include");
     }
-    a.add_program(&payload.program).with_context(|| {
-        format!(
-            "failed to add {} and its libraries",
-            payload.program.display()
-        )
-    })?;
-    a.set_reason(&archive_path(&payload.program), "the payload");
+    // On the host's root the program is there already, with its libraries.
+    if payload.host_root.is_none() {
+        a.add_program(&payload.program).with_context(|| {
+            format!(
+                "failed to add {} and its libraries",
+                payload.program.display()
+            )
+        })?;
+        a.set_reason(&archive_path(&payload.program), "the payload");
+    }
     // The guest execs exactly what was resolved here (its PATH may differ);
     // argv[0] stays as typed.
     let baked = Config {
@@ -412,15 +540,18 @@ fn run_archive(base: &Archive, payload: &Payload, include: &[PathBuf]) -> Result
             cwd: payload.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
             console: payload.console,
             stdin: payload.stdin,
-            user: None,
+            user: payload.user.clone(),
         }),
+        shares: payload.shares.clone(),
+        host_root: payload.host_root.clone(),
+        net: payload.net,
         ..Config::default()
     };
     let path = config::RUN_CONFIG.trim_start_matches('/');
     a.add_file(path, 0o644, baked.encode_run()?)?;
     a.set_reason(
         path,
-        "the payload's argv, environment and working directory",
+        "the payload's argv, environment, working directory, user, shares and network",
     );
     Ok(a)
 }
@@ -452,7 +583,7 @@ fn cache_base(base: &Archive, c: Compression, mtime: u32, cache: &Cache) -> Resu
 mod tests {
     use super::*;
     use crate::kernel::{
-        debian_61, has_pvh_note, installed_kernels, read_kernel, Installed, KernelReason,
+        debian_61, has_pvh_note, installed_kernels, read_kernel, Installed, KernelReason, BOOT_DIR,
     };
     use crate::machine::{Device, Machine, Profile};
 

@@ -149,8 +149,12 @@ pub struct Kernel {
     /// What qemu boots: the cached PVH vmlinux when there is one.
     pub boot_image: PathBuf,
     pub release: String,
-    /// /lib/modules/RELEASE, when present.
+    /// /lib/modules/RELEASE, when present (a source tree: its
+    /// `modules_install` output).
     pub modules_dir: Option<PathBuf>,
+    /// The kernel's build config (/boot/config-RELEASE, a tree's .config);
+    /// it may not exist.
+    pub config: PathBuf,
     /// Why this one.
     pub reason: KernelReason,
 }
@@ -191,16 +195,23 @@ pub fn load_kernel(given: Option<&Path>, cache: &Cache, pvh: bool) -> Result<Ker
     read_kernel(&path, reason, cache, pvh)
 }
 
+/// Reads the kernel at `path`: a bzImage, a vmlinux with the PVH note,
+/// or a built source tree (see [`read_tree`]).
 pub fn read_kernel(path: &Path, reason: KernelReason, cache: &Cache, pvh: bool) -> Result<Kernel> {
+    if path.is_dir() {
+        return read_tree(path, reason, cache, pvh);
+    }
     let image =
         std::fs::read(path).with_context(|| format!("failed to read kernel {}", path.display()))?;
-    let release = bzimage_release(&image)
-        .with_context(|| format!("{} is not a bzImage (no HdrS setup header)", path.display()))?;
-    let modules_dir = Path::new(MODULES_ROOT).join(&release);
-    let modules_dir = modules_dir
-        .join("modules.dep")
-        .exists()
-        .then_some(modules_dir);
+    if image.starts_with(b"\x7fELF") {
+        return read_vmlinux(path, &image, reason);
+    }
+    let release = bzimage_release(&image).with_context(|| {
+        format!(
+            "{} is not a bzImage (no HdrS setup header), a vmlinux or a kernel source tree",
+            path.display()
+        )
+    })?;
     let boot_image = if pvh {
         cached_pvh_vmlinux(&image, cache)?.unwrap_or_else(|| path.to_owned())
     } else {
@@ -209,9 +220,135 @@ pub fn read_kernel(path: &Path, reason: KernelReason, cache: &Cache, pvh: bool) 
     Ok(Kernel {
         path: path.to_owned(),
         boot_image,
+        modules_dir: module_tree(&Path::new(MODULES_ROOT).join(&release)),
+        config: kestrel_initrd::kernel_config_path(Path::new(BOOT_DIR), &release),
+        release,
+        reason,
+    })
+}
+
+/// `dir` when it holds a module index.
+fn module_tree(dir: &Path) -> Option<PathBuf> {
+    dir.join("modules.dep").is_file().then(|| dir.to_owned())
+}
+
+/// A module tree for `release` given as the tree itself
+/// (`…/lib/modules/RELEASE`) or as an INSTALL_MOD_PATH (`…`, holding
+/// `lib/modules/RELEASE`); None when it is neither.
+pub fn find_module_tree(given: &Path, release: &str) -> Option<PathBuf> {
+    module_tree(given).or_else(|| module_tree(&given.join("lib/modules").join(release)))
+}
+
+/// Where a source tree's `make modules_install INSTALL_MOD_PATH=…` output
+/// is looked for, relative to the tree (INSTALL_MOD_PATH itself first, as
+/// the kernel's make reads it; `.virtme_mods` is virtme-ng's).
+pub const TREE_MODULE_DIRS: &[&str] = &["mods", ".virtme_mods", "."];
+/// A source tree's image and its config, relative to the tree.
+const TREE_BZIMAGE: &str = "arch/x86/boot/bzImage";
+const TREE_VMLINUX: &str = "vmlinux";
+const TREE_CONFIG: &str = ".config";
+
+/// A built kernel source tree: its bzImage (the release from its header),
+/// booted through the tree's own vmlinux when that has the PVH note (no
+/// extraction); modules from its `modules_install` output (see
+/// [`TREE_MODULE_DIRS`]; `--modules-dir` names another); its `.config`.
+pub fn read_tree(dir: &Path, reason: KernelReason, cache: &Cache, pvh: bool) -> Result<Kernel> {
+    let bz = dir.join(TREE_BZIMAGE);
+    let image = std::fs::read(&bz).with_context(|| {
+        format!(
+            "{} is a folder but has no {TREE_BZIMAGE}: build the kernel first (make bzImage)",
+            dir.display()
+        )
+    })?;
+    let release = bzimage_release(&image)
+        .with_context(|| format!("{} has no HdrS setup header", bz.display()))?;
+    let vmlinux = dir.join(TREE_VMLINUX);
+    let boot_image = if pvh && file_has_pvh_note(&vmlinux) {
+        vmlinux
+    } else if pvh {
+        cached_pvh_vmlinux(&image, cache)?.unwrap_or_else(|| bz.clone())
+    } else {
+        bz.clone()
+    };
+    let install_mod_path = std::env::var_os("INSTALL_MOD_PATH").map(|p| dir.join(p));
+    let modules_dir = install_mod_path
+        .into_iter()
+        .chain(TREE_MODULE_DIRS.iter().map(|d| dir.join(d)))
+        .find_map(|d| find_module_tree(&d, &release));
+    Ok(Kernel {
+        path: dir.to_owned(),
+        boot_image,
         release,
         modules_dir,
+        config: dir.join(TREE_CONFIG),
         reason,
+    })
+}
+
+/// A vmlinux given as the kernel: booted directly when it has the PVH
+/// note; its release from the `Linux version …` banner in it.
+fn read_vmlinux(path: &Path, image: &[u8], reason: KernelReason) -> Result<Kernel> {
+    if !has_pvh_note(image) {
+        bail!(
+            "{} is an ELF vmlinux without the PVH entry note (CONFIG_PVH): boot its bzImage",
+            path.display()
+        );
+    }
+    let release = banner_release(image)
+        .with_context(|| format!("no \"Linux version\" banner in {}", path.display()))?;
+    Ok(Kernel {
+        path: path.to_owned(),
+        boot_image: path.to_owned(),
+        modules_dir: module_tree(&Path::new(MODULES_ROOT).join(&release)),
+        config: kestrel_initrd::kernel_config_path(Path::new(BOOT_DIR), &release),
+        release,
+        reason,
+    })
+}
+
+/// The release in a kernel's `linux_banner` ("Linux version 6.1.0 (…").
+fn banner_release(image: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    let at = memchr::memmem::find_iter(image, BANNER)
+        .map(|at| at + BANNER.len())
+        // The format string "Linux version %s" is in the image too.
+        .find(|&at| image.get(at).is_some_and(|b| b.is_ascii_digit()))?;
+    let rest = image.get(at..)?;
+    let end = rest.iter().position(|&b| b == b' ' || b == 0)?;
+    Some(String::from_utf8_lossy(rest.get(..end)?).into_owned())
+}
+
+/// [`has_pvh_note`] of a file, reading only its headers and notes (a
+/// tree's vmlinux with debug info is hundreds of MB).
+fn file_has_pvh_note(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_NOTE: u32 = 4;
+    const MAX_NOTES: u64 = 1 << 20;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 64];
+    if f.read_exact(&mut head).is_err() || !head.starts_with(b"\x7fELF") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (le64(&head, 0x20), le16(&head, 0x36), le16(&head, 0x38))
+    else {
+        return false;
+    };
+    let mut phdrs = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
+    if f.seek(SeekFrom::Start(phoff)).is_err() || f.read_exact(&mut phdrs).is_err() {
+        return false;
+    }
+    phdrs.chunks(usize::from(phentsize).max(1)).any(|ph| {
+        let (Some(PT_NOTE), Some(offset), Some(size)) = (le32(ph, 0), le64(ph, 8), le64(ph, 32))
+        else {
+            return false;
+        };
+        let mut notes = vec![0u8; size.min(MAX_NOTES) as usize];
+        f.seek(SeekFrom::Start(offset)).is_ok()
+            && f.read_exact(&mut notes).is_ok()
+            && notes_have_pvh(&notes)
     })
 }
 
@@ -276,7 +413,6 @@ fn extract_vmlinux(image: &[u8]) -> Result<Option<Vec<u8>>> {
 /// "Xen"), the PVH entry point qemu's `-kernel` uses.
 pub fn has_pvh_note(elf: &[u8]) -> bool {
     const PT_NOTE: u32 = 4;
-    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
     let (Some(phoff), Some(phentsize), Some(phnum)) =
         (le64(elf, 0x20), le16(elf, 0x36), le16(elf, 0x38))
     else {
@@ -290,22 +426,33 @@ pub fn has_pvh_note(elf: &[u8]) -> bool {
         let (Some(offset), Some(size)) = (le64(elf, ph + 8), le64(elf, ph + 32)) else {
             continue;
         };
-        let (mut at, end) = (offset as usize, (offset + size) as usize);
-        while at + 12 <= end {
-            let (Some(namesz), Some(descsz), Some(ty)) =
-                (le32(elf, at), le32(elf, at + 4), le32(elf, at + 8))
-            else {
-                break;
-            };
-            let name = elf
-                .get(at + 12..at + 12 + namesz as usize)
-                .unwrap_or_default();
-            if ty == XEN_ELFNOTE_PHYS32_ENTRY && name.starts_with(b"Xen") {
-                return true;
-            }
-            at +=
-                12 + (namesz as usize).next_multiple_of(4) + (descsz as usize).next_multiple_of(4);
+        let notes = elf
+            .get(offset as usize..offset.saturating_add(size) as usize)
+            .unwrap_or_default();
+        if notes_have_pvh(notes) {
+            return true;
         }
+    }
+    false
+}
+
+/// Whether a note segment holds XEN_ELFNOTE_PHYS32_ENTRY (type 18, name "Xen").
+fn notes_have_pvh(notes: &[u8]) -> bool {
+    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+    let mut at = 0;
+    while at + 12 <= notes.len() {
+        let (Some(namesz), Some(descsz), Some(ty)) =
+            (le32(notes, at), le32(notes, at + 4), le32(notes, at + 8))
+        else {
+            break;
+        };
+        let name = notes
+            .get(at + 12..at + 12 + namesz as usize)
+            .unwrap_or_default();
+        if ty == XEN_ELFNOTE_PHYS32_ENTRY && name.starts_with(b"Xen") {
+            return true;
+        }
+        at += 12 + (namesz as usize).next_multiple_of(4) + (descsz as usize).next_multiple_of(4);
     }
     false
 }

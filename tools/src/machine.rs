@@ -3,6 +3,7 @@
 //! them needs in the initrd. The qemu launcher turns it into flags; the
 //! initrd build turns it into a module list. Pure: no I/O.
 
+use kestrel_proto::config::ShareFs;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -102,6 +103,13 @@ pub enum Device {
     Net,
     /// virtio-rng fed from the host's /dev/urandom (`--rng`).
     Rng,
+    /// A host folder over virtio-9p (`--share` without virtiofsd).
+    Share9p,
+    /// A host folder over virtio-fs (`--share` with virtiofsd).
+    Virtiofs,
+    /// The host's root under a tmpfs overlay (`--root host`): not a
+    /// device, but a filesystem the init needs for it.
+    HostRoot,
 }
 
 /// Which modules each device needs, besides the machine's transport
@@ -111,7 +119,35 @@ const DEVICE_MODULES: &[(Device, &[&str])] = &[
     (Device::Disk, &["virtio_blk"]),
     (Device::Net, &["virtio_net"]),
     (Device::Rng, &["virtio_rng"]),
+    // The transport is the driver of the device (it binds by MODALIAS);
+    // the filesystem is what `mount -t 9p` asks for (fs-9p).
+    (Device::Share9p, &["9pnet_virtio", "9p"]),
+    (Device::Virtiofs, &["virtiofs"]),
+    (Device::HostRoot, &["overlay"]),
 ];
+
+/// The kernel option behind each module a device needs, to name it when
+/// the kernel has neither the module nor the driver built in.
+pub const MODULE_OPTIONS: &[(&str, &str)] = &[
+    ("virtio_mmio", "CONFIG_VIRTIO_MMIO"),
+    ("virtio_pci", "CONFIG_VIRTIO_PCI"),
+    ("virtio_console", "CONFIG_VIRTIO_CONSOLE"),
+    ("virtio_blk", "CONFIG_VIRTIO_BLK"),
+    ("virtio_net", "CONFIG_VIRTIO_NET"),
+    ("virtio_rng", "CONFIG_HW_RANDOM_VIRTIO"),
+    ("9pnet_virtio", "CONFIG_NET_9P_VIRTIO"),
+    ("9p", "CONFIG_9P_FS"),
+    ("virtiofs", "CONFIG_VIRTIO_FS"),
+    ("overlay", "CONFIG_OVERLAY_FS"),
+];
+
+/// The kernel option that provides `module`, when the table knows it.
+pub fn module_option(module: &str) -> Option<&'static str> {
+    MODULE_OPTIONS
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, o)| *o)
+}
 
 /// What an initrd is built for: the machine profile and the devices it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,7 +228,29 @@ pub struct Machine {
     /// qemu user networking: the guest reaches the host's own local
     /// services through 10.0.2.2 (qemu maps it to the host's 127.0.0.1).
     pub net: bool,
+    /// More `-netdev user` options (`restrict=on`, `guestfwd=...`), with `net`.
+    pub net_options: Vec<String>,
     pub rng: bool,
+    /// Host folders shared with the guest, in mount order.
+    pub shares: Vec<SharedDir>,
+}
+
+/// A host folder as the VM sees it: a virtio-9p or virtio-fs device with
+/// a mount tag, and where the init mounts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedDir {
+    pub fs: ShareFs,
+    /// The device's mount tag (short: 9p allows 31 bytes, virtio-fs 36).
+    pub tag: String,
+    /// The folder on the host (absolute).
+    pub host: PathBuf,
+    /// Where it is mounted in the payload's root (absolute); `/` for the
+    /// host root.
+    pub guest: PathBuf,
+    pub writable: bool,
+    /// The payload's root (`--root host`): mounted read-only under a tmpfs
+    /// overlay.
+    pub root: bool,
 }
 
 impl Default for Machine {
@@ -203,7 +261,9 @@ impl Default for Machine {
             profile: Profile::Microvm,
             disks: Vec::new(),
             net: false,
+            net_options: Vec::new(),
             rng: false,
+            shares: Vec::new(),
         }
     }
 }
@@ -220,6 +280,17 @@ impl Machine {
         }
         if self.rng {
             devices.push(Device::Rng);
+        }
+        for (fs, device) in [
+            (ShareFs::P9, Device::Share9p),
+            (ShareFs::Virtiofs, Device::Virtiofs),
+        ] {
+            if self.shares.iter().any(|s| s.fs == fs) {
+                devices.push(device);
+            }
+        }
+        if self.shares.iter().any(|s| s.root) {
+            devices.push(Device::HostRoot);
         }
         Target {
             profile: self.profile,

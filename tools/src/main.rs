@@ -8,8 +8,12 @@ use kestrel::bootlog::BootLog;
 use kestrel::build::{self, BuildOptions};
 use kestrel::cache::open_cache;
 use kestrel::machine::{Device, Disk, Machine, Profile, Target};
+use kestrel::project::{self, Project};
 use kestrel::qemu::Accel;
-use kestrel::run::{self, IoOptions, OutputMode, RunOptions, VmOptions, EXIT_HARNESS};
+use kestrel::run::{
+    self, IoOptions, OutputMode, RunOptions, ShareOptions, VmOptions, EXIT_HARNESS,
+};
+use kestrel::share::{FsChoice, ShareSpec};
 use kestrel::vm::StdinSource;
 use kestrel::{analyze, kernel, signals};
 use kestrel_initrd::Compression;
@@ -31,8 +35,12 @@ struct Cli {
 /// What goes into the initrd: shared by every command that builds one.
 #[derive(Args, Clone)]
 struct BuildArgs {
-    /// Kernel image (default: /boot/vmlinuz-$(uname -r) when installed,
-    /// else the newest /boot/vmlinuz-* by version; the choice is said on stderr).
+    /// Kernel: a bzImage, a vmlinux with the PVH note, or a built kernel
+    /// source tree (its arch/x86/boot/bzImage, its vmlinux for PVH, its
+    /// modules_install output in INSTALL_MOD_PATH, mods/ or .virtme_mods/,
+    /// or --modules-dir). Default: /boot/vmlinuz-$(uname -r) when
+    /// installed, else the newest /boot/vmlinuz-* by version; the choice is
+    /// said on stderr.
     #[arg(long)]
     kernel: Option<PathBuf>,
     /// Machine profile.
@@ -54,7 +62,9 @@ struct BuildArgs {
     /// Another host program (with its libraries) or file for the guest (repeatable).
     #[arg(long)]
     include: Vec<PathBuf>,
-    /// Module tree to take modules from (default /lib/modules/RELEASE).
+    /// Module tree to take modules from: the tree (…/lib/modules/RELEASE)
+    /// or an INSTALL_MOD_PATH holding lib/modules/RELEASE (default
+    /// /lib/modules/RELEASE, or a source tree's own).
     #[arg(long)]
     modules_dir: Option<PathBuf>,
     /// Also include the modules this host's own devices use (their MODALIAS).
@@ -83,13 +93,41 @@ struct DeviceArgs {
     /// or colon is part of the file name.
     #[arg(long = "disk", value_name = "FILE[,ro]")]
     disks: Vec<String>,
-    /// virtio-net with qemu user networking. The guest can then reach the
-    /// host's own local services: 10.0.2.2 is the host's 127.0.0.1.
+    /// virtio-net with qemu user networking; the init gives it
+    /// 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3. The guest can then
+    /// reach the host's own local services: 10.0.2.2 is the host's 127.0.0.1.
     #[arg(long)]
     net: bool,
+    /// Another qemu user-network option (repeatable; implies --net), e.g.
+    /// restrict=on (nothing leaves the host) or
+    /// guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:8080.
+    #[arg(long = "net-opt", value_name = "OPTION")]
+    net_opts: Vec<String>,
     /// virtio-rng, fed from the host's /dev/urandom.
     #[arg(long)]
     rng: bool,
+    /// Share a host folder (repeatable): GUEST defaults to HOST's absolute
+    /// path, read-only unless `,rw`. virtio-fs when a usable virtiofsd is
+    /// installed, else 9p (said on stderr). With a share the payload runs
+    /// as our uid, gid and groups, in the shared folder that holds our
+    /// current directory.
+    #[arg(long = "share", value_name = "HOST[:GUEST][,rw]")]
+    shares: Vec<ShareSpec>,
+    /// `--root host`: the payload runs on the host's root filesystem,
+    /// shared read-only under a tmpfs overlay that takes its writes (the
+    /// host is never changed), with its own /proc, /sys, /dev, /run and
+    /// /tmp; any host program runs unchanged, in our current directory.
+    #[arg(long = "root", value_enum, value_name = "host")]
+    root: Option<RootChoice>,
+    /// How folders are shared.
+    #[arg(long, value_enum, default_value = "auto")]
+    share_fs: FsChoice,
+}
+
+/// What `--root` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RootChoice {
+    Host,
 }
 
 /// How to boot: shared by run, boot and bench.
@@ -103,14 +141,15 @@ struct VmArgs {
     #[arg(long, value_enum, default_value = "auto")]
     accel: Accel,
     /// Seconds before the run is ended (the guest killed), whatever the
-    /// guest or our terminal do.
-    #[arg(long, default_value = "120", value_parser = parse_seconds)]
-    timeout: Duration,
-    #[arg(long, default_value_t = 512)]
-    memory: u32,
-    /// vCPUs (0: 1 under TCG, where it is faster, 2 under KVM).
-    #[arg(long, default_value_t = 0)]
-    cpus: u32,
+    /// guest or our terminal do [default: 120].
+    #[arg(long, value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// Guest memory in MiB [default: 512].
+    #[arg(long)]
+    memory: Option<u32>,
+    /// vCPUs (0: 1 under TCG, where it is faster, 2 under KVM) [default: 0].
+    #[arg(long)]
+    cpus: Option<u32>,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     append: String,
@@ -120,9 +159,14 @@ struct VmArgs {
     /// Boot the bzImage even when a PVH vmlinux could be used.
     #[arg(long)]
     no_pvh: bool,
-    /// Environment of the payload, KEY=VALUE (repeatable).
-    #[arg(long = "env")]
+    /// Environment of the payload, KEY=VALUE (repeatable), over the
+    /// default (a standard PATH, HOME=/, TERM=linux; with --root host our
+    /// PATH, HOME, USER, LOGNAME, LANG, LC_ALL, TERM).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<OsString>,
+    /// Pass our value of KEY to the payload (repeatable; skipped when unset).
+    #[arg(long = "env-pass", value_name = "KEY")]
+    env_pass: Vec<String>,
     /// Working directory of the payload in the guest.
     #[arg(long)]
     cwd: Option<OsString>,
@@ -132,32 +176,71 @@ struct VmArgs {
 }
 
 impl VmArgs {
-    fn options(&self, io: IoOptions) -> RunOptions {
-        RunOptions {
+    /// The run's options: these flags over the project file's defaults
+    /// (`kestrel.toml` here or above), over the built-in ones.
+    fn options(&self, io: IoOptions) -> Result<RunOptions> {
+        let project = project::current()?.unwrap_or_default();
+        self.options_over(io, &project)
+    }
+
+    fn options_over(&self, io: IoOptions, project: &Project) -> Result<RunOptions> {
+        if !project.file.as_os_str().is_empty() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| eprintln!("kestrel: defaults from {}", project.file.display()));
+        }
+        let defaults = VmOptions::default();
+        let mut env: Vec<OsString> = self
+            .env_pass
+            .iter()
+            .filter_map(|k| {
+                let v = std::env::var_os(k)?;
+                let mut e = OsString::from(format!("{k}="));
+                e.push(v);
+                Some(e)
+            })
+            .collect();
+        env.extend(self.env.iter().cloned());
+        env.extend(io.env.iter().cloned());
+        // A --share at the same guest path as the project's replaces it.
+        let mut specs = project.shares.clone();
+        for s in &self.devices.shares {
+            specs.retain(|p| p.guest.is_none() || p.guest != s.guest);
+            specs.push(s.clone());
+        }
+        let mut build = self.build.options();
+        build.include = self.build.include.clone();
+        Ok(RunOptions {
             machine: Machine {
                 profile: self.build.machine,
                 disks: self.devices.disks.iter().map(|d| Disk::parse(d)).collect(),
-                net: self.devices.net,
+                net: self.devices.net || !self.devices.net_opts.is_empty(),
+                net_options: self.devices.net_opts.clone(),
                 rng: self.devices.rng,
+                shares: Vec::new(),
             },
-            build: self.build.options(),
+            build,
             vm: VmOptions {
-                kernel: self.build.kernel.clone(),
+                kernel: self.build.kernel.clone().or(project.kernel.clone()),
                 pvh: !self.no_pvh,
                 accel: self.accel,
-                memory_mb: self.memory,
-                cpus: self.cpus,
+                memory_mb: self.memory.or(project.memory).unwrap_or(defaults.memory_mb),
+                cpus: self.cpus.or(project.cpus).unwrap_or(defaults.cpus),
                 append: self.append.clone(),
                 quiet: !self.verbose_console,
-                timeout: self.timeout,
+                timeout: self.timeout.or(project.timeout).unwrap_or(defaults.timeout),
                 qemu_args: self.qemu_args.clone(),
             },
             io: IoOptions {
-                env: self.env.clone(),
+                env,
                 cwd: self.cwd.clone(),
                 ..io
             },
-        }
+            shares: ShareOptions {
+                specs,
+                host_root: self.devices.root == Some(RootChoice::Host) || project.host_root,
+                fs: self.devices.share_fs,
+            },
+        })
     }
 }
 
@@ -173,12 +256,29 @@ enum Command {
         /// Save the boot log (for `kestrel analyze`).
         #[arg(long)]
         log: Option<PathBuf>,
-        /// Forward this process's stdin to the payload (default: /dev/null).
+        /// Forward our stdin to the payload even when it is a terminal
+        /// (it is forwarded whenever it is not; a terminal gives /dev/null).
         #[arg(short = 'i', long)]
         stdin: bool,
+        /// Give the payload a terminal when we have one: the serial
+        /// console, wired to ours (as `kestrel boot`).
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The command and its arguments, passed unchanged. Without one,
         /// the guest boots in root mode (give --disk and --append root=...).
         #[arg(last = true)]
+        cmd: Vec<OsString>,
+    },
+    /// Run a test binary in a VM, as cargo's runner:
+    /// CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="kestrel test". The
+    /// current folder (cargo's: the crate's) is shared read-write and kept
+    /// as the working directory, our CARGO_* and RUST_* variables are
+    /// passed, and the exit status is the binary's.
+    Test {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// The test binary (cargo gives its path) and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<OsString>,
     },
     /// Boot a VM with CMD (default /bin/sh) on an interactive serial console.
@@ -203,6 +303,14 @@ enum Command {
         /// compression=, frozen_plan=, cpus=, memory=, net=, rng=).
         #[arg(long)]
         versus: Vec<Override>,
+        /// The reference machine instead: a plain qemu command line (q35,
+        /// 2 vCPUs, 1 GiB, virtio console, blk with an ext4 root, net, rng;
+        /// no events port), booted with Kestrel discovering devices, with a
+        /// frozen plan, and with the fixed-list loader
+        /// (bench/fixed-loader.c), interleaved; ready = the root's init
+        /// started.
+        #[arg(long, conflicts_with = "versus")]
+        reference: bool,
         /// Write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -277,17 +385,23 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report,
             log,
             stdin,
+            tty,
             cmd,
-        } => cmd_run(&vm, report, log, stdin, &cmd),
+        } => cmd_run(&vm, report, log, stdin, tty, &cmd),
+        Command::Test { vm, cmd } => cmd_test(&vm, &cmd),
         Command::Boot { vm, cmd } => cmd_boot(&vm, cmd),
         Command::Bench {
             vm,
             n,
             j,
             versus,
+            reference,
             json,
             cmd,
-        } => cmd_bench(&vm, n, j, &versus, json, cmd),
+        } => match reference {
+            true => cmd_reference(&vm, n, json),
+            false => cmd_bench(&vm, n, j, &versus, json, cmd),
+        },
         Command::Build {
             build,
             blk,
@@ -317,12 +431,17 @@ fn cmd_run(
     report: bool,
     log: Option<PathBuf>,
     stdin: bool,
+    tty: bool,
     cmd: &[OsString],
 ) -> Result<i32> {
+    let stdin_tty = rustix::termios::isatty(std::io::stdin());
+    let interactive = tty && stdin_tty && rustix::termios::isatty(std::io::stdout());
+    let forward = !interactive && (stdin || !stdin_tty);
     let opts = vm.options(IoOptions {
-        stdin: stdin.then_some(StdinSource::Inherit),
+        stdin: forward.then_some(StdinSource::Inherit),
+        interactive,
         ..IoOptions::default()
-    });
+    })?;
     let outcome = run::run(cmd, &opts)?;
     if vm.verbose_console {
         for line in &outcome.log.console {
@@ -346,6 +465,45 @@ fn cmd_run(
     Ok(outcome.exit_code)
 }
 
+/// Which of our variables `kestrel test` passes: cargo's and the test
+/// harness's (RUST_TEST_THREADS, RUST_BACKTRACE, RUST_LOG…).
+const TEST_ENV_PREFIXES: &[&str] = &["CARGO", "RUST_"];
+
+fn cmd_test(vm: &VmArgs, cmd: &[OsString]) -> Result<i32> {
+    let env = std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| TEST_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+        })
+        .map(|(k, v)| {
+            let mut e = k;
+            e.push("=");
+            e.push(v);
+            e
+        })
+        .collect();
+    let mut opts = vm.options(IoOptions {
+        env,
+        ..IoOptions::default()
+    })?;
+    let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    if !opts.shares.host_root && !opts.shares.specs.iter().any(|s| cwd.starts_with(&s.host)) {
+        opts.shares.specs.push(ShareSpec {
+            host: cwd,
+            guest: None,
+            writable: true,
+        });
+    }
+    let outcome = run::run(cmd, &opts)?;
+    for missing in &outcome.missing_drivers {
+        eprintln!("kestrel: {missing}");
+    }
+    if let Some(why) = &outcome.failure {
+        eprintln!("kestrel: {why}");
+    }
+    Ok(outcome.exit_code)
+}
+
 fn cmd_boot(vm: &VmArgs, cmd: Vec<OsString>) -> Result<i32> {
     let cmd = if cmd.is_empty() {
         vec![OsString::from("/bin/sh")]
@@ -355,7 +513,7 @@ fn cmd_boot(vm: &VmArgs, cmd: Vec<OsString>) -> Result<i32> {
     let mut opts = vm.options(IoOptions {
         interactive: true,
         ..IoOptions::default()
-    });
+    })?;
     opts.vm.timeout = Duration::from_secs(365 * 24 * 3600);
     Ok(run::run(&cmd, &opts)?.exit_code)
 }
@@ -376,7 +534,7 @@ fn cmd_bench(
     let a = vm.options(IoOptions {
         output: OutputMode::Discard,
         ..IoOptions::default()
-    });
+    })?;
     let json_text = if versus.is_empty() {
         let r = bench::bench(&cmd, &a, n, j);
         print!("{}", bench::render(&r));
@@ -394,6 +552,18 @@ fn cmd_bench(
     };
     if let Some(path) = json {
         std::fs::write(&path, json_text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(0)
+}
+
+fn cmd_reference(vm: &VmArgs, n: usize, json: Option<PathBuf>) -> Result<i32> {
+    let opts = vm.options(IoOptions::default())?;
+    let kernel = kestrel::run::load_kernel(&opts)?;
+    let report = bench::reference(kernel, n)?;
+    print!("{}", bench::render_reference(&report));
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     Ok(0)

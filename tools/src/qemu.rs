@@ -3,8 +3,10 @@
 //! in its own process group, is killed with the group on drop, and dies
 //! with us (PR_SET_PDEATHSIG) if this process is killed first.
 
-use crate::machine::{Disk, DiskSource, Machine, Profile};
+use crate::machine::{Disk, DiskSource, Machine, Profile, SharedDir};
+use crate::virtiofsd::{self, Daemon};
 use anyhow::{bail, Context, Result};
+use kestrel_proto::config::ShareFs;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -92,6 +94,10 @@ pub struct VmConfig {
     pub extra_args: Vec<OsString>,
     /// qemu's stdin/stdout (the serial console) stay on our terminal.
     pub interactive: bool,
+    /// The virtio-fs daemon, when a share uses virtio-fs.
+    pub virtiofsd: Option<Daemon>,
+    /// The run's private folder: the daemons' sockets and logs.
+    pub run_dir: PathBuf,
 }
 
 /// The virtio device model `model` on this profile's transport.
@@ -115,10 +121,22 @@ impl VmConfig {
             a.extend(disk_args(profile, i, disk).into_iter().map(OsString::from));
         }
         if self.machine.net {
-            a.extend(net_args(profile).into_iter().map(OsString::from));
+            a.extend(
+                net_args(profile, &self.machine.net_options)
+                    .into_iter()
+                    .map(OsString::from),
+            );
         }
         if self.machine.rng {
             a.extend(rng_args(profile).into_iter().map(OsString::from));
+        }
+        for share in &self.machine.shares {
+            let socket = self.socket(share);
+            a.extend(
+                share_args(profile, share, &socket)
+                    .into_iter()
+                    .map(OsString::from),
+            );
         }
         a.extend(["-kernel".into(), self.kernel.clone().into()]);
         a.extend(["-initrd".into(), self.initrd.clone().into()]);
@@ -127,10 +145,26 @@ impl VmConfig {
         a
     }
 
-    /// The machine, accelerator, CPU and memory.
+    /// The vhost-user socket of a virtio-fs share.
+    pub fn socket(&self, share: &SharedDir) -> PathBuf {
+        self.run_dir.join(format!("{}.sock", share.tag))
+    }
+
+    /// The machine, accelerator, CPU and memory. virtio-fs needs the
+    /// guest's memory shared with the daemon: a memfd backend.
     fn machine_args(&self) -> Vec<String> {
         let kvm = self.accel == Accel::Kvm;
-        [
+        let shared_memory = self
+            .machine
+            .shares
+            .iter()
+            .any(|s| s.fs == ShareFs::Virtiofs);
+        let machine = if shared_memory {
+            format!("{},memory-backend=mem", self.machine.profile.spec().machine)
+        } else {
+            self.machine.profile.spec().machine.to_owned()
+        };
+        let mut a: Vec<String> = [
             "-nodefaults",
             "-no-user-config",
             "-no-reboot",
@@ -139,7 +173,7 @@ impl VmConfig {
             "-accel",
             if kvm { "kvm" } else { "tcg" },
             "-M",
-            self.machine.profile.spec().machine,
+            &machine,
             // TCG's default CPU (qemu64) lacks SSE4.2 and more, so drivers
             // such as crc32c_intel fail with ENODEV where real hardware has them.
             "-cpu",
@@ -150,7 +184,60 @@ impl VmConfig {
             &self.cpus.to_string(),
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        if shared_memory {
+            a.extend([
+                "-object".into(),
+                format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    self.memory_mb
+                ),
+            ]);
+            // microvm's virtio-mmio devices are legacy (version 1) unless
+            // told otherwise, and vhost-user daemons refuse legacy devices
+            // ("virtio legacy devices aren't supported by libvhost-user").
+            if self.machine.profile == Profile::Microvm {
+                a.extend(["-global".into(), "virtio-mmio.force-legacy=false".into()]);
+            }
+        }
+        a
+    }
+}
+
+/// A shared folder: virtio-9p served by qemu itself (`security_model=none`:
+/// files are the host user's, nothing needs root; `multidevs=remap`: a
+/// tree that spans mounts, such as /, gets unique inode numbers; read-only
+/// enforced by qemu), or a virtio-fs device on the daemon's socket.
+fn share_args(profile: Profile, share: &SharedDir, socket: &Path) -> Vec<String> {
+    let tag = &share.tag;
+    match share.fs {
+        ShareFs::P9 => {
+            let mut fsdev = format!(
+                "local,id={tag},path={},security_model=none,multidevs=remap",
+                qemu_escape(&share.host)
+            );
+            if !share.writable {
+                fsdev.push_str(",readonly=on");
+            }
+            vec![
+                "-fsdev".into(),
+                fsdev,
+                "-device".into(),
+                format!(
+                    "{},fsdev={tag},mount_tag={tag}",
+                    virtio(profile, "virtio-9p")
+                ),
+            ]
+        }
+        ShareFs::Virtiofs => vec![
+            "-chardev".into(),
+            format!("socket,id={tag},path={}", qemu_escape(socket)),
+            "-device".into(),
+            format!(
+                "{},chardev={tag},tag={tag}",
+                virtio(profile, "vhost-user-fs")
+            ),
+        ],
     }
 }
 
@@ -213,10 +300,15 @@ fn disk_args(profile: Profile, i: usize, disk: &Disk) -> Vec<String> {
 
 /// qemu user networking (slirp): the guest reaches the host's own
 /// 127.0.0.1 as 10.0.2.2.
-fn net_args(profile: Profile) -> Vec<String> {
+fn net_args(profile: Profile, options: &[String]) -> Vec<String> {
+    let mut netdev = "user,id=net0".to_owned();
+    for o in options {
+        netdev.push(',');
+        netdev.push_str(o);
+    }
     vec![
         "-netdev".into(),
-        "user,id=net0".into(),
+        netdev,
         "-device".into(),
         format!("{},netdev=net0", virtio(profile, "virtio-net")),
     ]
@@ -285,9 +377,11 @@ pub fn find_qemu() -> Result<PathBuf> {
         .with_context(|| format!("{QEMU} not found on PATH; install it (make setup, or apt-get install qemu-system-x86)"))
 }
 
-/// A running qemu; killed with its process group when dropped.
+/// A running qemu and the virtio-fs daemons it uses; killed with their
+/// process groups when dropped.
 pub struct Vm {
     pub child: Child,
+    daemons: Vec<virtiofsd::Running>,
 }
 
 impl Vm {
@@ -295,6 +389,7 @@ impl Vm {
         if !config.kernel.is_file() {
             bail!("kernel {} does not exist", config.kernel.display());
         }
+        let daemons = start_daemons(config)?;
         let mut cmd = Command::new(&config.qemu);
         cmd.args(config.args()).stderr(Stdio::piped());
         if config.interactive {
@@ -310,7 +405,7 @@ impl Vm {
         let child = cmd
             .spawn()
             .with_context(|| format!("failed to start {}", config.qemu.display()))?;
-        Ok(Vm { child })
+        Ok(Vm { child, daemons })
     }
 
     pub fn kill(&mut self) {
@@ -326,7 +421,36 @@ impl Vm {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.daemons.clear();
     }
+}
+
+/// One virtio-fs daemon per virtio-fs share, each with its socket made
+/// (qemu connects at start).
+fn start_daemons(config: &VmConfig) -> Result<Vec<virtiofsd::Running>> {
+    let mut daemons = Vec::new();
+    for share in config
+        .machine
+        .shares
+        .iter()
+        .filter(|s| s.fs == ShareFs::Virtiofs)
+    {
+        let Some(daemon) = &config.virtiofsd else {
+            bail!(
+                "share {} uses virtio-fs but no virtiofsd was found",
+                share.tag
+            );
+        };
+        let log = config.run_dir.join(format!("{}.log", share.tag));
+        daemons.push(virtiofsd::Running::start(
+            daemon,
+            &config.socket(share),
+            &share.host,
+            share.writable,
+            &log,
+        )?);
+    }
+    Ok(daemons)
 }
 
 impl Drop for Vm {
@@ -334,6 +458,8 @@ impl Drop for Vm {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.kill();
         }
+        // The daemons go with the VM, whether it ended or was killed.
+        self.daemons.clear();
     }
 }
 
@@ -366,6 +492,8 @@ mod tests {
             events_socket: "/tmp/ev".into(),
             extra_args: vec![],
             interactive: false,
+            virtiofsd: None,
+            run_dir: "/run/k".into(),
         }
     }
 
@@ -405,6 +533,7 @@ mod tests {
                 disks: vec![Disk::parse("/d/a.img,ro"), Disk::zeroes(4096)],
                 net: true,
                 rng: true,
+                ..Machine::default()
             })
             .args(),
         );

@@ -9,10 +9,13 @@ use crate::drivers::{missing_drivers, MissingDriver};
 use crate::kernel::{self, Kernel};
 use crate::machine::Machine;
 use crate::qemu::{self, Accel, VmConfig};
+use crate::share::{self, FsChoice, ShareSpec};
 use crate::signals::{self, SignalGuard};
+use crate::virtiofsd::{self, Daemon};
 use crate::vm::{self, Boot, Sink, StdinSource};
 use anyhow::{Context, Result};
 use kestrel_modules::ModuleIndex;
+use kestrel_proto::config::{Net, User};
 use kestrel_proto::{GuestKind, GuestRecord};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,8 @@ pub enum OutputMode {
 /// The payload's environment and its I/O.
 #[derive(Debug, Clone, Default)]
 pub struct IoOptions {
+    /// `KEY=VALUE` entries over the default environment (see
+    /// [`payload_env`]).
     pub env: Vec<OsString>,
     pub cwd: Option<OsString>,
     /// The payload's stdin (default /dev/null).
@@ -85,7 +90,38 @@ pub struct IoOptions {
     pub output: OutputMode,
     /// The payload gets the serial console, wired to our terminal.
     pub interactive: bool,
+    /// Run the payload as this user; None: the invoking user's ids when
+    /// the VM shares folders (files it writes are ours), else root.
+    pub user: Option<User>,
 }
+
+/// Host folders for the guest.
+#[derive(Debug, Clone, Default)]
+pub struct ShareOptions {
+    /// `--share HOST[:GUEST][,rw]`.
+    pub specs: Vec<ShareSpec>,
+    /// `--root host`: the host's root, read-only under a tmpfs overlay,
+    /// is the payload's root.
+    pub host_root: bool,
+    /// virtio-fs or 9p (`--share-fs`).
+    pub fs: FsChoice,
+}
+
+/// The address qemu's user network gives a guest, its gateway (which is
+/// also the host's 127.0.0.1) and its DNS server.
+pub const USER_NET: Net = Net {
+    addr: [10, 0, 2, 15],
+    prefix: 24,
+    gateway: [10, 0, 2, 2],
+    dns: [10, 0, 2, 3],
+};
+
+/// The payload's PATH when the host gives none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// What a payload on the host's root takes from our environment by
+/// default: enough for the host's programs (and shims such as pyenv's) to
+/// find their way.
+const HOST_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM"];
 
 /// Everything about one run, by concern.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +132,7 @@ pub struct RunOptions {
     pub build: BuildOptions,
     pub vm: VmOptions,
     pub io: IoOptions,
+    pub shares: ShareOptions,
 }
 
 /// The result of a run.
@@ -124,20 +161,19 @@ struct Host {
     kernel: Kernel,
     qemu: PathBuf,
     accel: Accel,
+    /// The machine with its shares planned.
+    machine: Machine,
+    virtiofsd: Option<Daemon>,
 }
 
 /// Everything that can fail on the host fails here, before qemu starts.
 fn check_host(argv: &[OsString], opts: &RunOptions) -> Result<Host> {
+    let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    let (machine, virtiofsd) = plan_shares(opts, &cwd)?;
     let payload = if argv.is_empty() {
         None
     } else {
-        Some(Payload {
-            env: opts.io.env.clone(),
-            cwd: opts.io.cwd.clone(),
-            console: opts.io.interactive,
-            stdin: opts.io.stdin.is_some(),
-            ..build::resolve_payload(argv)?
-        })
+        Some(plan_payload(argv, opts, &machine, &cwd)?)
     };
     let kernel = load_kernel(opts)?;
     kernel.report_once();
@@ -148,7 +184,115 @@ fn check_host(argv: &[OsString], opts: &RunOptions) -> Result<Host> {
         kernel,
         qemu,
         accel,
+        machine,
+        virtiofsd,
     })
+}
+
+/// The machine with the run's shares, their transport chosen (said once
+/// per process on stderr).
+fn plan_shares(opts: &RunOptions, cwd: &Path) -> Result<(Machine, Option<Daemon>)> {
+    let mut machine = opts.machine.clone();
+    let asked = &opts.shares;
+    if asked.specs.is_empty() && !asked.host_root {
+        return Ok((machine, None));
+    }
+    let root = rustix::process::geteuid().is_root();
+    let transport = share::choose_transport(asked.fs, virtiofsd::find(), root)?;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("{}", transport.why));
+    machine.shares.extend(share::plan(
+        &asked.specs,
+        asked.host_root,
+        transport.fs,
+        cwd,
+    )?);
+    Ok((machine, transport.daemon))
+}
+
+/// The payload resolved on the host and its world: environment, working
+/// directory (kept when it is inside a share), user, shares, network.
+fn plan_payload(
+    argv: &[OsString],
+    opts: &RunOptions,
+    machine: &Machine,
+    cwd: &Path,
+) -> Result<Payload> {
+    let (shares, host_root) = share::baked(&machine.shares);
+    let guest_cwd = opts
+        .io
+        .cwd
+        .clone()
+        .or_else(|| share::guest_cwd(&machine.shares, cwd).map(PathBuf::into_os_string));
+    let user = match &opts.io.user {
+        Some(u) => Some(u.clone()),
+        None if !machine.shares.is_empty() => Some(invoking_user()?),
+        None => None,
+    };
+    Ok(Payload {
+        env: payload_env(&opts.io.env, host_root.is_some(), |k| std::env::var_os(k)),
+        cwd: guest_cwd,
+        console: opts.io.interactive,
+        stdin: opts.io.stdin.is_some(),
+        user,
+        shares,
+        host_root,
+        net: machine.net.then_some(USER_NET),
+        ..build::resolve_payload(argv)?
+    })
+}
+
+/// Our real uid, gid and supplementary groups.
+pub fn invoking_user() -> Result<User> {
+    let groups = rustix::process::getgroups().context("failed to read our groups")?;
+    Ok(User {
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+    })
+}
+
+/// The payload's environment: `given` (`KEY=VALUE`) over a base. On the
+/// host's root the base is ours for [`HOST_ENV`] (PATH always); else,
+/// when nothing is given, empty (the init's default: a standard PATH,
+/// HOME=/, TERM=linux), and when something is, that default spelt out.
+pub fn payload_env(
+    given: &[OsString],
+    host_world: bool,
+    host_var: impl Fn(&str) -> Option<OsString>,
+) -> Vec<OsString> {
+    if given.is_empty() && !host_world {
+        return Vec::new();
+    }
+    let mut env: Vec<OsString> = if host_world {
+        HOST_ENV
+            .iter()
+            .filter_map(|k| {
+                let v = host_var(k)?;
+                let mut e = OsString::from(format!("{k}="));
+                e.push(v);
+                Some(e)
+            })
+            .collect()
+    } else {
+        vec!["HOME=/".into(), "TERM=linux".into()]
+    };
+    if !env
+        .iter()
+        .any(|e| e.as_encoded_bytes().starts_with(b"PATH="))
+    {
+        env.insert(0, DEFAULT_PATH.into());
+    }
+    for entry in given {
+        let bytes = entry.as_encoded_bytes();
+        let key = match bytes.iter().position(|&b| b == b'=') {
+            Some(n) => bytes.get(..=n).unwrap_or(bytes),
+            None => bytes,
+        };
+        env.retain(|e| !e.as_encoded_bytes().starts_with(key));
+        env.push(entry.clone());
+    }
+    env
 }
 
 /// Boots and runs `argv`; with an empty argv, boots in root mode (the
@@ -158,14 +302,14 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     let cache = open_cache()?;
     let initrd = build::build(
         &opts.build,
-        &opts.machine.target(),
+        &host.machine.target(),
         &host.kernel,
         host.payload.as_ref(),
         &cache,
     )?;
     let boot = boot_initrd(opts, &host, &initrd)?;
     let (exit_code, failure) = judge(&boot.log, opts.vm.timeout);
-    let missing_drivers = find_missing_drivers(&boot.log, &host.kernel, &opts.machine);
+    let missing_drivers = find_missing_drivers(&boot.log, &host.kernel, &host.machine);
     Ok(RunOutcome {
         exit_code,
         failure,
@@ -198,7 +342,7 @@ fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd) -> Result<Boot> 
             ..Boot::default()
         });
     }
-    let config = vm_config(opts, host, initrd_path, work.path().join("events.sock"));
+    let config = vm_config(opts, host, initrd_path, work.path());
     let sink = match opts.io.output {
         OutputMode::Stream => Sink::terminal(),
         OutputMode::Capture => Sink::Capture,
@@ -207,22 +351,24 @@ fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd) -> Result<Boot> 
     vm::boot(&config, opts.vm.timeout, opts.io.stdin.clone(), sink)
 }
 
-fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, events_socket: PathBuf) -> VmConfig {
+fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, work: &Path) -> VmConfig {
     VmConfig {
         qemu: host.qemu.clone(),
         kernel: host.kernel.boot_image.clone(),
         initrd,
         append: qemu::kernel_append(opts.machine.profile, opts.vm.quiet, &opts.vm.append),
         accel: host.accel,
-        machine: opts.machine.clone(),
+        machine: host.machine.clone(),
         memory_mb: opts.vm.memory_mb,
         cpus: match opts.vm.cpus {
             0 => qemu::default_cpus(host.accel),
             n => n,
         },
-        events_socket,
+        events_socket: work.join("events.sock"),
         extra_args: opts.vm.qemu_args.clone(),
         interactive: opts.io.interactive,
+        virtiofsd: host.virtiofsd.clone(),
+        run_dir: work.to_owned(),
     }
 }
 

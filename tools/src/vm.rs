@@ -652,6 +652,8 @@ mod tests {
             events_socket: dir.join("events.sock"),
             extra_args: vec![],
             interactive: false,
+            virtiofsd: None,
+            run_dir: dir.to_owned(),
         }
     }
 
