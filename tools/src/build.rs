@@ -127,35 +127,12 @@ fn init_candidates(exe: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Finds the static init: $KESTREL_INIT, else beside this executable or
-/// where `make install` put it, else in a cargo target dir above it. A
-/// dynamically linked init cannot boot: refused.
-fn find_init() -> Result<PathBuf> {
-    let path = match std::env::var_os(INIT_ENV) {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let exe = std::env::current_exe().context("failed to find the kestrel executable")?;
-            let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-            init_candidates(&exe)
-                .into_iter()
-                .find(|p| p.is_file())
-                .with_context(|| {
-                    let dir = exe.parent().unwrap_or(Path::new("/"));
-                    format!(
-                        "no static kestrel-init for {exe}: looked in {near}, {installed} and cargo target folders above it. \
-                         Build it with `make init` in Kestrel's source tree, then either `make install PREFIX=...` \
-                         (kestrel in PREFIX/bin, the init in PREFIX/lib/kestrel), copy \
-                         target/{INIT_IN_TARGET} to {near}, or set {INIT_ENV}=/path/to/kestrel-init",
-                        exe = exe.display(),
-                        near = dir.join(INIT_NAME).display(),
-                        installed = dir.join(INIT_INSTALLED).display(),
-                    )
-                })?
-        }
-    };
-    let data = std::fs::read(&path)
+/// Whether `path` is a static ELF program (no interpreter); the error
+/// says why not.
+fn check_static(path: &Path) -> Result<()> {
+    let data = std::fs::read(path)
         .with_context(|| format!("failed to read the init {}", path.display()))?;
-    let info = kestrel_initrd::parse_elf(&path, &data)
+    let info = kestrel_initrd::parse_elf(path, &data)
         .with_context(|| format!("{} is not an ELF program", path.display()))?;
     if info.interpreter.is_some() {
         bail!(
@@ -163,7 +140,43 @@ fn find_init() -> Result<PathBuf> {
             path.display()
         );
     }
-    Ok(path)
+    Ok(())
+}
+
+/// Finds the static init: $KESTREL_INIT, else beside this executable or
+/// where `make install` put it, else in a cargo target dir above it. A
+/// dynamically linked init cannot boot: refused (one found beside a build
+/// tree's own `kestrel`, such as target/debug/kestrel-init, is skipped).
+fn find_init() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(INIT_ENV) {
+        let path = PathBuf::from(p);
+        check_static(&path)?;
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("failed to find the kestrel executable")?;
+    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    let mut skipped = Vec::new();
+    for candidate in init_candidates(&exe).into_iter().filter(|p| p.is_file()) {
+        match check_static(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) => skipped.push(format!("{e:#}")),
+        }
+    }
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let skipped = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(" (skipped: {})", skipped.join("; "))
+    };
+    bail!(
+        "no static kestrel-init for {exe}: looked in {near}, {installed} and cargo target folders above it{skipped}. \
+         Build it with `make init` in Kestrel's source tree, then either `make install PREFIX=...` \
+         (kestrel in PREFIX/bin, the init in PREFIX/lib/kestrel), copy \
+         target/{INIT_IN_TARGET} to {near}, or set {INIT_ENV}=/path/to/kestrel-init",
+        exe = exe.display(),
+        near = dir.join(INIT_NAME).display(),
+        installed = dir.join(INIT_INSTALLED).display(),
+    )
 }
 
 /// A built initrd: the cached base and the run part that follows it.
