@@ -57,10 +57,11 @@ demo: setup init tools
 	$(KESTREL) run --report -- /bin/sh -c 'read -r v < /proc/version; echo "hello from: $$v"; \
 		printf "modules the init loaded:"; while read -r m rest; do printf " %s" "$$m"; done < /proc/modules; echo'
 
-# Every test: unit, property, oracle (kmod), the VM tests, and a short
-# fuzz run of every parser.
+# Every test: unit, property, oracle (kmod), the VM tests, the cargo
+# runner's example crate, and a short fuzz run of every parser.
 test: setup init
 	cargo test --workspace
+	$(MAKE) cargo-runner
 	$(MAKE) fuzz FUZZ_SECONDS=10
 
 # Coverage-guided fuzzing (cargo-fuzz/libFuzzer, needs a nightly toolchain):
@@ -98,6 +99,34 @@ lint:
 
 bench: init
 	cargo bench --workspace
+
+# `kestrel` and its static init where the tool finds them: PREFIX/bin and
+# PREFIX/lib/kestrel (a kestrel looks beside itself, then in ../lib/kestrel).
+PREFIX ?= /usr/local
+install: init tools
+	install -D -m 755 $(KESTREL) $(DESTDIR)$(PREFIX)/bin/kestrel
+	install -D -m 755 $(INIT) $(DESTDIR)$(PREFIX)/lib/kestrel/kestrel-init
+
+# Kestrel as cargo's runner: the example crate's tests (examples/cargo-runner,
+# its own crate) each run in a VM on Debian's 6.1 kernel, and pass only
+# there. One boot per test binary; the kestrel of `cargo test` (debug) is enough.
+KERNEL_61 := $(lastword $(sort $(filter-out %cloud-amd64,$(wildcard /boot/vmlinuz-6.1.*-amd64))))
+RUNNER_KESTREL := $(CURDIR)/target/debug/kestrel
+cargo-runner: setup init
+	cargo build -q -p kestrel
+	cd examples/cargo-runner && \
+		CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(RUNNER_KESTREL) test --kernel $(KERNEL_61)" \
+		KESTREL_EXPECT_RELEASE=$(patsubst /boot/vmlinuz-%,%,$(KERNEL_61)) KESTREL_EXPECT_UID=$$(id -u) \
+		cargo test
+
+# A kernel developer's loop, once: a small kernel source tree (Debian's
+# linux-source-6.1, tinyconfig plus virtio, 9p, overlay; its modules in the
+# tree's mods/) built by scripts/kernel-tree, then booted with
+# `kestrel run --kernel TREE` by a VM test. Long (a kernel build): not in `make test`.
+KERNEL_TREE ?= $(CURDIR)/target/kernel-tree/linux-source-6.1
+kernel-tree-test: setup init
+	scripts/kernel-tree $(dir $(KERNEL_TREE))
+	KESTREL_KERNEL_TREE=$(KERNEL_TREE) cargo test -p kestrel-tests --test testvm -- --ignored --nocapture kernel_tree
 
 clean:
 	cargo clean
