@@ -777,6 +777,17 @@ mod tests {
         assert!(reqs.contains(&Request::Alias("fs-xfs".into())), "{reqs:?}");
     }
 
+    /// An installed or copied kestrel looks beside itself, then in
+    /// ../lib/kestrel, then in cargo target folders above it.
+    #[test]
+    fn the_init_is_looked_for_beside_then_under_prefix_then_in_target() {
+        let c = init_candidates(Path::new("/opt/k/bin/kestrel"));
+        assert_eq!(c[0], Path::new("/opt/k/bin/kestrel-init"));
+        assert_eq!(c[1], Path::new("/opt/k/bin/../lib/kestrel/kestrel-init"));
+        assert_eq!(c[2], Path::new("/opt/k/bin").join(INIT_IN_TARGET), "{c:?}");
+        assert!(check_static(Path::new("/bin/true")).is_err());
+    }
+
     #[test]
     fn stores_modules_decompressed() {
         assert_eq!(

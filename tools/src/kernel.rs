@@ -526,6 +526,45 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_release_from_the_banner() {
+        let image = b"..Linux version %s (%s)..Linux version 6.1.192 (me@host) #1 SMP\0";
+        assert_eq!(banner_release(image).as_deref(), Some("6.1.192"));
+        assert_eq!(banner_release(b"no banner"), None);
+    }
+
+    /// A built tree: the release from its bzImage's header, its .config,
+    /// its modules_install output found in mods/ (or INSTALL_MOD_PATH,
+    /// or given with --modules-dir as either form); no bzImage is an
+    /// error that says to build it.
+    #[test]
+    fn reads_a_kernel_source_tree() {
+        let Some(k61) = debian_61() else {
+            eprintln!("SKIP: no Debian 6.1 kernel in /boot (make setup)");
+            return;
+        };
+        let tree = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tree.path().join("cache"));
+        let e = read_kernel(tree.path(), KernelReason::Given, &cache, false).unwrap_err();
+        assert!(e.to_string().contains("make bzImage"), "{e}");
+        std::fs::create_dir_all(tree.path().join("arch/x86/boot")).unwrap();
+        std::fs::copy(&k61.path, tree.path().join(TREE_BZIMAGE)).unwrap();
+        let mods = tree.path().join("mods/lib/modules").join(&k61.release);
+        std::fs::create_dir_all(&mods).unwrap();
+        std::fs::write(mods.join("modules.dep"), "").unwrap();
+        let k = read_kernel(tree.path(), KernelReason::Given, &cache, false).unwrap();
+        assert_eq!(k.release, k61.release);
+        assert_eq!(k.boot_image, tree.path().join(TREE_BZIMAGE));
+        assert_eq!(k.modules_dir, Some(mods.clone()));
+        assert_eq!(k.config, tree.path().join(".config"));
+        assert_eq!(
+            find_module_tree(&tree.path().join("mods"), &k.release),
+            Some(mods.clone())
+        );
+        assert_eq!(find_module_tree(&mods, &k.release), Some(mods.clone()));
+        assert_eq!(find_module_tree(tree.path(), &k.release), None);
+    }
+
+    #[test]
     fn refuses_a_non_bzimage() {
         assert_eq!(bzimage_release(b"not a kernel"), None);
         assert!(extract_vmlinux(b"short").unwrap().is_none());

@@ -335,6 +335,47 @@ mod tests {
         );
     }
 
+    /// Each transport brings its modules, the host root the overlay; a
+    /// machine without shares carries none of them.
+    #[test]
+    fn shares_bring_their_transport_and_the_host_root_the_overlay() {
+        let share = |fs, root| SharedDir {
+            fs,
+            tag: "t".into(),
+            host: "/".into(),
+            guest: "/".into(),
+            writable: false,
+            root,
+        };
+        let m = Machine {
+            shares: vec![share(ShareFs::P9, true)],
+            ..Machine::default()
+        };
+        assert_eq!(
+            m.target().device_modules(),
+            [
+                "virtio_mmio",
+                "virtio_console",
+                "9pnet_virtio",
+                "9p",
+                "overlay"
+            ]
+        );
+        let m = Machine {
+            shares: vec![share(ShareFs::Virtiofs, false)],
+            ..Machine::default()
+        };
+        assert_eq!(
+            m.target().device_modules(),
+            ["virtio_mmio", "virtio_console", "virtiofs"]
+        );
+        for (_, modules) in DEVICE_MODULES {
+            for m in *modules {
+                assert!(module_option(m).is_some(), "{m} has no kernel option");
+            }
+        }
+    }
+
     #[test]
     fn only_a_trailing_ro_is_an_option_of_a_disk() {
         assert_eq!(

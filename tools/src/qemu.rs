@@ -554,6 +554,96 @@ mod tests {
         assert!(has("virtio-rng-pci,rng=rng0"), "{full:?}");
     }
 
+    fn shared(fs: ShareFs, tag: &str, host: &str, writable: bool) -> SharedDir {
+        SharedDir {
+            fs,
+            tag: tag.into(),
+            host: host.into(),
+            guest: "/mnt".into(),
+            writable,
+            root: false,
+        }
+    }
+
+    /// 9p: an fsdev qemu serves itself (no root needed, unique inodes
+    /// across mounts, read-only enforced by qemu) and its device; no
+    /// shared memory. virtio-fs: the daemon's socket, the device, the
+    /// guest's memory in a shared memfd, modern virtio-mmio on microvm.
+    #[test]
+    fn shares_become_9p_or_virtio_fs_devices() {
+        let cfg = config(Machine {
+            shares: vec![
+                shared(ShareFs::P9, "kestrel-root", "/", false),
+                shared(ShareFs::P9, "kestrel-share0", "/a,b", true),
+            ],
+            ..Machine::default()
+        });
+        let args = strings(&cfg.args());
+        let has = |s: &str| args.iter().any(|a| a == s);
+        assert!(
+            has("local,id=kestrel-root,path=/,security_model=none,multidevs=remap,readonly=on"),
+            "{args:?}"
+        );
+        assert!(has(
+            "local,id=kestrel-share0,path=/a,,b,security_model=none,multidevs=remap"
+        ));
+        assert!(has(
+            "virtio-9p-device,fsdev=kestrel-root,mount_tag=kestrel-root"
+        ));
+        assert!(has("microvm,acpi=on"), "{args:?}");
+        assert!(!args.iter().any(|a| a.contains("memory-backend")));
+
+        let mut cfg = config(Machine {
+            profile: Profile::Microvm,
+            shares: vec![shared(ShareFs::Virtiofs, "kestrel-share0", "/d", true)],
+            ..Machine::default()
+        });
+        cfg.memory_mb = 300;
+        let args = strings(&cfg.args());
+        let has = |s: &str| args.iter().any(|a| a == s);
+        assert!(has("microvm,acpi=on,memory-backend=mem"), "{args:?}");
+        assert!(has("memory-backend-memfd,id=mem,size=300M,share=on"));
+        assert!(has("virtio-mmio.force-legacy=false"));
+        assert!(has(
+            "socket,id=kestrel-share0,path=/run/k/kestrel-share0.sock"
+        ));
+        assert!(has(
+            "vhost-user-fs-device,chardev=kestrel-share0,tag=kestrel-share0"
+        ));
+        let q35 = strings(
+            &config(Machine {
+                profile: Profile::Q35,
+                shares: vec![shared(ShareFs::Virtiofs, "t", "/d", false)],
+                ..Machine::default()
+            })
+            .args(),
+        );
+        assert!(q35.iter().any(|a| a == "vhost-user-fs-pci,chardev=t,tag=t"));
+        assert!(q35.iter().any(|a| a == "q35,memory-backend=mem"));
+        assert!(!q35.iter().any(|a| a.contains("force-legacy")));
+    }
+
+    /// `--net-opt` values join the user network's options.
+    #[test]
+    fn net_options_extend_the_user_network() {
+        let args = strings(
+            &config(Machine {
+                net: true,
+                net_options: vec![
+                    "restrict=on".into(),
+                    "guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:8080".into(),
+                ],
+                ..Machine::default()
+            })
+            .args(),
+        );
+        assert!(
+            args.iter()
+                .any(|a| a
+                    == "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:8080")
+        );
+    }
+
     /// A real qemu opens a disk whose relative path has a colon and a
     /// comma as that file (`-drive file=x:y.img` says "Unknown protocol
     /// 'x'"), read-only when asked.

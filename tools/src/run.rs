@@ -552,6 +552,26 @@ mod tests {
 
     const T: Duration = Duration::from_secs(9);
 
+    /// Nothing given: the init's default. Given: over the default, a key
+    /// given twice keeps the last. On the host's root: our PATH, HOME...
+    #[test]
+    fn the_environment_is_given_entries_over_a_default() {
+        let none = |_: &str| None;
+        assert!(payload_env(&[], false, none).is_empty());
+        let env = payload_env(&["A=1".into(), "HOME=/h".into(), "A=2".into()], false, none);
+        assert_eq!(env, [DEFAULT_PATH, "TERM=linux", "HOME=/h", "A=2"]);
+        let host = |k: &str| match k {
+            "PATH" => Some("/opt/bin:/usr/bin".into()),
+            "HOME" => Some("/home/me".into()),
+            _ => None,
+        };
+        assert_eq!(
+            payload_env(&["PATH=/x".into()], true, host),
+            ["HOME=/home/me", "PATH=/x"]
+        );
+        assert_eq!(payload_env(&[], true, none), [DEFAULT_PATH]);
+    }
+
     #[test]
     fn the_payload_status_is_the_run_status() {
         assert_eq!(judge(&log_of(vec![exit(7), poweroff(7, 0)]), T), (7, None));

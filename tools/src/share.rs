@@ -102,7 +102,7 @@ pub fn choose_transport(choice: FsChoice, found: Option<Daemon>, root: bool) -> 
         (FsChoice::Virtiofs, Some(why), _) => {
             bail!("--share-fs virtiofs: {why} (install virtiofsd, or use 9p)")
         }
-        (FsChoice::Auto, Some(why), _) => Ok(p9(format!("{why}; virtio-fs is faster"))),
+        (FsChoice::Auto, Some(why), _) => Ok(p9(why)),
         (_, None, Some(d)) => Ok(Transport {
             fs: ShareFs::Virtiofs,
             why: format!(
