@@ -423,6 +423,12 @@ impl Vm {
         let _ = self.child.wait();
         self.daemons.clear();
     }
+
+    /// A virtio-fs daemon that exited while the VM runs, and why: the
+    /// guest waits on its share forever without it.
+    pub fn dead_daemon(&mut self) -> Option<String> {
+        self.daemons.iter_mut().find_map(virtiofsd::Running::exited)
+    }
 }
 
 /// One virtio-fs daemon per virtio-fs share, each with its socket made

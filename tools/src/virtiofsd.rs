@@ -139,6 +139,8 @@ fn cache_mode(writable: bool) -> &'static str {
 /// A running virtiofsd; killed with its process group when dropped.
 pub struct Running {
     child: Child,
+    dir: PathBuf,
+    log: PathBuf,
 }
 
 impl Running {
@@ -164,7 +166,11 @@ impl Running {
         let child = cmd
             .spawn()
             .with_context(|| format!("failed to start {}", daemon.path.display()))?;
-        let mut running = Running { child };
+        let mut running = Running {
+            child,
+            dir: dir.to_owned(),
+            log: log.to_owned(),
+        };
         let t0 = Instant::now();
         while !socket.exists() {
             if let Ok(Some(status)) = running.child.try_wait() {
@@ -186,6 +192,17 @@ impl Running {
             std::thread::sleep(Duration::from_millis(2));
         }
         Ok(running)
+    }
+
+    /// Why the daemon is gone, when it exited on its own: the guest's
+    /// share then hangs, so the run ends with this.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok()??;
+        Some(format!(
+            "virtiofsd for {} exited ({status}): {}",
+            self.dir.display(),
+            log_tail(&self.log)
+        ))
     }
 
     /// Kills the daemon and whatever it forked (qemu's forks into a

@@ -539,6 +539,14 @@ fn supervise(
                 streams.stop.store(true, Ordering::Relaxed);
             }
         }
+        if !exited {
+            // A dead virtio-fs daemon leaves the guest waiting on its
+            // share: the run ends now, saying why.
+            if let Some(why) = vm.dead_daemon() {
+                log.qemu_stderr.push_str(&format!("{why}\n"));
+                vm.kill();
+            }
+        }
         if exited && streams_ended {
             return End::Exited;
         }
@@ -565,7 +573,7 @@ fn take(msg: Msg, log: &mut BootLog, outbox: &Outbox) {
             log.console_truncated += u64::from(cut);
             log.push_console(Stamped { host_ns, item });
         }
-        Msg::Stderr(s) => log.qemu_stderr = s,
+        Msg::Stderr(s) => log.qemu_stderr.push_str(&s),
     }
 }
 
