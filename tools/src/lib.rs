@@ -4,9 +4,11 @@
 //! directly. Host only: never linked into the guest.
 //!
 //! Flows run one way: the commands (`run`, `bench`, `analyze`, and
-//! `build` as the CLI uses it) use the pipeline (`build`, `qemu`, `vm`),
-//! which uses the bottom (`kernel`, `machine`, `cache`, `bootlog`,
-//! `signals`, kestrel-initrd, kestrel-proto); nothing points back up.
+//! `build` as the CLI uses it; the CLI also reads `project`, the
+//! kestrel.toml defaults) use the pipeline (`build`, `share`, `qemu`,
+//! `vm`), which uses the bottom (`kernel`, `machine`, `virtiofsd`,
+//! `cache`, `bootlog`, `signals`, kestrel-initrd, kestrel-proto); nothing
+//! points back up.
 
 pub mod analyze;
 pub mod bench;
