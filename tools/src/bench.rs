@@ -351,6 +351,80 @@ pub fn render_comparison(c: &Comparison) -> String {
     s
 }
 
+/// `kestrel bench --floor`: a run and the floor (the same kernel and
+/// machine with a no-op init), interleaved, and Kestrel's cost as a ratio.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FloorReport {
+    /// The runs' phases.
+    pub run: BenchReport,
+    /// Host wall time of one whole run (the build or its cache hit, qemu,
+    /// everything) and of one floor boot.
+    pub run_wall_ms: PhaseStats,
+    pub floor_wall_ms: PhaseStats,
+    /// Run / floor, host wall time, per round.
+    pub ratios: Vec<f64>,
+    pub median_ratio: f64,
+}
+
+/// `n` rounds of one run and one floor boot.
+pub fn floor(argv: &[OsString], opts: &RunOptions, n: usize) -> Result<FloorReport> {
+    let (mut runs, mut run_wall, mut floor_wall, mut ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut failures = 0;
+    progress(0, 2 * n);
+    for round in 0..n {
+        if signals::pending().is_some() {
+            bail!("interrupted");
+        }
+        let t0 = std::time::Instant::now();
+        let run = boot_once(argv, opts);
+        let run_ms = t0.elapsed().as_secs_f64() * 1e3;
+        progress(2 * round + 1, 2 * n);
+        let t0 = std::time::Instant::now();
+        let floor = run::floor(opts)?;
+        let floor_ms = t0.elapsed().as_secs_f64() * 1e3;
+        progress(2 * round + 2, 2 * n);
+        if floor.qemu_exit_ns.is_none() || floor.timed_out {
+            bail!("the floor did not power off: {}", floor.qemu_stderr);
+        }
+        match run {
+            Some(a) => {
+                runs.push(a);
+                run_wall.push(run_ms);
+                floor_wall.push(floor_ms);
+                ratios.push(run_ms / floor_ms);
+            }
+            None => failures += 1,
+        }
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(FloorReport {
+        run: summarize("kestrel run", &runs, failures),
+        run_wall_ms: stats("host wall: kestrel run", &run_wall),
+        floor_wall_ms: stats("host wall: floor", &floor_wall),
+        median_ratio: median(&sorted),
+        ratios,
+    })
+}
+
+pub fn render_floor(r: &FloorReport) -> String {
+    let mut s = render(&r.run);
+    for p in [&r.run_wall_ms, &r.floor_wall_ms] {
+        s.push_str(&format!(
+            "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
+            p.name, p.median_ms, p.min_ms, p.max_ms, p.spread_ms
+        ));
+    }
+    let list: Vec<String> = r.ratios.iter().map(|x| format!("{x:.3}")).collect();
+    s.push_str(&format!(
+        "run / floor (host wall): median {:.3} ({})\n",
+        r.median_ratio,
+        list.join(" ")
+    ));
+    s
+}
+
 /// One loader's boots on the reference machine.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LoaderStats {

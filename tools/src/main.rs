@@ -309,8 +309,13 @@ enum Command {
         /// frozen plan, and with the fixed-list loader
         /// (bench/fixed-loader.c), interleaved; ready = the root's init
         /// started.
-        #[arg(long, conflicts_with = "versus")]
+        #[arg(long, conflicts_with_all = ["versus", "floor"])]
         reference: bool,
+        /// Against the floor instead: the same kernel and machine with a
+        /// no-op init that powers off at once (bench/stopwatch.c),
+        /// interleaved; Kestrel's cost as the ratio of host wall times.
+        #[arg(long, conflicts_with = "versus")]
+        floor: bool,
         /// Write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -396,11 +401,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
             j,
             versus,
             reference,
+            floor,
             json,
             cmd,
-        } => match reference {
-            true => cmd_reference(&vm, n, json),
-            false => cmd_bench(&vm, n, j, &versus, json, cmd),
+        } => match (reference, floor) {
+            (true, _) => cmd_reference(&vm, n, json),
+            (false, true) => cmd_floor(&vm, n, json, cmd),
+            (false, false) => cmd_bench(&vm, n, j, &versus, json, cmd),
         },
         Command::Build {
             build,
@@ -552,6 +559,25 @@ fn cmd_bench(
     };
     if let Some(path) = json {
         std::fs::write(&path, json_text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(0)
+}
+
+fn cmd_floor(vm: &VmArgs, n: usize, json: Option<PathBuf>, cmd: Vec<OsString>) -> Result<i32> {
+    let cmd = if cmd.is_empty() {
+        vec![OsString::from("/bin/true")]
+    } else {
+        cmd
+    };
+    let opts = vm.options(IoOptions {
+        output: OutputMode::Discard,
+        ..IoOptions::default()
+    })?;
+    let report = bench::floor(&cmd, &opts, n)?;
+    print!("{}", bench::render_floor(&report));
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     Ok(0)

@@ -351,6 +351,23 @@ fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd) -> Result<Boot> 
     vm::boot(&config, opts.vm.timeout, opts.io.stdin.clone(), sink)
 }
 
+/// The floor of a run (`kestrel bench --floor`): the same kernel on the
+/// same machine, qemu started the same way, with a no-op init that powers
+/// off at once instead of Kestrel's. Its log holds no records: only the
+/// host's clock of qemu's start and exit.
+pub fn floor(opts: &RunOptions) -> Result<BootLog> {
+    let host = check_host(&[], opts)?;
+    let _signals = SignalGuard::arm().context("failed to catch SIGINT/SIGTERM/SIGHUP")?;
+    let work = tempfile::Builder::new()
+        .prefix("kestrel-run-")
+        .tempdir()
+        .context("failed to make a temporary directory")?;
+    let initrd = work.path().join("initrd");
+    crate::yardstick::floor_initrd(&initrd)?;
+    let config = vm_config(opts, &host, initrd, work.path());
+    Ok(vm::boot(&config, opts.vm.timeout, None, Sink::Discard)?.log)
+}
+
 fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, work: &Path) -> VmConfig {
     VmConfig {
         qemu: host.qemu.clone(),
