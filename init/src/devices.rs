@@ -32,6 +32,9 @@ const AHEAD_OF_NEED: u8 = 1;
 /// Devices handled between two looks at the loader during the walk, so a
 /// worker that finished gets its next module while the walk goes on.
 const WALK_DISPATCH_EVERY: usize = 8;
+/// Most datagrams read to empty the socket after an overflow: what its
+/// largest receive buffer (128 MiB) holds of the smallest uevents.
+const OVERFLOW_DRAIN_MAX: usize = 1 << 18;
 /// Where the running kernel says which compression it decompresses.
 const SYS_MODULE_COMPRESSION: &str = "module/compression";
 
@@ -270,9 +273,32 @@ impl Devices {
         }
         if overflow {
             log::warn("the uevent socket overflowed (events were lost); walking /sys again");
+            // After an overflow the kernel delivers nothing more to this
+            // socket, and reports no further loss, until a read finds its
+            // queue empty (netlink's congested state): a device added while
+            // /sys is walked would never be announced. Empty it first.
+            self.drain(sys, roots);
             self.walk(sys, roots);
         }
         n
+    }
+
+    /// Reads the socket until it is empty, handling what it holds. A
+    /// congested socket does not refill, so this ends; the bound is for a
+    /// storm that refills it as fast as it is read (a new overflow then
+    /// re-walks again later).
+    fn drain(&mut self, sys: &dyn Sys, roots: &Roots) {
+        for _ in 0..OVERFLOW_DRAIN_MAX {
+            let Some(socket) = self.socket.as_mut() else {
+                return;
+            };
+            match socket.recv() {
+                Ok(Some(ev)) => self.handle(&ev, sys, roots),
+                Ok(None) | Err(UeventError::Socket { .. } | UeventError::Io { .. }) => return,
+                // A bad datagram is dropped; the walk follows anyway.
+                Err(_) => {}
+            }
+        }
     }
 
     /// One device: node, tracking, modules.
