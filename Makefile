@@ -64,6 +64,15 @@ test: setup init
 	$(MAKE) cargo-runner
 	$(MAKE) fuzz FUZZ_SECONDS=10
 
+# The long runs of issue 12, one at a time, each printing its figures: 100
+# MiB of payload output streamed through the kestrel binary (exact, with
+# its peak memory and wall time), 50 boots in a row and 4 at once leaving
+# nothing behind, a 256-LUN device storm. `make test` runs short versions.
+.PHONY: soak
+soak: setup init tools
+	KESTREL_BIN=$(KESTREL) cargo test -p kestrel-tests --test io --test load --test faults \
+		-- --ignored --test-threads=1 --nocapture soak_
+
 # Coverage-guided fuzzing (cargo-fuzz/libFuzzer, needs a nightly toolchain):
 # each target for FUZZ_SECONDS from the real-capture seeds; a crash fails.
 # A target's seeds are fuzz/seeds/TARGET/ unless FUZZ_SEEDS_TARGET names
