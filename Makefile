@@ -59,7 +59,7 @@ demo: setup init tools
 
 # Every test: unit, property, oracle (kmod), the VM tests, the cargo
 # runner's example crate, and a short fuzz run of every parser.
-test: setup init
+test: setup init bench-programs lint
 	cargo test --workspace
 	$(MAKE) cargo-runner
 	$(MAKE) fuzz FUZZ_SECONDS=10
@@ -112,9 +112,11 @@ bench: init
 # `kestrel` and its static init where the tool finds them: PREFIX/bin and
 # PREFIX/lib/kestrel (a kestrel looks beside itself, then in ../lib/kestrel).
 PREFIX ?= /usr/local
-install: init tools
+install: init tools bench-programs
 	install -D -m 755 $(KESTREL) $(DESTDIR)$(PREFIX)/bin/kestrel
 	install -D -m 755 $(INIT) $(DESTDIR)$(PREFIX)/lib/kestrel/kestrel-init
+	install -D -m 755 $(BENCH_DIR)/stopwatch $(DESTDIR)$(PREFIX)/lib/kestrel/stopwatch
+	install -D -m 755 $(BENCH_DIR)/fixed-loader $(DESTDIR)$(PREFIX)/lib/kestrel/fixed-loader
 
 # Kestrel as cargo's runner: the example crate's tests (examples/cargo-runner,
 # its own crate) each run in a VM on Debian's 6.1 kernel, and pass only
