@@ -315,7 +315,7 @@ fn kernel_tree_boots_with_its_own_modules() {
             &[
                 "/bin/sh",
                 "-c",
-                "read -r x < /mnt/in; echo \"$x\" > /mnt/out; cat /proc/sys/kernel/osrelease",
+                "read -r x < /mnt/in; echo \"$x\" > /mnt/out; read -r r < /proc/sys/kernel/osrelease; echo \"$r\"",
             ],
             &opts,
         );
