@@ -70,7 +70,7 @@ test: setup init bench-programs lint
 # nothing behind, a 256-LUN device storm. `make test` runs short versions.
 .PHONY: soak
 soak: setup init tools
-	KESTREL_BIN=$(KESTREL) cargo test -p kestrel-tests --test io --test load --test faults \
+	KESTREL_BIN=$(abspath $(KESTREL)) cargo test -p kestrel-tests --test io --test load --test faults \
 		-- --ignored --test-threads=1 --nocapture soak_
 
 # Coverage-guided fuzzing (cargo-fuzz/libFuzzer, needs a nightly toolchain):
