@@ -428,9 +428,25 @@ fn load_index(roots: &Roots, params: &[String]) -> Option<ModuleIndex> {
     });
     config.apply_kernel_cmdline(params);
     match ModuleIndex::load(&dir) {
+        // modules.alias is optional to kmod, but without it no device finds
+        // its driver: say so, or a boot that loads nothing is unexplained.
+        Ok(index) if index.alias_count() == 0 && index.module_count() > 0 => {
+            log::warn(&format!(
+                "{} has no aliases (missing or empty): no device will find its driver",
+                dir.join("modules.alias").display()
+            ));
+            Some(index.with_config(config))
+        }
         Ok(index) => Some(index.with_config(config)),
-        Err(e) => {
+        // No tree at all: a kernel with its drivers built in.
+        Err(e) if !dir.exists() => {
             log::debug(|| format!("no module index, relying on built-in drivers: {e}"));
+            None
+        }
+        Err(e) => {
+            log::warn(&format!(
+                "the module index is unusable, no module will load: {e}"
+            ));
             None
         }
     }

@@ -33,8 +33,30 @@ pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 pub enum Mode {
     /// The host attached a port: buffer until it opens, then send.
     Port,
-    /// No port: records reach the console only when traced.
-    Console { trace: bool },
+    /// No port: which records reach the console.
+    Console(Lines),
+}
+
+/// Records on the console, as lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lines {
+    /// None (a plain boot: the console is the user's).
+    Off,
+    /// The milestones (`kestrel.trace`).
+    Milestones,
+    /// Every record but the payload's output: the port the host attached
+    /// never opened, and the console is the only way left to it.
+    All,
+}
+
+impl Lines {
+    fn wants(self, rec: &GuestRecord) -> bool {
+        match self {
+            Lines::Off => false,
+            Lines::Milestones => traced(rec),
+            Lines::All => !matches!(rec, GuestRecord::Output { .. }),
+        }
+    }
 }
 
 struct Sink {
@@ -92,11 +114,9 @@ impl Sink {
 
     fn push(&mut self, t_ns: u64, rec: &GuestRecord) {
         match self.mode {
-            Mode::Console { trace } => {
-                if trace && traced(rec) {
-                    let mut line = rec.to_line(t_ns).into_bytes();
-                    line.push(b'\n');
-                    write_fd(rustix::stdio::stdout(), &line);
+            Mode::Console(lines) => {
+                if lines.wants(rec) {
+                    console_record(t_ns, rec);
                 }
             }
             Mode::Port => {
@@ -156,22 +176,27 @@ impl Sink {
 pub fn set_mode(mode: Mode) {
     let mut s = sink();
     s.mode = mode;
-    if let Mode::Console { trace } = mode {
+    if let Mode::Console(lines) = mode {
+        // The records buffered so far, re-rendered as lines (they were framed).
         let pending = std::mem::take(&mut s.pending);
+        let mut decoder = kestrel_proto::Decoder::new();
+        decoder.feed(pending.get(s.sent..).unwrap_or_default());
         s.sent = 0;
-        if trace {
-            // The early records, re-rendered as lines (they were framed).
-            let mut decoder = kestrel_proto::Decoder::new();
-            decoder.feed(&pending);
-            while let Some(Ok(frame)) = decoder.next_frame() {
-                if let Some(t) = GuestRecord::decode(frame).ok().filter(|t| traced(&t.rec)) {
-                    let mut line = t.rec.to_line(t.t_ns).into_bytes();
-                    line.push(b'\n');
-                    write_fd(rustix::stdio::stdout(), &line);
-                }
+        while let Some(Ok(frame)) = decoder.next_frame() {
+            if let Some(t) = GuestRecord::decode(frame)
+                .ok()
+                .filter(|t| lines.wants(&t.rec))
+            {
+                console_record(t.t_ns, &t.rec);
             }
         }
     }
+}
+
+fn console_record(t_ns: u64, rec: &GuestRecord) {
+    let mut line = rec.to_line(t_ns).into_bytes();
+    line.push(b'\n');
+    write_fd(rustix::stdio::stdout(), &line);
 }
 
 /// Writes one record stamped now.
@@ -262,7 +287,7 @@ pub fn output_room() -> bool {
     let s = sink();
     match s.mode {
         Mode::Port => s.unsent() + CHUNK + MAX_HEADER <= OUTPUT_HIGH_WATER,
-        Mode::Console { .. } => true,
+        Mode::Console(_) => true,
     }
 }
 

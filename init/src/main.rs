@@ -120,7 +120,11 @@ fn start<'a>(sys: &'a sys::Kernel, roots: Roots, opts: BootOptions, make_nodes: 
     log::set_mode(if opts.events {
         log::Mode::Port
     } else {
-        log::Mode::Console { trace: opts.trace }
+        log::Mode::Console(if opts.trace {
+            log::Lines::Milestones
+        } else {
+            log::Lines::Off
+        })
     });
     log::set_verbose(opts.debug);
     // Before any thread starts, so every thread inherits the blocked mask.
@@ -297,6 +301,11 @@ fn fail(init: &mut Init, e: &InitError) -> i32 {
         }
         let deadline = Instant::now() + init.opts.timeout;
         init.run_until(Some(deadline), Init::open_port);
+    }
+    if init.opts.events && init.port.is_none() {
+        // The port never came: every record, this error and the power
+        // off's included, goes to the console, where the host reads too.
+        log::set_mode(log::Mode::Console(log::Lines::All));
     }
     log::error(&e.to_string(), true);
     if init.opts.shell_on_failure {

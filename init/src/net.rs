@@ -14,7 +14,7 @@ const LOOPBACK: &str = "lo";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("no network interface in {0} (is virtio_net in the initrd?)")]
+    #[error("no network interface in {0} (did the network driver load? see the module records)")]
     NoInterface(String),
     #[error("failed to {what} {iface}: {source}")]
     Configure {
