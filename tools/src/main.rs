@@ -207,8 +207,7 @@ impl VmArgs {
             specs.retain(|p| p.guest.is_none() || p.guest != s.guest);
             specs.push(s.clone());
         }
-        let mut build = self.build.options();
-        build.include = self.build.include.clone();
+        let build = self.build.options();
         Ok(RunOptions {
             machine: Machine {
                 profile: self.build.machine,
@@ -494,7 +493,8 @@ fn cmd_test(vm: &VmArgs, cmd: &[OsString]) -> Result<i32> {
         ..IoOptions::default()
     })?;
     let cwd = std::env::current_dir().context("failed to read the current directory")?;
-    if !opts.shares.host_root && !opts.shares.specs.iter().any(|s| cwd.starts_with(&s.host)) {
+    let shared = |s: &ShareSpec| std::fs::canonicalize(&s.host).is_ok_and(|h| cwd.starts_with(h));
+    if !opts.shares.host_root && !opts.shares.specs.iter().any(shared) {
         opts.shares.specs.push(ShareSpec {
             host: cwd,
             guest: None,
