@@ -386,12 +386,10 @@ fn a_module_index_that_matches_nothing_fails_clearly_without_hanging() {
     }
 }
 
-/// What the test above should also see, and does not yet: the cause. A
-/// module index that fails to load, or has no aliases while modules are
-/// there, is only a debug record (init/src/devices.rs, load_index), and
-/// the records never leave the guest when the port does not open.
+/// The cause is named too: a module index that fails to load, or has no
+/// aliases while modules are there, is a warning naming the file, and it
+/// reaches the host on the console when the port never opens.
 #[test]
-#[ignore = "init: a broken module index is not reported (reported to the init's owner)"]
 fn a_module_index_that_matches_nothing_is_named() {
     for (cut_mid_path, file) in [(true, "modules.dep"), (false, "modules.alias")] {
         let (out, _) = boot_with_a_broken_index(cut_mid_path);
