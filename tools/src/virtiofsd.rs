@@ -28,8 +28,9 @@ pub enum Flavour {
     /// read-only mode.
     Qemu,
     /// The Rust daemon (gitlab virtio-fs/virtiofsd): `--shared-dir`,
-    /// `--sandbox none` without root; `--readonly` in newer versions.
-    Rust { readonly: bool },
+    /// `--sandbox none` without root; `--readonly` in newer versions, and
+    /// `--no-announce-submounts` where submounts are announced by default.
+    Rust { readonly: bool, submounts: bool },
 }
 
 /// A virtiofsd found on the host.
@@ -44,6 +45,7 @@ pub fn flavour_from_help(help: &str) -> Flavour {
     if help.contains("--shared-dir") {
         Flavour::Rust {
             readonly: help.contains("--readonly"),
+            submounts: help.contains("--no-announce-submounts"),
         }
     } else {
         Flavour::Qemu
@@ -85,7 +87,7 @@ impl Daemon {
     /// Whether the daemon itself refuses writes to a read-only share
     /// (else only the guest's read-only mount does).
     pub fn enforces_readonly(&self) -> bool {
-        matches!(self.flavour, Flavour::Rust { readonly: true })
+        matches!(self.flavour, Flavour::Rust { readonly: true, .. })
     }
 
     /// The daemon's argv (without the program) for `dir` on `socket`.
@@ -106,7 +108,10 @@ impl Daemon {
                 "-o".into(),
                 "sandbox=chroot".into(),
             ],
-            Flavour::Rust { readonly } => {
+            Flavour::Rust {
+                readonly,
+                submounts,
+            } => {
                 let mut a = vec![
                     socket,
                     format!("--shared-dir={}", dir.display()),
@@ -116,6 +121,13 @@ impl Daemon {
                 ];
                 if readonly && !writable {
                     a.push("--readonly".into());
+                }
+                // Announced, the host's mount points are automounts in the
+                // guest, on which nothing can be mounted (EREMOTE): the
+                // host root's /proc under the overlay. One filesystem, as
+                // qemu's daemon and 9p show it.
+                if submounts {
+                    a.push("--no-announce-submounts".into());
                 }
                 a
             }
@@ -261,9 +273,17 @@ mod tests {
         );
         let rust = Daemon {
             path: "/usr/libexec/virtiofsd".into(),
-            flavour: flavour_from_help("--shared-dir <SHARED_DIR>\n--readonly\n--sandbox"),
+            flavour: flavour_from_help(
+                "--shared-dir <SHARED_DIR>\n--readonly\n--sandbox\n--no-announce-submounts",
+            ),
         };
-        assert_eq!(rust.flavour, Flavour::Rust { readonly: true });
+        assert_eq!(
+            rust.flavour,
+            Flavour::Rust {
+                readonly: true,
+                submounts: true
+            }
+        );
         assert_eq!(rust.unusable_reason(false), None);
         assert_eq!(
             rust.args(Path::new("/r/s.sock"), Path::new("/d"), false, false),
@@ -272,7 +292,8 @@ mod tests {
                 "--shared-dir=/d",
                 "--cache=always",
                 "--sandbox=none",
-                "--readonly"
+                "--readonly",
+                "--no-announce-submounts"
             ]
         );
         assert!(!rust
