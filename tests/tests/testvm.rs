@@ -128,11 +128,17 @@ fn a_shared_folder_is_read_and_written() {
 fn the_host_root_runs_host_programs_unchanged() {
     let marker = format!("/etc/kestrel-testvm-{}", std::process::id());
     let cwd = std::env::current_dir().unwrap();
+    // The host's /tmp is not the payload's.
+    let host_tmp = tempfile::Builder::new()
+        .prefix("kestrel-testvm-")
+        .tempfile_in("/tmp")
+        .unwrap();
     for fs in transports() {
         let script = format!(
             "seq 3; python3 -c 'import sys; print(6 * 7, sys.version_info[0])'; \
              cat /proc/1/comm; pwd; echo guest > {marker} && cat {marker}; \
-             ls /tmp | wc -l; test -e /proc/sys/kernel/osrelease && uname -r"
+             test -e {} && echo seen || echo hidden; test -e /proc/sys/kernel/osrelease && uname -r",
+            host_tmp.path().display()
         );
         let out = run(&["/bin/sh", "-c", &script], &sharing(fs, vec![], true));
         if out.exit_code != 0 {
@@ -149,7 +155,7 @@ fn the_host_root_runs_host_programs_unchanged() {
         assert_eq!(
             text(&out.stdout),
             format!(
-                "1\n2\n3\n42 3\ninit\n{}\nguest\n0\n{release}\n",
+                "1\n2\n3\n42 3\ninit\n{}\nguest\nhidden\n{release}\n",
                 cwd.display()
             ),
             "{fs:?}"
