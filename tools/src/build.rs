@@ -361,11 +361,19 @@ fn base_archive(
     add_skeleton(&mut a, init)?;
     let Some(dir) = modules_dir(opts, kernel)? else {
         check_device_modules(None, target, kernel)?;
-        eprintln!(
-            "kestrel: no {}/{} on the host; assuming its drivers are built in",
-            crate::kernel::MODULES_ROOT,
-            kernel.release
-        );
+        let looked = if kernel.path.is_dir() {
+            format!(
+                "no modules_install output in {} (mods/, .virtme_mods/, $INSTALL_MOD_PATH)",
+                kernel.path.display()
+            )
+        } else {
+            format!(
+                "no {}/{} on the host",
+                crate::kernel::MODULES_ROOT,
+                kernel.release
+            )
+        };
+        eprintln!("kestrel: {looked}; assuming its drivers are built in");
         return Ok(a);
     };
     let index = ModuleIndex::load(&dir)
