@@ -46,6 +46,17 @@ fn sharing(fs: FsChoice, specs: Vec<ShareSpec>, host_root: bool) -> RunOptions {
     }
 }
 
+/// A process whose command line mentions `needle` (a virtiofsd left
+/// behind for a share), if any.
+fn process_using(needle: &Path) -> Option<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (cmdline.contains("virtiofsd") && cmdline.contains(&needle)).then_some(cmdline)
+    })
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -107,6 +118,11 @@ fn a_shared_folder_is_read_and_written() {
             "{fs:?}"
         );
         assert!(!ro.path().join("new").exists(), "{fs:?}");
+        assert_eq!(
+            process_using(rw.path()),
+            None,
+            "a virtiofsd was left behind"
+        );
         let mods = kestrel_tests::modules(&out.log);
         let loaded = |m: &str| mods.iter().any(|(n, _)| n == m);
         match fs {
