@@ -279,3 +279,64 @@ fn a_terminal_is_given_with_t_only() {
         assert_eq!(answer, Some(want), "{flag}: {stdout}");
     }
 }
+
+/// Processes whose command line mentions `needle` and `what`.
+fn processes_using(what: &str, needle: &Path) -> Vec<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(what) && cmdline.contains(&needle)).then_some(cmdline)
+        })
+        .collect()
+}
+
+/// SIGTERM during a run that shares a folder over virtio-fs: kestrel
+/// ends with 143 and neither qemu nor the virtiofsd it started is left,
+/// nor its private folder (the daemon's socket and log).
+#[test]
+fn a_signal_leaves_no_virtiofsd_behind() {
+    let root = our_uid() == 0;
+    match kestrel::virtiofsd::find() {
+        Some(d) if d.unusable_reason(root).is_none() => {}
+        _ => {
+            eprintln!("SKIP: no virtiofsd that can serve us");
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tempfile::tempdir().unwrap();
+    let mut child = kestrel()
+        .env("TMPDIR", tmp.path())
+        .args(["run", "--kernel"])
+        .arg(kernel_61())
+        .args(["--share-fs", "virtiofs", "--share"])
+        .arg(share.path())
+        .args(["--", "/bin/sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while processes_using("qemu", tmp.path()).is_empty() {
+        assert!(t0.elapsed().as_secs() < 60, "no qemu started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!processes_using("virtiofsd", share.path()).is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(
+        processes_using("virtiofsd", share.path()),
+        Vec::<String>::new()
+    );
+    assert_eq!(processes_using("qemu", tmp.path()), Vec::<String>::new());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
