@@ -124,6 +124,13 @@ struct DeviceArgs {
     share_fs: FsChoice,
 }
 
+/// What `--user` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum UserChoice {
+    Host,
+    Root,
+}
+
 /// What `--root` takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum RootChoice {
@@ -167,6 +174,11 @@ struct VmArgs {
     /// Pass our value of KEY to the payload (repeatable; skipped when unset).
     #[arg(long = "env-pass", value_name = "KEY")]
     env_pass: Vec<String>,
+    /// Whom the payload runs as when folders are shared: `host`, our uid,
+    /// gid and groups (what it writes is ours), or `root` in the VM.
+    /// Without shares it is root.
+    #[arg(long, value_enum, default_value = "host")]
+    user: UserChoice,
     /// Working directory of the payload in the guest.
     #[arg(long)]
     cwd: Option<OsString>,
@@ -232,6 +244,10 @@ impl VmArgs {
             io: IoOptions {
                 env,
                 cwd: self.cwd.clone(),
+                user: match self.user {
+                    UserChoice::Host => io.user.clone(),
+                    UserChoice::Root => Some(kestrel_proto::config::User::default()),
+                },
                 ..io
             },
             shares: ShareOptions {
