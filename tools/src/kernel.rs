@@ -270,23 +270,28 @@ pub fn read_tree(dir: &Path, reason: KernelReason, cache: &Cache, pvh: bool) -> 
     } else {
         bz.clone()
     };
-    let install_mod_path = std::env::var_os("INSTALL_MOD_PATH").map(|p| dir.join(p));
-    let modules_dir = install_mod_path
-        .into_iter()
-        .chain(TREE_MODULE_DIRS.iter().map(|d| dir.join(d)))
-        .find_map(|d| find_module_tree(&d, &release));
     Ok(Kernel {
         path: dir.to_owned(),
         boot_image,
-        release,
-        modules_dir,
+        modules_dir: tree_modules(dir, &release),
         config: dir.join(TREE_CONFIG),
+        release,
         reason,
     })
 }
 
+/// A source tree's `modules_install` output (see [`TREE_MODULE_DIRS`]).
+fn tree_modules(dir: &Path, release: &str) -> Option<PathBuf> {
+    let install_mod_path = std::env::var_os("INSTALL_MOD_PATH").map(|p| dir.join(p));
+    install_mod_path
+        .into_iter()
+        .chain(TREE_MODULE_DIRS.iter().map(|d| dir.join(d)))
+        .find_map(|d| find_module_tree(&d, release))
+}
+
 /// A vmlinux given as the kernel: booted directly when it has the PVH
-/// note; its release from the `Linux version …` banner in it.
+/// note; its release from the `Linux version …` banner in it. One at the
+/// top of a built source tree takes the tree's .config and modules.
 fn read_vmlinux(path: &Path, image: &[u8], reason: KernelReason) -> Result<Kernel> {
     if !has_pvh_note(image) {
         bail!(
@@ -296,11 +301,21 @@ fn read_vmlinux(path: &Path, image: &[u8], reason: KernelReason) -> Result<Kerne
     }
     let release = banner_release(image)
         .with_context(|| format!("no \"Linux version\" banner in {}", path.display()))?;
+    let tree = path
+        .parent()
+        .filter(|d| d.join(TREE_CONFIG).is_file() && d.join(TREE_BZIMAGE).is_file());
+    let (modules_dir, config) = match tree {
+        Some(dir) => (tree_modules(dir, &release), dir.join(TREE_CONFIG)),
+        None => (
+            module_tree(&Path::new(MODULES_ROOT).join(&release)),
+            kestrel_initrd::kernel_config_path(Path::new(BOOT_DIR), &release),
+        ),
+    };
     Ok(Kernel {
         path: path.to_owned(),
         boot_image: path.to_owned(),
-        modules_dir: module_tree(&Path::new(MODULES_ROOT).join(&release)),
-        config: kestrel_initrd::kernel_config_path(Path::new(BOOT_DIR), &release),
+        modules_dir,
+        config,
         release,
         reason,
     })
