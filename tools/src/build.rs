@@ -785,6 +785,42 @@ mod tests {
         assert!(reqs.contains(&Request::Alias("fs-xfs".into())), "{reqs:?}");
     }
 
+    /// Without a module tree (a kernel built without modules), the
+    /// config says what is built in; a share's transport that is not is
+    /// named with its option.
+    #[test]
+    fn a_missing_transport_names_its_kernel_option() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join(".config");
+        std::fs::write(
+            &config,
+            "CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_CONSOLE=y\nCONFIG_9P_FS=y\n# CONFIG_NET_9P_VIRTIO is not set\n",
+        )
+        .unwrap();
+        let kernel = Kernel {
+            path: tmp.path().to_owned(),
+            boot_image: PathBuf::new(),
+            release: "6.1.0-tiny".into(),
+            modules_dir: None,
+            config,
+            reason: KernelReason::Given,
+        };
+        let bare = Machine::default().target();
+        assert!(check_device_modules(None, &bare, &kernel).is_ok());
+        let p9 = Target {
+            profile: Profile::Microvm,
+            devices: vec![Device::Share9p],
+        };
+        let e = check_device_modules(None, &p9, &kernel)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lacks 9pnet_virtio (CONFIG_NET_9P_VIRTIO is not set: enable it)")
+                && !e.contains("CONFIG_9P_FS"),
+            "{e}"
+        );
+    }
+
     /// An installed or copied kestrel looks beside itself, then in
     /// ../lib/kestrel, then in cargo target folders above it.
     #[test]
