@@ -5,6 +5,7 @@
 //! bound, so a guest that floods cannot grow host memory without limit;
 //! what went over a bound is counted.
 
+use crate::qemu_trace::Marker;
 use anyhow::{Context, Result};
 use kestrel_proto::{GuestKind, GuestRecord, Timed};
 use std::io::Write;
@@ -44,7 +45,11 @@ pub struct BootLog {
     pub console_truncated: u64,
     /// Bytes of payload output that passed (stdout, stderr).
     pub output_bytes: [u64; 2],
+    /// What qemu said on stderr, but its trace lines.
     pub qemu_stderr: String,
+    /// The instants before the kernel, from qemu's trace lines (ns since
+    /// qemu was started).
+    pub qemu_markers: Vec<(Marker, u64)>,
     pub qemu_exit_ns: Option<u64>,
     pub qemu_status: Option<std::process::ExitStatus>,
     /// Killed at the deadline.
@@ -128,6 +133,9 @@ impl BootLog {
                     .map(|s| (s.host_ns, format!("C {} {}", s.host_ns, s.item))),
             )
             .collect();
+        for (m, t) in &self.qemu_markers {
+            lines.push((*t, format!("M {t} {}", m.name())));
+        }
         if let Some(t) = self.qemu_exit_ns {
             lines.push((t, format!("Q {t} qemu_exit")));
         }
@@ -165,6 +173,11 @@ impl BootLog {
                     item: rest.to_owned(),
                 }),
                 "Q" => log.qemu_exit_ns = Some(host_ns),
+                "M" => {
+                    let m = Marker::from_name(rest)
+                        .with_context(|| format!("line {}: unknown marker {rest:?}", n + 1))?;
+                    log.qemu_markers.push((m, host_ns));
+                }
                 _ => anyhow::bail!("line {}: unknown tag {tag:?}", n + 1),
             }
         }

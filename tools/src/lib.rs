@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod machine;
 pub mod project;
 pub mod qemu;
+pub mod qemu_trace;
 pub mod run;
 pub mod share;
 pub mod signals;

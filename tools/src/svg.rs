@@ -1,17 +1,26 @@
 //! The boot as an SVG timeline, like `systemd-analyze plot` but for the
-//! whole VM: one row per phase, then one row per module, coloured by the
-//! loader thread that ran it.
+//! whole VM, top to bottom:
+//! - the parts of the boot, qemu start to qemu exit, side by side in one
+//!   lane (the pre-kernel parts from qemu's trace, then the kernel, /init,
+//!   the payload, the power off);
+//! - the spans inside them (/init to the first module, the modules);
+//! - the slowest initcalls, where the kernel log places them;
+//! - the module loads, one lane per loader worker.
 
 use crate::analyze::{Analysis, Phase};
 use std::fmt::Write as _;
 
 const ROW: f64 = 18.0;
-const LABEL_W: f64 = 380.0;
-const PLOT_W: f64 = 900.0;
-const THREAD_COLOURS: &[&str] = &[
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+const LABEL_W: f64 = 300.0;
+const PLOT_W: f64 = 1000.0;
+const PART_COLOURS: &[&str] = &[
+    "#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f", "#8cd17d",
 ];
-const PHASE_COLOUR: &str = "#9c9c9c";
+const WORKER_COLOURS: &[&str] = &[
+    "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+];
+const DETAIL_COLOUR: &str = "#9c9c9c";
+const INITCALL_COLOUR: &str = "#bab0ac";
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -20,34 +29,107 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Renders the analysis; every row is a `<g class="row">` holding a
-/// `<rect>` (the span) and a `<text>` (its name and duration).
+fn colour(palette: &[&'static str], i: usize) -> &'static str {
+    palette
+        .get(i % palette.len().max(1))
+        .copied()
+        .unwrap_or(DETAIL_COLOUR)
+}
+
+/// One bar of a lane: span, colour, its label inside the tooltip.
+struct Bar<'a> {
+    phase: &'a Phase,
+    colour: &'static str,
+}
+
+/// One lane: a label on the left, bars on the timeline.
+struct Lane<'a> {
+    class: &'static str,
+    label: String,
+    bars: Vec<Bar<'a>>,
+}
+
+fn lanes(a: &Analysis) -> Vec<Lane<'_>> {
+    let mut lanes = vec![Lane {
+        class: "parts",
+        label: format!(
+            "boot ({:.0} ms, {:.1} ms unexplained)",
+            a.total_ms, a.unexplained_ms
+        ),
+        bars: a
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Bar {
+                phase: p,
+                colour: colour(PART_COLOURS, i),
+            })
+            .collect(),
+    }];
+    lanes.extend(a.details.iter().map(|p| Lane {
+        class: "detail",
+        label: format!("{} ({:.1} ms)", p.name, p.duration_ms()),
+        bars: vec![Bar {
+            phase: p,
+            colour: DETAIL_COLOUR,
+        }],
+    }));
+    let mut workers: Vec<u64> = a.modules.iter().filter_map(|m| m.thread).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    lanes.extend(workers.iter().map(|&w| {
+        Lane {
+            class: "worker",
+            label: format!("loader worker {w}"),
+            bars: a
+                .modules
+                .iter()
+                .filter(|m| m.thread == Some(w))
+                .map(|m| Bar {
+                    phase: m,
+                    colour: colour(WORKER_COLOURS, w as usize),
+                })
+                .collect(),
+        }
+    }));
+    lanes
+}
+
+/// Renders the analysis. Each lane is a `<g class="lane …">` with a
+/// `<text>` label and one `<rect>` per bar, whose `<title>` names it.
 pub fn render_svg(a: &Analysis) -> String {
-    let end = a
-        .phases
+    let initcalls: Vec<Phase> = a
+        .initcalls
         .iter()
-        .chain(&a.modules)
-        .map(|p| p.end_ms)
-        .filter(|x| x.is_finite())
-        .fold(1.0_f64, f64::max);
-    let scale = PLOT_W / end;
-    let rows: Vec<(&Phase, &str, &str)> = a
-        .phases
-        .iter()
-        .map(|p| (p, PHASE_COLOUR, "phase"))
-        .chain(a.modules.iter().map(|m| {
-            let t = m.thread.unwrap_or(0) as usize;
-            (
-                m,
-                THREAD_COLOURS
-                    .get(t % THREAD_COLOURS.len())
-                    .copied()
-                    .unwrap_or(PHASE_COLOUR),
-                "module",
-            )
-        }))
+        .filter_map(|c| {
+            let end = c.end_ms?;
+            Some(Phase {
+                name: format!("initcall {}", c.name),
+                start_ms: end - c.duration_ms,
+                end_ms: end,
+                thread: None,
+            })
+        })
         .collect();
-    let height = ROW * (rows.len() as f64 + 3.0);
+    let mut lanes = lanes(a);
+    let split = lanes
+        .iter()
+        .position(|l| l.class == "worker")
+        .unwrap_or(lanes.len());
+    lanes.splice(
+        split..split,
+        initcalls.iter().map(|p| Lane {
+            class: "initcall",
+            label: format!("{} ({:.1} ms)", p.name, p.duration_ms()),
+            bars: vec![Bar {
+                phase: p,
+                colour: INITCALL_COLOUR,
+            }],
+        }),
+    );
+    let end = a.total_ms.max(1.0);
+    let scale = PLOT_W / end;
+    let height = ROW * (lanes.len() as f64 + 3.0);
     let width = LABEL_W + PLOT_W + 20.0;
     let mut s = String::new();
     let _ = writeln!(
@@ -66,21 +148,31 @@ pub fn render_svg(a: &Analysis) -> String {
         );
         t += step;
     }
-    for (i, (p, colour, class)) in rows.iter().enumerate() {
+    for (i, lane) in lanes.iter().enumerate() {
         let y = ROW * (i as f64 + 1.5);
-        let x = LABEL_W + p.start_ms.max(0.0) * scale;
-        let w = (p.duration_ms().max(0.0) * scale).max(1.0);
-        let thread = p.thread.map(|t| format!(" thread {t}")).unwrap_or_default();
-        let _ = writeln!(
+        let _ = write!(
             s,
-            r#"<g class="row {class}"><rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{colour}"><title>{name}: {start:.1} → {endt:.1} ms{thread}</title></rect><text x="4" y="{ty:.1}">{name} ({d:.1} ms)</text></g>"#,
-            h = ROW - 4.0,
-            name = escape(&p.name),
-            start = p.start_ms,
-            endt = p.end_ms,
-            ty = y + ROW - 7.0,
-            d = p.duration_ms(),
+            r#"<g class="lane {}"><text x="4" y="{:.1}">{}</text>"#,
+            lane.class,
+            y + ROW - 7.0,
+            escape(&lane.label)
         );
+        for bar in &lane.bars {
+            let p = bar.phase;
+            let x = LABEL_W + p.start_ms.max(0.0) * scale;
+            let w = (p.duration_ms().max(0.0) * scale).max(1.0);
+            let _ = write!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}: {:.1} → {:.1} ms ({:.1} ms)</title></rect>"#,
+                ROW - 4.0,
+                bar.colour,
+                escape(&p.name),
+                p.start_ms,
+                p.end_ms,
+                p.duration_ms()
+            );
+        }
+        s.push_str("</g>\n");
     }
     s.push_str("</svg>\n");
     s
@@ -92,38 +184,46 @@ mod tests {
     use crate::analyze::analyze;
     use crate::bootlog::BootLog;
 
-    /// The SVG of a captured boot opens in a real XML parser and has one
-    /// row per phase and per module, each with a non-negative span.
+    /// The SVG of a captured boot opens in a real XML parser: one lane of
+    /// the boot's parts (one bar per part, adding up to the whole), the
+    /// spans inside, the slowest initcalls placed on the timeline, and one
+    /// lane per loader worker holding each of its modules.
     #[test]
-    fn svg_of_a_captured_boot_has_every_row() {
+    fn svg_of_a_captured_boot_has_every_lane() {
         let log = BootLog::read_log(include_str!("../tests/fixtures/boot-q35.log")).unwrap();
         let a = analyze(&log);
         let svg = render_svg(&a);
         let doc = roxmltree::Document::parse(&svg).unwrap();
-        let rows: Vec<_> = doc
+        let lanes: Vec<_> = doc
             .descendants()
-            .filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("row")))
+            .filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("lane")))
             .collect();
-        assert_eq!(rows.len(), a.phases.len() + a.modules.len());
-        let module_rows = rows
-            .iter()
-            .filter(|n| n.attribute("class") == Some("row module"))
+        let of = |class: &str| {
+            lanes
+                .iter()
+                .filter(|n| n.attribute("class") == Some(class))
+                .collect::<Vec<_>>()
+        };
+        let parts = of("lane parts");
+        assert_eq!(parts.len(), 1);
+        let bars = parts[0]
+            .children()
+            .filter(|c| c.has_tag_name("rect"))
             .count();
-        assert_eq!(module_rows, a.modules.len());
-        for row in &rows {
-            let rect = row.children().find(|c| c.has_tag_name("rect")).unwrap();
+        assert_eq!(bars, a.phases.len());
+        assert!(
+            !of("lane initcall").is_empty(),
+            "the fixture has initcall_debug"
+        );
+        let workers = of("lane worker");
+        let module_bars: usize = workers
+            .iter()
+            .map(|w| w.children().filter(|c| c.has_tag_name("rect")).count())
+            .sum();
+        assert_eq!(module_bars, a.modules.len());
+        for rect in doc.descendants().filter(|n| n.has_tag_name("rect")) {
             let w: f64 = rect.attribute("width").unwrap().parse().unwrap();
             assert!(w >= 1.0);
-            let text = row
-                .children()
-                .find(|c| c.has_tag_name("text"))
-                .unwrap()
-                .text()
-                .unwrap();
-            assert!(text.contains(" ms)"), "{text}");
         }
-        assert!(rows.iter().any(|r| r
-            .descendants()
-            .any(|d| d.text().is_some_and(|t| t.starts_with("virtio_pci (")))));
     }
 }

@@ -16,6 +16,7 @@
 
 use crate::bootlog::{BootLog, Stamped};
 use crate::qemu::{Vm, VmConfig};
+use crate::qemu_trace::{self, Marker, Tracker};
 use crate::signals;
 use anyhow::{Context, Result};
 use kestrel_proto::wire::{Decoder, CHUNK, MAX_HEADER};
@@ -95,10 +96,12 @@ pub fn boot(
     sink: Sink,
 ) -> Result<Boot> {
     let listener = listen(&config.events_socket)?;
+    // qemu's trace lines carry the host's CLOCK_REALTIME.
+    let spawn_realtime = qemu_trace::realtime_ns();
     let t0 = Instant::now();
     let deadline = deadline_after(t0, timeout);
     let mut vm = Vm::spawn(config)?;
-    let streams = Streams::start(&mut vm, listener, t0, stdin, sink);
+    let streams = Streams::start(&mut vm, listener, (t0, spawn_realtime), stdin, sink);
     let mut log = BootLog::default();
     let end = supervise(&mut vm, &streams, &mut log, t0, deadline);
     let captured = end_boot(&mut vm, streams, &mut log, t0, end, deadline);
@@ -136,7 +139,8 @@ enum Msg {
     Bad(String),
     /// A console line that is not a record; true when it was cut.
     Console(u64, String, bool),
-    Stderr(String),
+    /// What qemu said on stderr, and its trace markers.
+    Stderr(String, Vec<(Marker, u64)>),
 }
 
 /// One chunk of the payload's output.
@@ -278,7 +282,7 @@ impl Streams {
     fn start(
         vm: &mut Vm,
         listener: UnixListener,
-        t0: Instant,
+        (t0, spawn_realtime): (Instant, u64),
         stdin: Option<StdinSource>,
         sink: Sink,
     ) -> Streams {
@@ -299,7 +303,7 @@ impl Streams {
         if let Some(stderr) = vm.child.stderr.take() {
             let main = router.main.clone();
             readers.push(std::thread::spawn(move || {
-                let _ = main.send(Msg::Stderr(read_bounded(stderr, MAX_QEMU_STDERR)));
+                let _ = main.send(read_stderr(stderr, spawn_realtime));
             }));
         }
         {
@@ -372,12 +376,19 @@ fn split_lines(mut r: impl Read, max: usize, mut each: impl FnMut(&[u8], bool) -
 }
 
 /// Up to `max` bytes of `r`, the rest read and dropped.
-fn read_bounded(r: impl Read, max: usize) -> String {
-    let mut r = r;
-    let mut kept = Vec::new();
-    let _ = (&mut r).take(max as u64).read_to_end(&mut kept);
-    let _ = std::io::copy(&mut r, &mut std::io::sink());
-    String::from_utf8_lossy(&kept).into_owned()
+/// Reads qemu's stderr: what it said (bounded) and the markers of its
+/// trace lines, as ns since `spawn_realtime_ns`.
+fn read_stderr(r: impl Read, spawn_realtime_ns: u64) -> Msg {
+    let mut said = String::new();
+    let mut tracker = Tracker::default();
+    split_lines(r, MAX_CONSOLE_LINE, |line, _| {
+        let line = String::from_utf8_lossy(line);
+        if !tracker.feed(line.trim_end()) && said.len() + line.len() <= MAX_QEMU_STDERR {
+            said.push_str(&line);
+        }
+        true
+    });
+    Msg::Stderr(said, tracker.markers(spawn_realtime_ns))
 }
 
 /// Waits for qemu to connect to the events port (until `stop`), then
@@ -573,7 +584,10 @@ fn take(msg: Msg, log: &mut BootLog, outbox: &Outbox) {
             log.console_truncated += u64::from(cut);
             log.push_console(Stamped { host_ns, item });
         }
-        Msg::Stderr(s) => log.qemu_stderr.push_str(&s),
+        Msg::Stderr(said, markers) => {
+            log.qemu_stderr.push_str(&said);
+            log.qemu_markers = markers;
+        }
     }
 }
 
