@@ -562,14 +562,28 @@ mod tests {
         }
     }
 
-    fn devices(make_nodes: bool) -> Option<(Devices, Arc<Mutex<Vec<String>>>)> {
+    /// The captured guest's /sys with a Debian 6.1 index and a loader
+    /// that only records names.
+    struct Captured {
+        d: Devices,
+        loads: Arc<Mutex<Vec<String>>>,
+        roots: Roots,
+        sys: Recorder,
+    }
+
+    fn captured() -> Option<Captured> {
         let index = debian_61_index()?;
         let loads = Arc::new(Mutex::new(Vec::new()));
         let loader = Workers::inline(Loads(loads.clone()));
-        Some((
-            Devices::new(None, Some(index), Some(loader), make_nodes),
+        Some(Captured {
+            d: Devices::new(None, Some(index), Some(loader), false),
             loads,
-        ))
+            roots: Roots {
+                sys: fixture().join("sys"),
+                ..Roots::under(Path::new("/nonexistent"))
+            },
+            sys: Recorder::default(),
+        })
     }
 
     fn settle(d: &mut Devices) {
@@ -600,14 +614,15 @@ mod tests {
     /// tracked. Nothing is loaded twice.
     #[test]
     fn a_captured_guest_asks_for_its_drivers_as_devices_appear() {
-        let Some((mut d, loads)) = devices(false) else {
+        let Some(Captured {
+            mut d,
+            loads,
+            roots,
+            sys,
+        }) = captured()
+        else {
             return eprintln!("SKIP: no Debian 6.1 module tree in /lib/modules");
         };
-        let roots = Roots {
-            sys: fixture().join("sys"),
-            ..Roots::under(Path::new("/nonexistent"))
-        };
-        let sys = Recorder::default();
         d.walk(&sys, &roots);
         settle(&mut d);
         assert!(
@@ -682,14 +697,15 @@ mod tests {
     /// A frozen plan loads what it names and nothing devices ask for.
     #[test]
     fn a_frozen_plan_loads_nothing_for_devices() {
-        let Some((mut d, loads)) = devices(false) else {
+        let Some(Captured {
+            mut d,
+            loads,
+            roots,
+            sys,
+        }) = captured()
+        else {
             return eprintln!("SKIP: no Debian 6.1 module tree in /lib/modules");
         };
-        let roots = Roots {
-            sys: fixture().join("sys"),
-            ..Roots::under(Path::new("/nonexistent"))
-        };
-        let sys = Recorder::default();
         d.freeze(&["virtio_blk".to_owned()]);
         d.walk(&sys, &roots);
         hotplug(&mut d, &sys, &roots);

@@ -94,6 +94,25 @@ pub fn modules(log: &kestrel::bootlog::BootLog) -> Vec<(String, kestrel_proto::M
         .collect()
 }
 
+/// What `name`'s load came to (its first record).
+pub fn module_outcome(
+    log: &kestrel::bootlog::BootLog,
+    name: &str,
+) -> Option<kestrel_proto::ModuleOutcome> {
+    modules(log)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, outcome)| outcome)
+}
+
+/// The error of `name`'s load; panics unless its record says it failed.
+pub fn module_failure(log: &kestrel::bootlog::BootLog, name: &str) -> String {
+    match module_outcome(log, name) {
+        Some(kestrel_proto::ModuleOutcome::Failed { error }) => error,
+        other => panic!("{name}: expected a failed load, got {other:?}"),
+    }
+}
+
 /// The errors and warnings the guest reported, in order.
 pub fn problems(log: &kestrel::bootlog::BootLog) -> Vec<String> {
     log.records()

@@ -14,8 +14,8 @@ use kestrel::run::RunOptions;
 use kestrel_modules::{ModuleIndex, Request};
 use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
 use kestrel_tests::{
-    assert_orderly_poweroff, console_panic, dump, initrd_with_files, modules, problems, run,
-    run_root, test_options, Entry,
+    assert_orderly_poweroff, console_panic, dump, initrd_with_files, module_failure,
+    module_outcome, problems, run, run_root, test_options, Entry,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,13 +78,7 @@ fn a_module_that_fails_to_load_and_a_payload_that_segfaults() {
         })
     );
     assert_orderly_poweroff(&out, 139);
-    let blk = modules(&out.log)
-        .into_iter()
-        .find(|(name, _)| name == "virtio_blk")
-        .expect("a module record for virtio_blk");
-    let ModuleOutcome::Failed { error } = &blk.1 else {
-        panic!("{blk:?}")
-    };
+    let error = module_failure(&out.log, "virtio_blk");
     assert!(
         error.contains("virtio_blk") && error.contains("os error 22"),
         "{error}"
@@ -313,15 +307,15 @@ fn a_modules_dep_cut_short_costs_only_the_module_it_cuts() {
             .any(|w| w.contains("virtio_rng") && w.contains("dependency ke")),
         "{warnings:?}"
     );
-    let rng = modules(&out.log)
-        .into_iter()
-        .find(|(n, _)| n == "virtio_rng")
-        .expect("a record for virtio_rng");
-    assert!(matches!(rng.1, ModuleOutcome::Skipped { .. }), "{rng:?}");
-    let console = modules(&out.log)
-        .into_iter()
-        .find(|(n, _)| n == "virtio_console");
-    assert_eq!(console.map(|c| c.1), Some(ModuleOutcome::Inserted));
+    let rng = module_outcome(&out.log, "virtio_rng");
+    assert!(
+        matches!(rng, Some(ModuleOutcome::Skipped { .. })),
+        "{rng:?}"
+    );
+    assert_eq!(
+        module_outcome(&out.log, "virtio_console"),
+        Some(ModuleOutcome::Inserted)
+    );
     eprintln!("modules.dep cut after a colon: {warnings:?}");
 }
 
@@ -471,8 +465,10 @@ echo "burst=$((s1-s0)) events=$((s2-s0)) luns=$n bound=$b disks=$k""#
     assert_eq!(rewalks.len(), overflows, "one walk per overflow");
     // The disks' MODALIAS was learned from a walk, not from a uevent.
     assert!(rewalks.iter().map(|r| r.1).sum::<u64>() >= 1, "{rewalks:?}");
-    let sd = modules(&out.log).into_iter().find(|(m, _)| m == "sd_mod");
-    assert_eq!(sd.map(|s| s.1), Some(ModuleOutcome::Inserted));
+    assert_eq!(
+        module_outcome(&out.log, "sd_mod"),
+        Some(ModuleOutcome::Inserted)
+    );
     eprintln!(
         "device storm, {targets}x{luns} LUNs: {report}; {overflows} overflow(s), re-walks (devices, new aliases) {rewalks:?}; run {:.1} s",
         took.as_secs_f64()

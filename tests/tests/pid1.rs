@@ -9,8 +9,8 @@
 use kestrel::machine::Disk;
 use kestrel::vm::StdinSource;
 use kestrel_modules::{ModuleIndex, Request};
-use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
-use kestrel_tests::{modules, problems, run, run_root, test_options};
+use kestrel_proto::{GuestKind, GuestRecord};
+use kestrel_tests::{module_failure, problems, run, run_root, test_options};
 use std::path::Path;
 
 /// Environment, working directory and stdin reach the payload; a zombie
@@ -119,13 +119,7 @@ fn corrupt_and_missing_modules_are_reported_and_the_boot_goes_on() {
     let out = run(&["/bin/echo", "still here"], &opts);
     assert_eq!(out.exit_code, 0, "{:?}", out.failure);
     assert_eq!(out.stdout, b"still here\n");
-    let rng = modules(&out.log)
-        .into_iter()
-        .find(|(name, _)| name == "virtio_rng")
-        .expect("a module record for virtio_rng");
-    let ModuleOutcome::Failed { error } = &rng.1 else {
-        panic!("{rng:?}")
-    };
+    let error = module_failure(&out.log, "virtio_rng");
     assert!(
         error.contains("virtio_rng") && error.contains("os error"),
         "{error}"

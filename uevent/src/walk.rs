@@ -222,23 +222,8 @@ impl Walker<'_> {
     /// with the current devpath; returns the length read.
     fn read_file(&mut self, file: OwnedFd) -> Result<usize, UeventError> {
         let limit = (UEVENT_MAX + 1).saturating_sub(self.devpath.len());
-        let mut len = 0;
-        loop {
-            let room = self.scratch.get_mut(len..limit).unwrap_or(&mut []);
-            if room.is_empty() {
-                return Ok(len);
-            }
-            let room_len = room.len();
-            match rustix::io::read(file.as_fd(), room) {
-                Ok(0) => return Ok(len),
-                // A sysfs attribute comes whole in the first read (at most a
-                // page); a short read is the end, which saves a syscall.
-                Ok(n) if n < room_len => return Ok(len + n),
-                Ok(n) => len += n,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(self.io_err("read", e)),
-            }
-        }
+        let room = self.scratch.get_mut(..limit).unwrap_or(&mut []);
+        read_up_to(&file, room).map_err(|e| self.io_err("read", e))
     }
 
     /// The event of `self.devpath` from the first `len` bytes of `scratch`,
@@ -303,6 +288,28 @@ fn has_key(content: &[u8], key: &[u8]) -> bool {
         line.strip_prefix(key)
             .is_some_and(|rest| rest.first() == Some(&b'='))
     })
+}
+
+/// Reads a sysfs attribute into `buf` until it is full or the file ends;
+/// returns the length read.
+pub fn read_up_to(file: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut len = 0;
+    loop {
+        let room = buf.get_mut(len..).unwrap_or(&mut []);
+        if room.is_empty() {
+            return Ok(len);
+        }
+        let room_len = room.len();
+        match rustix::io::read(file.as_fd(), room) {
+            Ok(0) => return Ok(len),
+            // A sysfs attribute comes whole in the first read (at most a
+            // page); a short read is the end, which saves a syscall.
+            Ok(n) if n < room_len => return Ok(len + n),
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

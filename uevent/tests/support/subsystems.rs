@@ -19,9 +19,9 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use kestrel_uevent::walk::{Walk, UEVENT_FILE, WALK_MAX_DEVICES};
+use kestrel_uevent::walk::{read_up_to, Walk, UEVENT_FILE, WALK_MAX_DEVICES};
 use kestrel_uevent::{parse_sysfs, Uevent, UeventError, UEVENT_MAX};
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::OwnedFd;
 use rustix::fs::{openat, readlinkat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
@@ -130,27 +130,6 @@ fn read_device(sysfd: &OwnedFd, devpath: &[u8], subsystem: &[u8]) -> Result<Ueve
         buf.extend_from_slice(b"\n");
     }
     parse_sysfs(devpath, Bytes::from(buf)).map_err(|_| Errno::INVAL)
-}
-
-/// Reads `file` into `buf` until it is full or the file ends.
-fn read_up_to(file: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
-    let mut len = 0;
-    loop {
-        let room = buf.get_mut(len..).unwrap_or(&mut []);
-        if room.is_empty() {
-            return Ok(len);
-        }
-        let room_len = room.len();
-        match rustix::io::read(file.as_fd(), room) {
-            Ok(0) => return Ok(len),
-            // A sysfs attribute comes whole in the first read (at most a
-            // page); a short read is the end, which saves a syscall.
-            Ok(n) if n < room_len => return Ok(len + n),
-            Ok(n) => len += n,
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The names of the entries of type `kind` in `dirfd`, sorted (asked for
