@@ -271,32 +271,34 @@ fn modules_dir(opts: &BuildOptions, kernel: &Kernel) -> Result<Option<PathBuf>> 
     }
 }
 
-/// Every module the devices need is in the tree or built in; else the
-/// error names the kernel option to turn on, before any VM starts.
-fn check_device_modules(
-    index: Option<&ModuleIndex>,
-    target: &Target,
-    kernel: &Kernel,
-) -> Result<()> {
-    let config = std::fs::read(&kernel.config).ok();
-    let state = |option: &str| -> Option<String> {
-        let text = String::from_utf8_lossy(config.as_deref()?);
-        Some(kestrel_initrd::kconfig_option(&text, option).to_owned())
-    };
-    let mut missing = Vec::new();
-    for module in target.device_modules() {
-        let present = match index {
+/// What a kernel has to offer: its module tree (if any) and its config.
+struct Provides<'a> {
+    index: Option<&'a ModuleIndex>,
+    config: Option<String>,
+}
+
+impl Provides<'_> {
+    fn state(&self, option: &str) -> Option<&str> {
+        Some(kestrel_initrd::kconfig_option(
+            self.config.as_deref()?,
+            option,
+        ))
+    }
+
+    /// None when the kernel has `module` (in its tree or built in); else
+    /// what is missing, naming the kernel option.
+    fn missing(&self, module: &str) -> Option<String> {
+        let option = crate::machine::module_option(module);
+        let present = match self.index {
             Some(index) => index.module_path(module).is_some() || index.is_builtin(module),
             // No module tree: only what the config builds in.
-            None => crate::machine::module_option(module)
-                .and_then(&state)
-                .is_none_or(|s| s == "y"),
+            None => option.and_then(|o| self.state(o)).is_none_or(|s| s == "y"),
         };
         if present {
-            continue;
+            return None;
         }
-        let what = match crate::machine::module_option(module) {
-            Some(option) => match state(option).as_deref() {
+        Some(match option {
+            Some(option) => match self.state(option) {
                 Some("m") => format!(
                     "{module} ({option}=m, but the module is not in the tree: make modules_install)"
                 ),
@@ -305,9 +307,32 @@ fn check_device_modules(
                 Some(other) => format!("{module} ({option} is {other}: enable it)"),
             },
             None => module.to_owned(),
-        };
-        missing.push(what);
+        })
     }
+}
+
+fn read_config(kernel: &Kernel) -> Option<String> {
+    std::fs::read(&kernel.config)
+        .ok()
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+}
+
+/// Every module the devices need is in the tree or built in; else the
+/// error names the kernel option to turn on, before any VM starts.
+fn check_device_modules(
+    index: Option<&ModuleIndex>,
+    target: &Target,
+    kernel: &Kernel,
+) -> Result<()> {
+    let provides = Provides {
+        index,
+        config: read_config(kernel),
+    };
+    let missing: Vec<String> = target
+        .device_modules()
+        .into_iter()
+        .filter_map(|m| provides.missing(m))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -321,6 +346,24 @@ fn check_device_modules(
         missing.join(", "),
         kernel.config.display()
     )
+}
+
+/// What of `modules` the kernel lacks (neither in its module tree, as
+/// `opts` finds it, nor built in), each naming its kernel option: for
+/// choosing among devices before the initrd is built.
+pub fn kernel_lacks(opts: &BuildOptions, kernel: &Kernel, modules: &[&str]) -> Result<Vec<String>> {
+    let index = match modules_dir(opts, kernel)? {
+        Some(dir) => Some(
+            ModuleIndex::load(&dir)
+                .with_context(|| format!("failed to load the module index of {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let provides = Provides {
+        index: index.as_ref(),
+        config: read_config(kernel),
+    };
+    Ok(modules.iter().filter_map(|m| provides.missing(m)).collect())
 }
 
 /// What the module plan is asked for: the devices' modules, the user's,

@@ -169,14 +169,14 @@ struct Host {
 /// Everything that can fail on the host fails here, before qemu starts.
 fn check_host(argv: &[OsString], opts: &RunOptions) -> Result<Host> {
     let cwd = std::env::current_dir().context("failed to read the current directory")?;
-    let (machine, virtiofsd) = plan_shares(opts, &cwd)?;
+    let kernel = load_kernel(opts)?;
+    kernel.report_once();
+    let (machine, virtiofsd) = plan_shares(opts, &cwd, &kernel)?;
     let payload = if argv.is_empty() {
         None
     } else {
         Some(plan_payload(argv, opts, &machine, &cwd)?)
     };
-    let kernel = load_kernel(opts)?;
-    kernel.report_once();
     let qemu = qemu::find_qemu()?;
     let accel = qemu::pick_accel(opts.vm.accel);
     Ok(Host {
@@ -189,16 +189,27 @@ fn check_host(argv: &[OsString], opts: &RunOptions) -> Result<Host> {
     })
 }
 
-/// The machine with the run's shares, their transport chosen (said once
-/// per process on stderr).
-fn plan_shares(opts: &RunOptions, cwd: &Path) -> Result<(Machine, Option<Daemon>)> {
+/// The machine with the run's shares, their transport chosen for the
+/// host and the kernel (said once per process on stderr).
+fn plan_shares(
+    opts: &RunOptions,
+    cwd: &Path,
+    kernel: &Kernel,
+) -> Result<(Machine, Option<Daemon>)> {
     let mut machine = opts.machine.clone();
     let asked = &opts.shares;
     if asked.specs.is_empty() && !asked.host_root {
         return Ok((machine, None));
     }
     let root = rustix::process::geteuid().is_root();
-    let transport = share::choose_transport(asked.fs, virtiofsd::find(), root)?;
+    let daemon = virtiofsd::find();
+    let lacks = match (&daemon, asked.fs) {
+        (Some(_), FsChoice::Auto) => {
+            build::kernel_lacks(&opts.build, kernel, share::VIRTIOFS_MODULES)?
+        }
+        _ => Vec::new(),
+    };
+    let transport = share::choose_transport(asked.fs, daemon, root, &lacks)?;
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| eprintln!("{}", transport.why));
     machine.shares.extend(share::plan(

@@ -81,16 +81,32 @@ pub struct Transport {
     pub why: String,
 }
 
+/// The modules a guest kernel needs for virtio-fs.
+pub const VIRTIOFS_MODULES: &[&str] = &["virtiofs"];
+
 /// virtio-fs when asked for or (auto) when `found` can serve us (`root`:
-/// we run as root), else 9p; forcing virtio-fs without a usable daemon
-/// is an error.
-pub fn choose_transport(choice: FsChoice, found: Option<Daemon>, root: bool) -> Result<Transport> {
+/// we run as root) and the guest kernel has its driver (`kernel_lacks`:
+/// what it lacks of [`VIRTIOFS_MODULES`]), else 9p; forcing virtio-fs
+/// without a usable daemon is an error (a kernel without the driver is
+/// named later, with the other devices' drivers).
+pub fn choose_transport(
+    choice: FsChoice,
+    found: Option<Daemon>,
+    root: bool,
+    kernel_lacks: &[String],
+) -> Result<Transport> {
     let unusable = match &found {
         None => Some(format!(
             "no virtiofsd on PATH or in {}",
             crate::virtiofsd::LIBEXEC_PATHS.join(", ")
         )),
         Some(d) => d.unusable_reason(root),
+    };
+    let unusable = match (unusable, choice) {
+        (None, FsChoice::Auto) if !kernel_lacks.is_empty() => {
+            Some(format!("the kernel lacks {}", kernel_lacks.join(", ")))
+        }
+        (u, _) => u,
     };
     let p9 = |why: String| Transport {
         fs: ShareFs::P9,
@@ -295,26 +311,38 @@ mod tests {
             path: "/usr/lib/qemu/virtiofsd".into(),
             flavour: Flavour::Qemu,
         };
-        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true).unwrap();
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::Virtiofs);
         assert!(
             t.why.contains("virtio-fs (/usr/lib/qemu/virtiofsd)"),
             "{}",
             t.why
         );
-        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), false).unwrap();
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), false, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::P9);
         assert!(t.why.contains("needs root"), "{}", t.why);
-        let t = choose_transport(FsChoice::Auto, None, true).unwrap();
+        let t = choose_transport(FsChoice::Auto, None, true, &[]).unwrap();
         assert!(t.why.contains("9p (no virtiofsd on PATH"), "{}", t.why);
         assert_eq!(
-            choose_transport(FsChoice::P9, Some(qemu.clone()), true)
+            choose_transport(FsChoice::P9, Some(qemu.clone()), true, &[])
                 .unwrap()
                 .fs,
             ShareFs::P9
         );
-        let e = choose_transport(FsChoice::Virtiofs, None, true).unwrap_err();
+        let e = choose_transport(FsChoice::Virtiofs, None, true, &[]).unwrap_err();
         assert!(e.to_string().contains("install virtiofsd"), "{e}");
+        // A guest kernel without the driver (a small tree): 9p, saying why.
+        let lacks = ["virtiofs (CONFIG_VIRTIO_FS is not set: enable it)".to_owned()];
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, &lacks).unwrap();
+        assert_eq!(t.fs, ShareFs::P9);
+        assert!(
+            t.why
+                .contains("the kernel lacks virtiofs (CONFIG_VIRTIO_FS"),
+            "{}",
+            t.why
+        );
+        let t = choose_transport(FsChoice::Virtiofs, Some(qemu), true, &lacks).unwrap();
+        assert_eq!(t.fs, ShareFs::Virtiofs);
     }
 
     #[test]
