@@ -169,14 +169,18 @@ struct Host {
 /// Everything that can fail on the host fails here, before qemu starts.
 fn check_host(argv: &[OsString], opts: &RunOptions) -> Result<Host> {
     let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    // A missing program is the first thing said.
+    let program = if argv.is_empty() {
+        None
+    } else {
+        Some(build::resolve_payload(argv)?)
+    };
     let kernel = load_kernel(opts)?;
     kernel.report_once();
     let (machine, virtiofsd) = plan_shares(opts, &cwd, &kernel)?;
-    let payload = if argv.is_empty() {
-        None
-    } else {
-        Some(plan_payload(argv, opts, &machine, &cwd)?)
-    };
+    let payload = program
+        .map(|p| plan_payload(p, opts, &machine, &cwd))
+        .transpose()?;
     let qemu = qemu::find_qemu()?;
     let accel = qemu::pick_accel(opts.vm.accel);
     Ok(Host {
@@ -221,10 +225,11 @@ fn plan_shares(
     Ok((machine, transport.daemon))
 }
 
-/// The payload resolved on the host and its world: environment, working
-/// directory (kept when it is inside a share), user, shares, network.
+/// The payload resolved on the host, with its world: environment,
+/// working directory (kept when it is inside a share), user, shares,
+/// network.
 fn plan_payload(
-    argv: &[OsString],
+    resolved: Payload,
     opts: &RunOptions,
     machine: &Machine,
     cwd: &Path,
@@ -249,7 +254,7 @@ fn plan_payload(
         shares,
         host_root,
         net: machine.net.then_some(USER_NET),
-        ..build::resolve_payload(argv)?
+        ..resolved
     })
 }
 
