@@ -524,6 +524,31 @@ pub fn judge(log: &BootLog, timeout: Duration) -> (i32, Option<String>) {
     (EXIT_HARNESS, Some(stopped_without_poweroff(log, &errors)))
 }
 
+/// How a guest that sent no `poweroff` went away, from the kernel's
+/// last words on the console.
+fn how_it_stopped(log: &BootLog) -> String {
+    let said = |what: &str| {
+        log.console
+            .iter()
+            .rev()
+            .find(|l| l.item.contains(what))
+            .map(|l| l.item.trim().to_owned())
+    };
+    if let Some(panic) = said("Kernel panic") {
+        format!("the guest kernel panicked: {panic}")
+    } else if said("reboot: Power down").is_some() {
+        "the guest powered off without the init's word (the payload, or something \
+         else than the init, called reboot(2))"
+            .to_owned()
+    } else if said("reboot: Restarting system").is_some() {
+        "the guest rebooted without the init's word (something else than the init \
+         called reboot(2))"
+            .to_owned()
+    } else {
+        "the guest stopped without powering off".to_owned()
+    }
+}
+
 /// The guest went away without a word: what it said last.
 fn stopped_without_poweroff(log: &BootLog, errors: &[&str]) -> String {
     let tail: Vec<&str> = log
@@ -536,10 +561,7 @@ fn stopped_without_poweroff(log: &BootLog, errors: &[&str]) -> String {
         .into_iter()
         .rev()
         .collect();
-    let mut why = format!(
-        "the guest stopped without powering off ({})",
-        last_phase(log)
-    );
+    let mut why = format!("{} ({})", how_it_stopped(log), last_phase(log));
     if !errors.is_empty() {
         why.push_str(&format!("; errors: {}", errors.join("; ")));
     }
@@ -671,5 +693,33 @@ mod tests {
         let (code, why) = judge(&log, T);
         assert_eq!(code, EXIT_HARNESS);
         assert!(why.unwrap().contains("qemu said: qemu: boom"));
+    }
+
+    /// No word from the init: the kernel's last console lines say how
+    /// the guest went (a payload's own `poweroff -f`, a panic).
+    #[test]
+    fn a_guest_gone_without_the_init_says_how() {
+        let with_console = |line: &str| {
+            let mut log = log_of(vec![GuestRecord::PayloadStart {
+                pid: 9,
+                program: "/bin/sh".into(),
+            }]);
+            log.push_console(Stamped {
+                host_ns: 1,
+                item: line.to_owned(),
+            });
+            judge(&log, T)
+        };
+        let (code, why) = with_console("[    2.5] reboot: Power down");
+        assert_eq!(code, EXIT_HARNESS);
+        let why = why.unwrap();
+        assert!(
+            why.contains("powered off without the init's word") && why.contains("payload_start"),
+            "{why}"
+        );
+        let (_, why) = with_console("Kernel panic - not syncing: Attempted to kill init!");
+        assert!(why
+            .unwrap()
+            .contains("kernel panicked: Kernel panic - not syncing: Attempted to kill init!"));
     }
 }
