@@ -43,7 +43,8 @@ fn stdin_stdout_stderr_and_the_command_line_are_exact() {
     // The tool's --append is text; qemu takes the last -append, so the
     // whole command line, with the byte, is given again after it.
     let mut cmdline =
-        kestrel::qemu::kernel_append(opts.machine.profile, opts.vm.quiet, "").into_bytes();
+        kestrel::qemu::kernel_append(opts.machine.profile, opts.vm.quiet, opts.vm.speedups, "")
+            .into_bytes();
     cmdline.extend_from_slice(b" foo=\xff");
     opts.vm.qemu_args = vec!["-append".into(), OsString::from_vec(cmdline)];
     let script = format!(

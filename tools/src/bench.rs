@@ -57,6 +57,7 @@ pub enum Override {
     Machine(Profile),
     Append(String),
     Quiet(bool),
+    Speedups(bool),
     Pvh(bool),
     Compression(Compression),
     FrozenPlan(bool),
@@ -68,7 +69,7 @@ pub enum Override {
 
 /// The keys, for messages.
 const OVERRIDE_KEYS: &str =
-    "machine, append, quiet, pvh, compression, frozen_plan, cpus, memory, net, rng";
+    "machine, append, quiet, speedups, pvh, compression, frozen_plan, cpus, memory, net, rng";
 
 impl std::str::FromStr for Override {
     type Err = anyhow::Error;
@@ -84,6 +85,7 @@ impl std::str::FromStr for Override {
             ),
             "append" => Override::Append(value.to_owned()),
             "quiet" => Override::Quiet(parse_bool(value)?),
+            "speedups" => Override::Speedups(parse_bool(value)?),
             "pvh" => Override::Pvh(parse_bool(value)?),
             "compression" => Override::Compression(
                 value
@@ -110,6 +112,7 @@ impl std::fmt::Display for Override {
             Override::Machine(p) => write!(f, "machine={p:?}"),
             Override::Append(a) => write!(f, "append={a}"),
             Override::Quiet(q) => write!(f, "quiet={}", on(*q)),
+            Override::Speedups(s) => write!(f, "speedups={}", on(*s)),
             Override::Pvh(p) => write!(f, "pvh={}", on(*p)),
             Override::Compression(c) => write!(f, "compression={c}"),
             Override::FrozenPlan(p) => write!(f, "frozen_plan={}", on(*p)),
@@ -128,6 +131,7 @@ impl Override {
             Override::Machine(p) => opts.machine.profile = *p,
             Override::Append(a) => opts.vm.append = a.clone(),
             Override::Quiet(q) => opts.vm.quiet = *q,
+            Override::Speedups(s) => opts.vm.speedups = *s,
             Override::Pvh(p) => opts.vm.pvh = *p,
             Override::Compression(c) => opts.build.compression = *c,
             Override::FrozenPlan(f) => opts.build.frozen_plan = *f,

@@ -166,6 +166,10 @@ struct VmArgs {
     /// Boot the bzImage even when a PVH vmlinux could be used.
     #[arg(long)]
     no_pvh: bool,
+    /// Boot without Kestrel's kernel speed options (cryptomgr.notests:
+    /// the kernel's crypto self-tests run; noreplace-smp; tsc=reliable).
+    #[arg(long)]
+    no_kernel_speedups: bool,
     /// Environment of the payload, KEY=VALUE (repeatable), over the
     /// default (a standard PATH, HOME=/, TERM=linux; with --root host our
     /// PATH, HOME, USER, LOGNAME, LANG, LC_ALL, TERM).
@@ -238,6 +242,7 @@ impl VmArgs {
                 cpus: self.cpus.or(project.cpus).unwrap_or(defaults.cpus),
                 append: self.append.clone(),
                 quiet: !self.verbose_console,
+                speedups: !self.no_kernel_speedups,
                 timeout: self.timeout.or(project.timeout).unwrap_or(defaults.timeout),
                 qemu_args: self.qemu_args.clone(),
             },
@@ -314,7 +319,7 @@ enum Command {
         #[arg(short, default_value_t = 1)]
         j: usize,
         /// Compare with a second configuration, interleaved A B A B:
-        /// KEY=VALUE overrides of A (machine=, append=, quiet=, pvh=,
+        /// KEY=VALUE overrides of A (machine=, append=, quiet=, speedups=, pvh=,
         /// compression=, frozen_plan=, cpus=, memory=, net=, rng=).
         #[arg(long)]
         versus: Vec<Override>,

@@ -360,8 +360,9 @@ fn qemu_escape(path: &Path) -> String {
 /// a quarter of boots: 4 ms clock resolution for the payload).
 pub const FAST_KERNEL_OPTIONS: &[&str] = &["cryptomgr.notests", "noreplace-smp", "tsc=reliable"];
 
-/// The kernel command line for a Kestrel boot.
-pub fn kernel_append(profile: Profile, quiet: bool, extra: &str) -> String {
+/// The kernel command line for a Kestrel boot; `speedups` adds
+/// [`FAST_KERNEL_OPTIONS`].
+pub fn kernel_append(profile: Profile, quiet: bool, speedups: bool, extra: &str) -> String {
     let mut parts: Vec<String> = [
         "console=ttyS0",
         "panic=-1",
@@ -371,7 +372,7 @@ pub fn kernel_append(profile: Profile, quiet: bool, extra: &str) -> String {
         kestrel_proto::cmdline::opt::EVENTS,
     ]
     .into_iter()
-    .chain(FAST_KERNEL_OPTIONS.iter().copied())
+    .chain(FAST_KERNEL_OPTIONS.iter().copied().filter(|_| speedups))
     .map(String::from)
     .collect();
     if quiet {
@@ -507,7 +508,7 @@ mod tests {
             qemu: QEMU.into(),
             kernel: "k".into(),
             initrd: "i".into(),
-            append: kernel_append(machine.profile, true, ""),
+            append: kernel_append(machine.profile, true, true, ""),
             accel: Accel::Tcg,
             machine,
             memory_mb: 256,

@@ -45,6 +45,8 @@ pub struct VmOptions {
     /// Extra kernel command line.
     pub append: String,
     pub quiet: bool,
+    /// Kestrel's kernel speed options ([`qemu::FAST_KERNEL_OPTIONS`]).
+    pub speedups: bool,
     /// The run is killed when it takes longer.
     pub timeout: Duration,
     pub qemu_args: Vec<OsString>,
@@ -60,6 +62,7 @@ impl Default for VmOptions {
             cpus: 0,
             append: String::new(),
             quiet: true,
+            speedups: true,
             timeout: Duration::from_secs(120),
             qemu_args: Vec::new(),
         }
@@ -389,7 +392,12 @@ fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, work: &Path) -> Vm
         qemu: host.qemu.clone(),
         kernel: host.kernel.boot_image.clone(),
         initrd,
-        append: qemu::kernel_append(opts.machine.profile, opts.vm.quiet, &opts.vm.append),
+        append: qemu::kernel_append(
+            opts.machine.profile,
+            opts.vm.quiet,
+            opts.vm.speedups,
+            &opts.vm.append,
+        ),
         accel: host.accel,
         machine: host.machine.clone(),
         memory_mb: opts.vm.memory_mb,
