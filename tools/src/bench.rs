@@ -361,6 +361,8 @@ pub fn render_comparison(c: &Comparison) -> String {
 pub struct FloorReport {
     /// The runs' phases.
     pub run: BenchReport,
+    /// The floor's: qemu's parts and the kernel's, to its init's start.
+    pub floor: BenchReport,
     /// Host wall time of one whole run (the build or its cache hit, qemu,
     /// everything) and of one floor boot.
     pub run_wall_ms: PhaseStats,
@@ -372,8 +374,8 @@ pub struct FloorReport {
 
 /// `n` rounds of one run and one floor boot.
 pub fn floor(argv: &[OsString], opts: &RunOptions, n: usize) -> Result<FloorReport> {
-    let (mut runs, mut run_wall, mut floor_wall, mut ratios) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut runs, mut floors, mut run_wall, mut floor_wall, mut ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut failures = 0;
     progress(0, 2 * n);
     for round in 0..n {
@@ -394,6 +396,7 @@ pub fn floor(argv: &[OsString], opts: &RunOptions, n: usize) -> Result<FloorRepo
         match run {
             Some(a) => {
                 runs.push(a);
+                floors.push(analyze(&floor));
                 run_wall.push(run_ms);
                 floor_wall.push(floor_ms);
                 ratios.push(run_ms / floor_ms);
@@ -405,6 +408,7 @@ pub fn floor(argv: &[OsString], opts: &RunOptions, n: usize) -> Result<FloorRepo
     sorted.sort_by(f64::total_cmp);
     Ok(FloorReport {
         run: summarize("kestrel run", &runs, failures),
+        floor: summarize("floor", &floors, 0),
         run_wall_ms: stats("host wall: kestrel run", &run_wall),
         floor_wall_ms: stats("host wall: floor", &floor_wall),
         median_ratio: median(&sorted),
@@ -414,6 +418,7 @@ pub fn floor(argv: &[OsString], opts: &RunOptions, n: usize) -> Result<FloorRepo
 
 pub fn render_floor(r: &FloorReport) -> String {
     let mut s = render(&r.run);
+    s.push_str(&render(&r.floor));
     for p in [&r.run_wall_ms, &r.floor_wall_ms] {
         s.push_str(&format!(
             "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
