@@ -115,6 +115,28 @@ fn bench_compares_two_configurations_pair_by_pair() {
     assert!(bench::render_comparison(&c).contains("median B/A"));
 }
 
+/// The floor mode: a run and a no-op-init boot of the same kernel and
+/// machine; both reach the kernel's end (the floor's init says when it
+/// started), the run costs more than the floor, and nothing is left out.
+#[test]
+fn bench_measures_the_floor_beside_a_run() {
+    let r = bench::floor(&[OsString::from("/bin/true")], &test_options(), 1).unwrap();
+    let rendered = bench::render_floor(&r);
+    assert_eq!(r.run.failures, 0, "{rendered}");
+    for report in [&r.run, &r.floor] {
+        let kernel = report
+            .phases
+            .iter()
+            .find(|p| p.name.starts_with("kernel"))
+            .unwrap_or_else(|| panic!("no kernel phase: {rendered}"));
+        assert_eq!(kernel.n, 1);
+        assert!(kernel.median_ms > 0.0, "{rendered}");
+    }
+    assert_eq!(r.ratios.len(), 1);
+    assert!(r.median_ratio > 1.0, "{rendered}");
+    assert!(rendered.contains("run / floor (host wall)"), "{rendered}");
+}
+
 /// The kernel unpacks the base archive in every compression the builder
 /// writes (followed by the uncompressed run archive), and the init runs.
 /// One of these boots also has a virtio-rng device the machine table does
