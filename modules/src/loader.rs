@@ -397,7 +397,10 @@ impl Queue {
         let mut new = Vec::new();
         for entry in &plan.modules {
             match self.by_name.get(&entry.name) {
-                Some(&known) => place.push(known),
+                Some(&known) => {
+                    self.raise(known, priority);
+                    place.push(known);
+                }
                 None => {
                     let k = self.slots.len();
                     self.by_name.insert(entry.name.clone(), k);
@@ -428,6 +431,22 @@ impl Queue {
         }
         self.break_cycles();
         self.slots.len() - base
+    }
+
+    /// A module queued ahead of need that is now asked for sooner (a
+    /// device wants the root filesystem's driver, a frozen plan names it)
+    /// takes the sooner priority; when it is ready it is queued again (the
+    /// stale entry is skipped, as a released twice one is).
+    fn raise(&mut self, k: usize, priority: u8) {
+        let Some(slot) = self.slots.get_mut(k) else {
+            return;
+        };
+        if slot.status == Status::Waiting && priority < slot.priority {
+            slot.priority = priority;
+            if slot.waiting == 0 {
+                self.ready.push(Reverse((priority, k)));
+            }
+        }
     }
 
     /// Counts what `k` waits on and registers it with its dependencies; an
@@ -1188,6 +1207,35 @@ mod tests {
             q.complete(k, boottime(), boottime(), 0, Ok(Loaded::Inserted));
         }
         assert_eq!(order, ["dev", "drv", "early1", "early2"]);
+    }
+
+    /// A module queued ahead of need and then asked for (with its
+    /// dependency) starts with what is needed (among those, the earlier
+    /// queued first), before the rest queued ahead of need; it loads once.
+    #[test]
+    fn a_module_asked_for_again_sooner_is_raised() {
+        let mut q = Queue::default();
+        q.submit_at(
+            &Plan {
+                modules: vec![entry("other", &[]), entry("jbd2", &[]), entry("ext4", &[1])],
+                notes: vec![],
+            },
+            1,
+        );
+        q.submit(&Plan {
+            modules: vec![entry("dev", &[])],
+            notes: vec![],
+        });
+        q.submit(&Plan {
+            modules: vec![entry("jbd2", &[]), entry("ext4", &[0])],
+            notes: vec![],
+        });
+        let mut order = Vec::new();
+        while let Some((k, e)) = q.start_next() {
+            order.push(e.name.clone());
+            q.complete(k, boottime(), boottime(), 0, Ok(Loaded::Inserted));
+        }
+        assert_eq!(order, ["jbd2", "ext4", "dev", "other"]);
     }
 
     #[test]
