@@ -178,12 +178,23 @@ fn discover(init: &mut Init, baked: &Config) {
             None => init.devices.request_early(&baked.early),
         }
     }
-    match init.opts.plan.clone().or_else(|| baked.plan.clone()) {
-        Some(plan) => {
+    match (
+        init.opts.plan.clone().or_else(|| baked.plan.clone()),
+        &baked.known_devices,
+    ) {
+        (Some(plan), _) => {
             init.devices.freeze(&plan);
             init.devices.scan_classes(init.sys, &init.roots);
         }
-        None => init.devices.walk(init.sys, &init.roots),
+        // The host made this machine: its devices' drivers load at once,
+        // and no walk of /sys looks for what is known (on one vCPU under
+        // TCG the walk cost as much as the loads). Later devices are
+        // discovered from their uevents.
+        (None, Some(devices)) => {
+            init.devices.request_names(devices);
+            init.devices.scan_classes(init.sys, &init.roots);
+        }
+        (None, None) => init.devices.walk(init.sys, &init.roots),
     }
     // The shares' filesystems (and the overlay of a host root), early.
     for fs in shares::filesystems(baked) {

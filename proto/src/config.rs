@@ -95,6 +95,10 @@ pub struct Config {
     /// Modules to start at t=0 in root mode, beside discovery (the root
     /// filesystem's, as the builder put them in).
     pub early: Vec<String>,
+    /// The host made this machine and knows its devices: these are their
+    /// modules (maybe none), loaded at once instead of walking /sys to
+    /// find them; devices that appear later are discovered as usual.
+    pub known_devices: Option<Vec<String>>,
     pub payload: Option<Payload>,
     /// Host folders to mount, in order (a share inside another comes after it).
     pub shares: Vec<Share>,
@@ -166,6 +170,12 @@ impl Config {
         }
         for m in &self.early {
             line(&mut out, "early", &[m.as_bytes()]);
+        }
+        if let Some(devices) = &self.known_devices {
+            line(&mut out, "known", &[b"1"]);
+            for m in devices {
+                line(&mut out, "device", &[m.as_bytes()]);
+            }
         }
         out
     }
@@ -263,6 +273,8 @@ impl Config {
         let mut payload = self.payload.take().unwrap_or_default();
         let mut frozen = self.plan.is_some();
         let mut plan = self.plan.take().unwrap_or_default();
+        let mut known = self.known_devices.is_some();
+        let mut devices = self.known_devices.take().unwrap_or_default();
         for (n, raw) in text.split(|&b| b == b'\n').enumerate() {
             let line = n + 1;
             if raw.is_empty() {
@@ -323,6 +335,8 @@ impl Config {
                 "frozen" => frozen = flag(parts)?,
                 "plan" => plan.push(text(one(parts)?)?),
                 "early" => self.early.push(text(one(parts)?)?),
+                "known" => known = flag(parts)?,
+                "device" => devices.push(text(one(parts)?)?),
                 "share" => self
                     .shares
                     .push(parse_share(parts).ok_or_else(|| bad("virtiofs|9p ro|rw TAG PATH"))?),
@@ -340,6 +354,15 @@ impl Config {
                 line: 0,
                 key: "plan".into(),
                 what: "frozen=1 before it",
+            });
+        }
+        if known {
+            self.known_devices = Some(devices);
+        } else if !devices.is_empty() {
+            return Err(ConfigError::BadValue {
+                line: 0,
+                key: "device".into(),
+                what: "known=1 before it",
             });
         }
         if payload.argv.is_empty() {
@@ -430,6 +453,7 @@ mod tests {
         let c = Config {
             plan: Some(vec!["virtio_mmio".into(), "ext4".into()]),
             early: vec!["ext4".into()],
+            known_devices: Some(vec!["virtio_mmio".into()]),
             payload: Some(Payload {
                 argv: vec![
                     b"/bin/echo".to_vec(),
@@ -491,6 +515,12 @@ mod tests {
         };
         assert_eq!(Config::decode(&c.encode_base()).unwrap().plan, Some(vec![]));
         assert_eq!(Config::decode(b"").unwrap(), Config::default());
+        let known = Config {
+            known_devices: Some(vec![]),
+            ..Config::default()
+        };
+        assert_eq!(Config::decode(&known.encode_base()).unwrap(), known);
+        assert!(Config::decode(b"device=virtio_mmio\n").is_err());
     }
 
     #[test]

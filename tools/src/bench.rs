@@ -163,19 +163,21 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// Per-phase statistics over several analyses, phases in first-seen order.
+/// The whole boot's row of a report.
+const TOTAL: &str = "total: qemu start → qemu exit";
+
+/// Per-phase statistics over several analyses, phases in first-seen order,
+/// then the whole boot.
 fn summarize(label: &str, analyses: &[Analysis], failures: usize) -> BenchReport {
     let mut order: Vec<String> = Vec::new();
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for a in analyses {
-        for p in &a.phases {
-            if !values.contains_key(&p.name) {
-                order.push(p.name.clone());
+        let parts = a.phases.iter().map(|p| (p.name.clone(), p.duration_ms()));
+        for (name, ms) in parts.chain([(TOTAL.to_owned(), a.total_ms)]) {
+            if !values.contains_key(&name) {
+                order.push(name.clone());
             }
-            values
-                .entry(p.name.clone())
-                .or_default()
-                .push(p.duration_ms());
+            values.entry(name).or_default().push(ms);
         }
     }
     let phases = order

@@ -46,6 +46,10 @@ pub struct BuildOptions {
     /// Bake the module plan into the initrd: the init loads it in order
     /// and skips device discovery.
     pub frozen_plan: bool,
+    /// The VM will be exactly the target (`kestrel run` made it, with no
+    /// raw qemu argument): the init loads the devices' modules at once
+    /// and does not walk /sys for them. Off for initrds booted elsewhere.
+    pub known_machine: bool,
     /// Modules named by the user (`--module`), besides the devices' own.
     pub modules: Vec<String>,
     /// Also the modules this host's own devices use (their MODALIAS).
@@ -434,7 +438,24 @@ fn base_archive(
     let early = root_fs(opts, root_mode)
         .map(|fs| index.lookup_alias(&format!("fs-{fs}")))
         .unwrap_or_default();
-    add_base_config(&mut a, opts.frozen_plan.then_some(&plan), early)?;
+    let known = opts.known_machine.then(|| {
+        target
+            .device_modules()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    });
+    add_base_config(
+        &mut a,
+        Config {
+            plan: opts
+                .frozen_plan
+                .then(|| plan.modules.iter().map(|m| m.name.clone()).collect()),
+            early,
+            known_devices: known,
+            ..Config::default()
+        },
+    )?;
     Ok(a)
 }
 
@@ -532,22 +553,17 @@ fn add_modules(a: &mut Archive, index: &ModuleIndex, plan: &Plan, release: &str)
     Ok(())
 }
 
-/// The base archive's config: the frozen plan (when asked for) and the
-/// modules to start at once in a root boot.
-fn add_base_config(a: &mut Archive, frozen: Option<&Plan>, early: Vec<String>) -> Result<()> {
-    if frozen.is_none() && early.is_empty() {
+/// The base archive's config: the frozen plan (when asked for), the
+/// modules to start at once in a root boot, the known machine's modules.
+fn add_base_config(a: &mut Archive, baked: Config) -> Result<()> {
+    if baked == Config::default() {
         return Ok(());
     }
-    let baked = Config {
-        plan: frozen.map(|p| p.modules.iter().map(|m| m.name.clone()).collect()),
-        early,
-        ..Config::default()
-    };
     let path = config::BASE_CONFIG.trim_start_matches('/');
     a.add_file(path, 0o644, baked.encode_base())?;
     a.set_reason(
         path,
-        "frozen module plan (no discovery) or the root filesystem's modules, loaded at once",
+        "modules loaded at once: a frozen plan (no discovery), the root filesystem's, the known machine's devices'",
     );
     Ok(())
 }

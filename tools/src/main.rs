@@ -77,6 +77,9 @@ impl BuildArgs {
         BuildOptions {
             compression: self.compression,
             frozen_plan: self.frozen_plan,
+            // `kestrel build` makes initrds for VMs made elsewhere;
+            // `kestrel run` says when it made the VM itself.
+            known_machine: false,
             modules: self.modules.clone(),
             host_modules: self.host_modules,
             root_fs: self.root_fs.clone(),

@@ -319,8 +319,13 @@ pub fn payload_env(
 pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
     let host = check_host(argv, opts)?;
     let cache = open_cache()?;
+    // With no raw qemu argument the VM is exactly the target.
+    let build_opts = build::BuildOptions {
+        known_machine: opts.vm.qemu_args.is_empty(),
+        ..opts.build.clone()
+    };
     let initrd = build::build(
-        &opts.build,
+        &build_opts,
         &host.machine.target(),
         &host.kernel,
         host.payload.as_ref(),
