@@ -5,25 +5,21 @@
 //! order that contains it, strict and lenient agreeing.
 #![no_main]
 
-use std::collections::{BTreeSet, HashSet};
+#[path = "../common/plans.rs"]
+mod plans;
+
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use kestrel_modules::{ModuleIndex, ModulesError, Plan, PlanNote, Request};
+use kestrel_modules::{ModuleIndex, ModulesError, PlanNote, Request};
 use libfuzzer_sys::fuzz_target;
+use plans::{check_plan, check_strict};
 
 const DIR: &str = "/lib/modules/fuzz";
 /// Modules planned per input (a plan walks the whole closure).
 const PLANNED: usize = 16;
 
 /// Each module once, every dependency earlier, soft ones among them.
-fn check_plan(plan: &Plan) {
-    let mut seen = HashSet::new();
-    for (k, m) in plan.modules.iter().enumerate() {
-        assert!(seen.insert(m.name.as_str()), "{} twice", m.name);
-        assert!(m.deps.iter().all(|&d| d < k), "{} depends forward", m.name);
-        assert!(m.soft_deps.iter().all(|d| m.deps.contains(d)));
-    }
-}
 
 fn load(dep: Vec<u8>) -> Result<ModuleIndex, ModulesError> {
     ModuleIndex::from_bytes(Path::new(DIR), dep, Vec::new(), None, None, None)
@@ -69,17 +65,6 @@ fuzz_target!(|data: &[u8]| {
                 "{n} not planned"
             );
         }
-        match index.plan(&request) {
-            Ok(strict) => assert_eq!(strict, lenient),
-            Err(ModulesError::DependencyCycle { cycle }) => {
-                assert_eq!(cycle.first(), cycle.last());
-                assert!(lenient
-                    .notes
-                    .iter()
-                    .any(|note| matches!(note, PlanNote::CycleBroken { .. })));
-            }
-            Err(ModulesError::ModuleNotFound { .. }) => assert!(not_found),
-            Err(e) => panic!("unexpected error: {e}"),
-        }
+        check_strict(&index, &request, &lenient, not_found);
     }
 });

@@ -9,11 +9,14 @@
 //! parameters separated by spaces.
 #![no_main]
 
-use std::collections::HashSet;
+#[path = "../common/plans.rs"]
+mod plans;
+
 use std::path::Path;
 
-use kestrel_modules::{Config, ModuleIndex, ModulesError, Plan, Request};
+use kestrel_modules::{Config, ModuleIndex, ModulesError, Request};
 use libfuzzer_sys::fuzz_target;
+use plans::check_plan;
 
 const FILE: &str = "fuzz.conf";
 /// Modules in the synthetic tree, and alias requests per input.
@@ -21,14 +24,6 @@ const MAX_MODULES: usize = 64;
 
 fn is_word(w: &str) -> bool {
     !w.is_empty() && !w.contains([' ', '\t', '\n'])
-}
-
-fn check_plan(plan: &Plan) {
-    let mut seen = HashSet::new();
-    for (k, m) in plan.modules.iter().enumerate() {
-        assert!(seen.insert(m.name.as_str()), "{} twice", m.name);
-        assert!(m.deps.iter().all(|&d| d < k), "{} depends forward", m.name);
-    }
 }
 
 fn check(config: &Config) {

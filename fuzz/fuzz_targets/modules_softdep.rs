@@ -7,23 +7,17 @@
 //! lenient one broke.
 #![no_main]
 
-use std::collections::HashSet;
+#[path = "../common/plans.rs"]
+mod plans;
+
 use std::path::Path;
 
-use kestrel_modules::{ModuleIndex, ModulesError, Plan, PlanNote, Request};
+use kestrel_modules::{ModuleIndex, ModulesError, Request};
 use libfuzzer_sys::fuzz_target;
+use plans::{check_plan, check_strict};
 
 /// Modules in the synthetic tree.
 const MAX_MODULES: usize = 64;
-
-fn check_plan(plan: &Plan) {
-    let mut seen = HashSet::new();
-    for (k, m) in plan.modules.iter().enumerate() {
-        assert!(seen.insert(m.name.as_str()), "{} twice", m.name);
-        assert!(m.deps.iter().all(|&d| d < k), "{} depends forward", m.name);
-        assert!(m.soft_deps.iter().all(|d| m.deps.contains(d)));
-    }
-}
 
 /// The distinct words of `text` that can be module names, in order.
 fn names(text: &[u8]) -> Vec<String> {
@@ -71,15 +65,5 @@ fuzz_target!(|data: &[u8]| {
             "{m} not planned"
         );
     }
-    match index.plan(&requests) {
-        Ok(strict) => assert_eq!(strict, lenient),
-        Err(ModulesError::DependencyCycle { cycle }) => {
-            assert_eq!(cycle.first(), cycle.last());
-            assert!(lenient
-                .notes
-                .iter()
-                .any(|n| matches!(n, PlanNote::CycleBroken { .. })));
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-    }
+    check_strict(&index, &requests, &lenient, false);
 });
