@@ -10,7 +10,7 @@
 use crate::devices::Devices;
 use crate::kmsg::{Kmsg, KMSG_BUDGET};
 use crate::log;
-use crate::payload::Running;
+use crate::payload::{Running, StdinFeeder};
 use crate::roots::Roots;
 use crate::sys::{self, Sys};
 use kestrel_proto::cmdline::BootOptions;
@@ -44,6 +44,8 @@ pub struct Init<'a> {
     host_eof: bool,
     /// The host acknowledged `poweroff`.
     pub acked: bool,
+    /// `poweroff` is said: the host's ack is the record read now.
+    awaiting_ack: bool,
     pub payload: Option<Running>,
 }
 
@@ -73,6 +75,7 @@ impl<'a> Init<'a> {
             host: Decoder::new(),
             host_eof: false,
             acked: false,
+            awaiting_ack: false,
             payload: None,
         }
     }
@@ -191,15 +194,31 @@ impl<'a> Init<'a> {
     }
 
     /// The host's records are read while someone can use them: the
-    /// payload's stdin (while it has room), the ack.
+    /// payload's stdin (while it has room), the ack. Before the payload
+    /// exists its input stays in the port, where the host's flow control
+    /// holds it (read then, it would be lost: a `cat` payload waited
+    /// forever for its piped stdin); the host sends nothing else before
+    /// `poweroff`.
     fn wants_host_input(&self) -> bool {
         if self.host_eof {
             return false;
         }
-        match self.payload.as_ref().and_then(|p| p.stdin.as_ref()) {
-            Some(stdin) => stdin.has_room(),
-            None => true,
+        match self.payload.as_ref() {
+            // Input for a stdin already closed is read and dropped.
+            Some(p) => p.stdin.as_ref().is_none_or(StdinFeeder::has_room),
+            None => self.awaiting_ack,
         }
+    }
+
+    /// After `poweroff`: serves the sources until the host has read every
+    /// record and acknowledged them, or the deadline passes.
+    pub fn await_ack(&mut self, deadline: Instant) -> bool {
+        self.awaiting_ack = true;
+        // A stdin nobody will read again must not keep the ack unread.
+        if let Some(p) = self.payload.as_mut() {
+            p.stdin = None;
+        }
+        self.run_until(Some(deadline), |i| log::unsent() == 0 && i.acked)
     }
 
     /// Reads one chunk from the port and hands on the host's records.
@@ -351,5 +370,90 @@ impl<'a> Init<'a> {
         )
         .unwrap_or(0)
             > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::Recorder;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command, Stdio};
+
+    fn frames(records: &[HostRecord]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            r.encode(&mut out);
+        }
+        out
+    }
+
+    /// An init whose events port is one end of a socket pair; the host
+    /// writes at the other.
+    fn with_port<'a>(sys: &'a Recorder, top: &std::path::Path) -> (Init<'a>, UnixStream) {
+        let (guest, host) = UnixStream::pair().unwrap();
+        guest.set_nonblocking(true).unwrap();
+        let devices = Devices::new(None, None, None, false);
+        let mut init = Init::new(sys, Roots::under(top), BootOptions::default(), devices);
+        init.port = Some(File::from(OwnedFd::from(guest)));
+        (init, host)
+    }
+
+    #[test]
+    fn stdin_sent_before_the_payload_starts_reaches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Recorder::default();
+        let (mut init, mut host) = with_port(&sys, dir.path());
+        let input = frames(&[
+            HostRecord::Input {
+                data: b"piped in\n".to_vec(),
+            },
+            HostRecord::InputEof,
+        ]);
+        host.write_all(&input).unwrap();
+        // The boot goes on with the input waiting: nobody reads it yet.
+        for _ in 0..3 {
+            init.pump(Some(Duration::from_millis(5)));
+        }
+        assert!(init.host.next_frame().is_none());
+        let mut cat = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(cat.id() as i32).unwrap();
+        let stdin = OwnedFd::from(cat.stdin.take().unwrap());
+        init.payload = Some(Running {
+            pid,
+            pipes: Vec::new(),
+            stdin: Some(StdinFeeder::new(stdin)),
+            status: None,
+            drained: 0,
+            quiet: false,
+        });
+        let fed = init.run_until(Some(Instant::now() + Duration::from_secs(10)), |i| {
+            i.payload.as_ref().is_some_and(|p| p.stdin.is_none())
+        });
+        assert!(fed);
+        assert_eq!(cat.wait_with_output().unwrap().stdout, b"piped in\n");
+    }
+
+    #[test]
+    fn after_poweroff_the_ack_is_read_past_unread_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Recorder::default();
+        let (mut init, mut host) = with_port(&sys, dir.path());
+        let records = [
+            HostRecord::Input {
+                data: b"never read".to_vec(),
+            },
+            HostRecord::Ack,
+        ];
+        host.write_all(&frames(&records)).unwrap();
+        // The record log is this test process's one (no port: what others
+        // logged stays unsent), so only the ack is checked, not the return.
+        init.await_ack(Instant::now() + Duration::from_millis(300));
+        assert!(init.acked);
     }
 }

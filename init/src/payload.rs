@@ -113,7 +113,7 @@ pub struct StdinFeeder {
 }
 
 impl StdinFeeder {
-    fn new(fd: OwnedFd) -> StdinFeeder {
+    pub(crate) fn new(fd: OwnedFd) -> StdinFeeder {
         let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
         StdinFeeder {
             pipe: File::from(fd),

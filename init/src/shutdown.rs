@@ -26,8 +26,7 @@ pub fn finish(init: &mut Init, status: i32, mounted: &[PathBuf]) -> ! {
         dropped: log::dropped(),
     });
     if init.port.is_some() {
-        let deadline = Instant::now() + ACK_DEADLINE;
-        init.run_until(Some(deadline), |i| log::unsent() == 0 && i.acked);
+        init.await_ack(Instant::now() + ACK_DEADLINE);
     }
     power_off_now()
 }
