@@ -64,6 +64,9 @@ pub struct Devices {
     frozen: bool,
     /// /sys was walked (or its classes scanned) at least once.
     walked: bool,
+    /// Devices no module matched, with their MODALIAS: reported once
+    /// devices settle, if no driver has bound to them by then.
+    unmatched: Vec<(String, String)>,
     pub disks: Disks,
     pub ports: Ports,
     pub loaded: usize,
@@ -113,6 +116,7 @@ impl Devices {
             nodes: BTreeSet::new(),
             frozen: false,
             walked: false,
+            unmatched: Vec::new(),
             disks: Disks::default(),
             ports: Ports::default(),
             loaded: 0,
@@ -343,7 +347,13 @@ impl Devices {
         // Lenient: one unknown name or a cycle must not cost every other
         // module of the request; what was left out is reported.
         let plan = index.plan_lenient(requests);
-        report_notes(&plan, devpath);
+        for alias in report_notes(&plan) {
+            match devpath {
+                Some(devpath) => self.unmatched.push((alias, devpath.to_owned())),
+                // What the boot asked for (a filesystem): no device to wait for.
+                None => emit_unmatched(&alias, ""),
+            }
+        }
         if let Some(loader) = self.loader.as_mut() {
             loader.submit(&plan, priority);
         }
@@ -363,6 +373,21 @@ impl Devices {
                 self.failed += 1;
             }
             emit_load_event(&ev);
+        }
+    }
+
+    /// Reports the devices no module matched that still have no driver
+    /// (a built-in driver binds after the uevent that announced its
+    /// device, and modules.builtin.modinfo lacks the aliases of some:
+    /// the virtio console's on Debian 6.12). Called once devices have
+    /// settled, and before power off.
+    pub fn report_unmatched(&mut self, roots: &Roots) {
+        for (alias, devpath) in std::mem::take(&mut self.unmatched) {
+            if driven(&roots.sys, &devpath) {
+                log::debug(|| format!("{devpath} ({alias}): no module matches, a driver is bound"));
+            } else {
+                emit_unmatched(&alias, &devpath);
+            }
         }
     }
 
@@ -452,9 +477,18 @@ fn load_index(roots: &Roots, params: &[String]) -> Option<ModuleIndex> {
     }
 }
 
+/// Whether a driver is bound to the device at `devpath` (its `driver`
+/// link in /sys).
+fn driven(sys: &std::path::Path, devpath: &str) -> bool {
+    sys.join(devpath.trim_start_matches('/'))
+        .join("driver")
+        .exists()
+}
+
 /// What the planner left out: unknown names and broken cycles are
-/// warnings; an alias nothing matches goes to the host as `unmatched`.
-fn report_notes(plan: &Plan, devpath: Option<&str>) {
+/// warnings; the aliases nothing matches are returned, for the host.
+fn report_notes(plan: &Plan) -> Vec<String> {
+    let mut no_match = Vec::new();
     for note in &plan.notes {
         match note {
             PlanNote::NotFound { name } => {
@@ -467,10 +501,7 @@ fn report_notes(plan: &Plan, devpath: Option<&str>) {
                 "module dependency cycle broken: {}",
                 cycle.join(" -> ")
             )),
-            PlanNote::NoMatch { alias } => log::emit(GuestRecord::Unmatched {
-                modalias: alias.clone(),
-                devpath: devpath.unwrap_or_default().to_owned(),
-            }),
+            PlanNote::NoMatch { alias } => no_match.push(alias.clone()),
             PlanNote::Builtin { module, .. } => log::debug(|| format!("{module} is built in")),
             PlanNote::Blacklisted { module, request }
             | PlanNote::KernelBlacklisted { module, request } => {
@@ -478,6 +509,14 @@ fn report_notes(plan: &Plan, devpath: Option<&str>) {
             }
         }
     }
+    no_match
+}
+
+fn emit_unmatched(modalias: &str, devpath: &str) {
+    log::emit(GuestRecord::Unmatched {
+        modalias: modalias.to_owned(),
+        devpath: devpath.to_owned(),
+    });
 }
 
 /// ENODEV from a module means it found nothing to drive (a CPU without
@@ -650,6 +689,28 @@ mod tests {
             "devtmpfs makes the nodes: {:?}",
             sys.calls()
         );
+    }
+
+    /// A device is driven when /sys links it to a driver (a built-in
+    /// one, whose aliases the index may lack).
+    #[test]
+    fn a_bound_driver_makes_a_device_driven() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let dev = sys.join("devices/platform/LNRO0005:00/virtio0");
+        let drv = sys.join("bus/virtio/drivers/virtio_console");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(&drv).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../bus/virtio/drivers/virtio_console",
+            dev.join("driver"),
+        )
+        .unwrap();
+        assert!(driven(&sys, "/devices/platform/LNRO0005:00/virtio0"));
+        assert!(!driven(&sys, "/devices/platform/LNRO0005:00"));
+        // A link to a driver that is gone (unbound meanwhile) drives nothing.
+        std::fs::remove_dir(&drv).unwrap();
+        assert!(!driven(&sys, "/devices/platform/LNRO0005:00/virtio0"));
     }
 
     /// Without devtmpfs the init makes the nodes itself, inside /dev only,

@@ -215,6 +215,7 @@ fn wait_until_ready(init: &mut Init) -> Result<(), InitError> {
     let ready = init.run_until(Some(deadline), |i| {
         (!expect_port || i.open_port()) && i.settled()
     });
+    init.devices.report_unmatched(&init.roots);
     if expect_port && init.port.is_none() {
         let seen: Vec<String> = init
             .devices

@@ -18,6 +18,8 @@ const ACK_DEADLINE: Duration = Duration::from_secs(5);
 /// Stops what is left, syncs, unmounts, reports `status`, waits for the
 /// host to have read everything (its ack), powers off.
 pub fn finish(init: &mut Init, status: i32, mounted: &[PathBuf]) -> ! {
+    // What a failed boot may be missing: the driver of a device it waited for.
+    init.devices.report_unmatched(&init.roots);
     stop_processes(init);
     sync_with_deadline();
     mounts::unmount_all(init.sys, mounted);

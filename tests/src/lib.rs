@@ -30,6 +30,24 @@ pub fn kernel_61() -> PathBuf {
         .path
 }
 
+/// An installed kernel whose modules are compressed and whose virtio
+/// console is built in (Debian's 6.12: `.ko.xz`, virtio_console and
+/// virtio_pci built in, virtio_mmio and virtio_blk modules), if any.
+pub fn kernel_with_built_in_console() -> Option<PathBuf> {
+    kestrel::kernel::installed_kernels(Path::new(kestrel::kernel::BOOT_DIR))
+        .ok()?
+        .into_iter()
+        .rfind(|k| {
+            let tree = Path::new(kestrel::kernel::MODULES_ROOT).join(&k.release);
+            let read = |f: &str| std::fs::read_to_string(tree.join(f)).unwrap_or_default();
+            read("modules.builtin")
+                .lines()
+                .any(|l| l.ends_with("/virtio_console.ko"))
+                && read("modules.dep").contains("/virtio_blk.ko.")
+        })
+        .map(|k| k.path)
+}
+
 /// Options for a test boot: the 6.1 kernel, output captured (not
 /// streamed), a hard timeout well above a TCG boot, everything else the
 /// defaults users get (the console and the events port, no other device).

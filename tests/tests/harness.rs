@@ -13,7 +13,7 @@ use kestrel::analyze::{analyze, MILESTONES};
 use kestrel::bench;
 use kestrel::machine::{Disk, Profile};
 use kestrel::run::{RunOptions, EXIT_TIMEOUT};
-use kestrel_proto::{GuestKind, ModuleOutcome};
+use kestrel_proto::{GuestKind, GuestRecord, ModuleOutcome};
 use kestrel_tests::{dump, modules, run, test_options};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -191,6 +191,50 @@ fn a_frozen_plan_skips_discovery_and_holds_only_the_devices_modules() {
     );
     let pos = |m: &str| loaded.iter().position(|n| n == m).unwrap();
     assert!(pos("virtio") < pos("virtio_mmio"), "{loaded:?}");
+}
+
+/// A kernel whose modules are compressed and whose console driver is
+/// built in (Debian 6.12): the disk's driver, a `.ko.xz`, is carried and
+/// loads, nothing else does, and the console, driven by its built-in
+/// driver (whose alias modules.builtin.modinfo lacks), is not reported
+/// as a device without a driver.
+#[test]
+fn a_kernel_with_compressed_modules_and_a_built_in_console_runs() {
+    let Some(kernel) = kestrel_tests::kernel_with_built_in_console() else {
+        return eprintln!("SKIP: no kernel with .ko.xz modules and a built-in virtio console");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let mut opts = test_options();
+    opts.vm.kernel = Some(kernel);
+    opts.machine.disks = vec![Disk::parse(&image.display().to_string())];
+    let out = run(&["/bin/cat", "/sys/block/vda/size"], &opts);
+    assert_eq!(out.exit_code, 0, "{:?}", out.failure);
+    assert_eq!(out.stdout, b"2048\n");
+    let loaded: BTreeSet<String> = modules(&out.log)
+        .into_iter()
+        .filter(|(_, o)| *o == ModuleOutcome::Inserted)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        loaded,
+        BTreeSet::from(["virtio_blk".to_owned(), "virtio_mmio".to_owned()])
+    );
+    let unmatched: Vec<&str> = out
+        .log
+        .records()
+        .filter_map(|e| match &e.rec {
+            GuestRecord::Unmatched { modalias, .. } => Some(modalias.as_str()),
+            _ => None,
+        })
+        .collect();
+    // virtio device 3 is the console.
+    assert!(
+        !unmatched.iter().any(|m| m.starts_with("virtio:d00000003")),
+        "{unmatched:?}"
+    );
+    assert!(out.missing_drivers.is_empty(), "{:?}", out.missing_drivers);
 }
 
 /// The old full set on demand: a read-only disk whose path has a colon
