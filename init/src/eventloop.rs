@@ -416,7 +416,11 @@ mod tests {
         for _ in 0..3 {
             init.pump(Some(Duration::from_millis(5)));
         }
-        assert!(init.host.next_frame().is_none());
+        let mut peek = vec![0u8; input.len() + 1];
+        let port = init.port.as_ref().unwrap();
+        let (waiting, _) =
+            rustix::net::recv(port, &mut peek, rustix::net::RecvFlags::PEEK).unwrap();
+        assert_eq!(waiting, input.len());
         let mut cat = Command::new("cat")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
