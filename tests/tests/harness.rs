@@ -193,6 +193,28 @@ fn a_frozen_plan_skips_discovery_and_holds_only_the_devices_modules() {
     assert!(pos("virtio") < pos("virtio_mmio"), "{loaded:?}");
 }
 
+/// Every kernel installed in /boot runs a payload: on Debian 12 with
+/// backports that is 6.1 (plain `.ko`), its cloud flavour (an LZ4 image,
+/// from which no PVH vmlinux is taken: it boots as a bzImage) and 6.12
+/// (`.ko.xz`, drivers built in).
+#[test]
+fn every_installed_kernel_runs_a_payload() {
+    let kernels =
+        kestrel::kernel::installed_kernels(std::path::Path::new(kestrel::kernel::BOOT_DIR))
+            .unwrap();
+    assert!(!kernels.is_empty());
+    for k in kernels {
+        let mut opts = test_options();
+        opts.vm.kernel = Some(k.path.clone());
+        let out = run(
+            &["/bin/sh", "-c", "read -r _ _ r _ < /proc/version; echo $r"],
+            &opts,
+        );
+        assert_eq!(out.exit_code, 0, "{}: {:?}", k.release, out.failure);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), k.release);
+    }
+}
+
 /// A kernel whose modules are compressed and whose console driver is
 /// built in (Debian 6.12): the disk's driver, a `.ko.xz`, is carried and
 /// loads, nothing else does, and the console, driven by its built-in
