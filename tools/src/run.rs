@@ -216,7 +216,8 @@ fn plan_shares(
         }
         _ => Vec::new(),
     };
-    let transport = share::choose_transport(asked.fs, daemon, root, &lacks)?;
+    let read_only = asked.host_root || asked.specs.iter().any(|s| !s.writable);
+    let transport = share::choose_transport(asked.fs, daemon, root, read_only, &lacks)?;
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| eprintln!("{}", transport.why));
     machine.shares.extend(share::plan(

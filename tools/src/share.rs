@@ -85,14 +85,21 @@ pub struct Transport {
 pub const VIRTIOFS_MODULES: &[&str] = &["virtiofs"];
 
 /// virtio-fs when asked for or (auto) when `found` can serve us (`root`:
-/// we run as root) and the guest kernel has its driver (`kernel_lacks`:
-/// what it lacks of [`VIRTIOFS_MODULES`]), else 9p; forcing virtio-fs
-/// without a usable daemon is an error (a kernel without the driver is
-/// named later, with the other devices' drivers).
+/// we run as root), the guest kernel has its driver (`kernel_lacks`: what
+/// it lacks of [`VIRTIOFS_MODULES`]) and, when a share is `read_only`
+/// (the host's root always is), the daemon itself refuses writes to it;
+/// else 9p, whose `readonly=on` qemu enforces. A read-only mount in the
+/// guest alone is no protection: the guest's root can remount it
+/// read-write, and qemu's C virtiofsd (it has no read-only mode) runs as
+/// root on the host. Forcing virtio-fs without a usable daemon is an
+/// error (a kernel without the driver is named later, with the other
+/// devices' drivers); forcing it for a read-only share the daemon cannot
+/// protect is said.
 pub fn choose_transport(
     choice: FsChoice,
     found: Option<Daemon>,
     root: bool,
+    read_only: bool,
     kernel_lacks: &[String],
 ) -> Result<Transport> {
     let unusable = match &found {
@@ -102,10 +109,17 @@ pub fn choose_transport(
         )),
         Some(d) => d.unusable_reason(root),
     };
+    let unguarded = read_only && found.as_ref().is_some_and(|d| !d.enforces_readonly());
     let unusable = match (unusable, choice) {
         (None, FsChoice::Auto) if !kernel_lacks.is_empty() => {
             Some(format!("the kernel lacks {}", kernel_lacks.join(", ")))
         }
+        (None, FsChoice::Auto) if unguarded => Some(format!(
+            "{} cannot refuse writes to a read-only share; qemu's 9p can",
+            found
+                .as_ref()
+                .map_or_else(Default::default, |d| d.path.display().to_string())
+        )),
         (u, _) => u,
     };
     let p9 = |why: String| Transport {
@@ -122,8 +136,13 @@ pub fn choose_transport(
         (_, None, Some(d)) => Ok(Transport {
             fs: ShareFs::Virtiofs,
             why: format!(
-                "kestrel: sharing folders with virtio-fs ({})",
-                d.path.display()
+                "kestrel: sharing folders with virtio-fs ({}){}",
+                d.path.display(),
+                if unguarded {
+                    "; read-only shares are read-only in the guest only: its root can remount them"
+                } else {
+                    ""
+                }
             ),
             daemon: Some(d),
         }),
@@ -311,29 +330,51 @@ mod tests {
             path: "/usr/lib/qemu/virtiofsd".into(),
             flavour: Flavour::Qemu,
         };
-        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, &[]).unwrap();
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, false, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::Virtiofs);
         assert!(
             t.why.contains("virtio-fs (/usr/lib/qemu/virtiofsd)"),
             "{}",
             t.why
         );
-        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), false, &[]).unwrap();
+        // qemu's daemon has no read-only mode: a read-only share goes over
+        // 9p, unless virtio-fs is forced, which is said.
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, true, &[]).unwrap();
+        assert_eq!(t.fs, ShareFs::P9);
+        assert!(
+            t.why.contains("cannot refuse writes to a read-only share"),
+            "{}",
+            t.why
+        );
+        let t = choose_transport(FsChoice::Virtiofs, Some(qemu.clone()), true, true, &[]).unwrap();
+        assert_eq!(t.fs, ShareFs::Virtiofs);
+        assert!(t.why.contains("read-only in the guest only"), "{}", t.why);
+        let rust = Daemon {
+            path: "/usr/libexec/virtiofsd".into(),
+            flavour: Flavour::Rust {
+                readonly: true,
+                submounts: true,
+            },
+        };
+        let t = choose_transport(FsChoice::Auto, Some(rust), false, true, &[]).unwrap();
+        assert_eq!(t.fs, ShareFs::Virtiofs);
+        assert!(!t.why.contains("guest only"), "{}", t.why);
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), false, false, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::P9);
         assert!(t.why.contains("needs root"), "{}", t.why);
-        let t = choose_transport(FsChoice::Auto, None, true, &[]).unwrap();
+        let t = choose_transport(FsChoice::Auto, None, true, false, &[]).unwrap();
         assert!(t.why.contains("9p (no virtiofsd on PATH"), "{}", t.why);
         assert_eq!(
-            choose_transport(FsChoice::P9, Some(qemu.clone()), true, &[])
+            choose_transport(FsChoice::P9, Some(qemu.clone()), true, false, &[])
                 .unwrap()
                 .fs,
             ShareFs::P9
         );
-        let e = choose_transport(FsChoice::Virtiofs, None, true, &[]).unwrap_err();
+        let e = choose_transport(FsChoice::Virtiofs, None, true, false, &[]).unwrap_err();
         assert!(e.to_string().contains("install virtiofsd"), "{e}");
         // A guest kernel without the driver (a small tree): 9p, saying why.
         let lacks = ["virtiofs (CONFIG_VIRTIO_FS is not set: enable it)".to_owned()];
-        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, &lacks).unwrap();
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, false, &lacks).unwrap();
         assert_eq!(t.fs, ShareFs::P9);
         assert!(
             t.why
@@ -341,7 +382,7 @@ mod tests {
             "{}",
             t.why
         );
-        let t = choose_transport(FsChoice::Virtiofs, Some(qemu), true, &lacks).unwrap();
+        let t = choose_transport(FsChoice::Virtiofs, Some(qemu), true, false, &lacks).unwrap();
         assert_eq!(t.fs, ShareFs::Virtiofs);
     }
 
