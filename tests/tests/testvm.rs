@@ -137,35 +137,43 @@ fn a_shared_folder_is_read_and_written() {
 
 /// A read-only share holds against the guest's root: remounted
 /// read-write inside the guest, it still refuses every write, and the
-/// host folder is unchanged. (The automatic transport sees to it: qemu's
-/// C virtiofsd cannot refuse writes, so a read-only share goes over 9p,
-/// whose `readonly=on` qemu enforces.)
+/// host folder is unchanged. Over 9p (qemu's `readonly=on`) and over
+/// virtio-fs (qemu's C virtiofsd, which has no read-only mode, serves a
+/// read-only view of the folder from a mount namespace of its own).
 #[test]
 fn a_read_only_share_holds_against_the_guests_root() {
     if kestrel::run::invoking_user().unwrap().uid != 0 {
         return eprintln!("SKIP: the payload runs as us; only root can remount in the guest");
     }
-    let ro = tempfile::tempdir().unwrap();
-    std::fs::write(ro.path().join("file"), "host\n").unwrap();
-    let mut opts = sharing(FsChoice::Auto, Vec::new(), false);
-    opts.build.include = vec!["/usr/bin/mount".into()];
-    opts.shares.specs = vec![format!("{}:/mnt/ro", ro.path().display()).parse().unwrap()];
-    let script = "mount -o remount,rw /mnt/ro 2>/dev/null && echo remounted; \
-                  echo guest > /mnt/ro/file 2>/dev/null && echo overwritten; \
-                  echo new > /mnt/ro/new 2>/dev/null && echo created; \
-                  read -r line < /mnt/ro/file; echo \"$line\"";
-    let out = run(&["/bin/sh", "-c", script], &opts);
-    assert_eq!(out.exit_code, 0, "{:?} {}", out.failure, text(&out.stderr));
-    let said = text(&out.stdout);
-    assert!(
-        said.ends_with("host\n") && !said.contains("overwritten") && !said.contains("created"),
-        "{said}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(ro.path().join("file")).unwrap(),
-        "host\n"
-    );
-    assert!(!ro.path().join("new").exists());
+    for fs in transports() {
+        let ro = tempfile::tempdir().unwrap();
+        std::fs::write(ro.path().join("file"), "host\n").unwrap();
+        let mut opts = sharing(fs, Vec::new(), false);
+        opts.build.include = vec!["/usr/bin/mount".into()];
+        opts.shares.specs = vec![format!("{}:/mnt/ro", ro.path().display()).parse().unwrap()];
+        let script = "mount -o remount,rw /mnt/ro 2>/dev/null && echo remounted; \
+                      echo guest > /mnt/ro/file 2>/dev/null && echo overwritten; \
+                      echo new > /mnt/ro/new 2>/dev/null && echo created; \
+                      read -r line < /mnt/ro/file; echo \"$line\"";
+        let out = run(&["/bin/sh", "-c", script], &opts);
+        assert_eq!(
+            out.exit_code,
+            0,
+            "{fs:?}: {:?} {}",
+            out.failure,
+            text(&out.stderr)
+        );
+        let said = text(&out.stdout);
+        assert!(
+            said.ends_with("host\n") && !said.contains("overwritten") && !said.contains("created"),
+            "{fs:?}: {said}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ro.path().join("file")).unwrap(),
+            "host\n"
+        );
+        assert!(!ro.path().join("new").exists(), "{fs:?}");
+    }
 }
 
 /// `--root host`: host programs run unchanged (python3 through pyenv's

@@ -87,14 +87,14 @@ pub const VIRTIOFS_MODULES: &[&str] = &["virtiofs"];
 /// virtio-fs when asked for or (auto) when `found` can serve us (`root`:
 /// we run as root), the guest kernel has its driver (`kernel_lacks`: what
 /// it lacks of [`VIRTIOFS_MODULES`]) and, when a share is `read_only`
-/// (the host's root always is), the daemon itself refuses writes to it;
-/// else 9p, whose `readonly=on` qemu enforces. A read-only mount in the
-/// guest alone is no protection: the guest's root can remount it
-/// read-write, and qemu's C virtiofsd (it has no read-only mode) runs as
-/// root on the host. Forcing virtio-fs without a usable daemon is an
-/// error (a kernel without the driver is named later, with the other
-/// devices' drivers); forcing it for a read-only share the daemon cannot
-/// protect is said.
+/// (the host's root always is), it stays read-only on the host
+/// ([`Daemon::enforces_readonly`]); else 9p, whose `readonly=on` qemu
+/// enforces. A read-only mount in the guest alone is no protection: the
+/// guest's root can remount it read-write, and the daemon writes as its
+/// host user. Forcing virtio-fs without a usable daemon is an error (a
+/// kernel without the driver is named later, with the other devices'
+/// drivers); forcing it for a read-only share the daemon cannot protect
+/// is said.
 pub fn choose_transport(
     choice: FsChoice,
     found: Option<Daemon>,
@@ -109,7 +109,7 @@ pub fn choose_transport(
         )),
         Some(d) => d.unusable_reason(root),
     };
-    let unguarded = read_only && found.as_ref().is_some_and(|d| !d.enforces_readonly());
+    let unguarded = read_only && found.as_ref().is_some_and(|d| !d.enforces_readonly(root));
     let unusable = match (unusable, choice) {
         (None, FsChoice::Auto) if !kernel_lacks.is_empty() => {
             Some(format!("the kernel lacks {}", kernel_lacks.join(", ")))
@@ -337,16 +337,24 @@ mod tests {
             "{}",
             t.why
         );
-        // qemu's daemon has no read-only mode: a read-only share goes over
-        // 9p, unless virtio-fs is forced, which is said.
-        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, true, &[]).unwrap();
+        // A daemon that cannot keep a share read-only (an older Rust one,
+        // without root for a namespace): a read-only share goes over 9p,
+        // unless virtio-fs is forced, which is said.
+        let old_rust = Daemon {
+            path: "/usr/libexec/virtiofsd".into(),
+            flavour: Flavour::Rust {
+                readonly: false,
+                submounts: true,
+            },
+        };
+        let t = choose_transport(FsChoice::Auto, Some(old_rust.clone()), false, true, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::P9);
         assert!(
             t.why.contains("cannot refuse writes to a read-only share"),
             "{}",
             t.why
         );
-        let t = choose_transport(FsChoice::Virtiofs, Some(qemu.clone()), true, true, &[]).unwrap();
+        let t = choose_transport(FsChoice::Virtiofs, Some(old_rust), false, true, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::Virtiofs);
         assert!(t.why.contains("read-only in the guest only"), "{}", t.why);
         let rust = Daemon {
@@ -357,8 +365,12 @@ mod tests {
             },
         };
         let t = choose_transport(FsChoice::Auto, Some(rust), false, true, &[]).unwrap();
-        assert_eq!(t.fs, ShareFs::Virtiofs);
-        assert!(!t.why.contains("guest only"), "{}", t.why);
+        assert_eq!(t.fs, ShareFs::Virtiofs, "{}", t.why);
+        // qemu's daemon, as root, serves a read-only view where the kernel
+        // can make one.
+        let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, true, &[]).unwrap();
+        let viewable = crate::sys::can_set_mount_attributes();
+        assert_eq!(t.fs == ShareFs::Virtiofs, viewable, "{}", t.why);
         let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), false, false, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::P9);
         assert!(t.why.contains("needs root"), "{}", t.why);

@@ -84,10 +84,18 @@ impl Daemon {
         }
     }
 
-    /// Whether the daemon itself refuses writes to a read-only share
-    /// (else only the guest's read-only mount does).
-    pub fn enforces_readonly(&self) -> bool {
+    /// Whether the daemon has a read-only mode of its own.
+    fn own_readonly(&self) -> bool {
         matches!(self.flavour, Flavour::Rust { readonly: true, .. })
+    }
+
+    /// Whether a read-only share this daemon serves is read-only on the
+    /// host (else only the guest's mount says so, which the guest's root
+    /// can undo): by the daemon's own mode, or (as root) by the folder's
+    /// read-only view in a mount namespace of the daemon's own (qemu's C
+    /// daemon has no read-only mode).
+    pub fn enforces_readonly(&self, root: bool) -> bool {
+        self.own_readonly() || (root && crate::sys::can_set_mount_attributes())
     }
 
     /// The daemon's argv (without the program) for `dir` on `socket`.
@@ -169,7 +177,19 @@ impl Running {
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("failed to create {}", log.display()))?;
         let mut cmd = Command::new(&daemon.path);
-        cmd.args(daemon.args(socket, dir, writable, root))
+        // A read-only share the daemon cannot keep read-only itself is
+        // served from a read-only view of it (see `enforces_readonly`).
+        let source = if !writable && !daemon.own_readonly() && root {
+            let at = log.with_extension("ro");
+            std::fs::create_dir(&at)
+                .with_context(|| format!("failed to create {}", at.display()))?;
+            crate::sys::read_only_view(&mut cmd, dir, &at)
+                .with_context(|| format!("{} has a NUL byte", dir.display()))?;
+            at
+        } else {
+            dir.to_owned()
+        };
+        cmd.args(daemon.args(socket, &source, writable, root))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -258,7 +278,7 @@ mod tests {
         assert_eq!(qemu.flavour, Flavour::Qemu);
         assert!(qemu.unusable_reason(false).unwrap().contains("needs root"));
         assert_eq!(qemu.unusable_reason(true), None);
-        assert!(!qemu.enforces_readonly());
+        assert!(!qemu.enforces_readonly(false));
         assert_eq!(
             qemu.args(Path::new("/r/s.sock"), Path::new("/a,b"), false, true),
             [
