@@ -236,11 +236,10 @@ impl Devices {
                     continue;
                 };
                 let devpath = format!("/{}", target.get(at..).unwrap_or_default());
-                let dir = roots.sys.join(devpath.trim_start_matches('/'));
-                let Ok(content) = std::fs::read(dir.join("uevent")) else {
-                    continue;
-                };
-                if let Ok(ev) = kestrel_uevent::parse_sysfs(devpath.as_bytes(), content.into()) {
+                // With SUBSYSTEM, as the walk reads it: the ports are known
+                // by it (a built-in console's port is there before /init,
+                // and no uevent will announce it again).
+                if let Ok(ev) = walk::read_device(&roots.sys, devpath.as_bytes()) {
                     self.handle(&ev, sys, roots);
                 }
             }

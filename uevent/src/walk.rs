@@ -7,6 +7,7 @@
 //! symlinks, which are never followed (they are how sysfs makes loops).
 
 use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use bytes::BytesMut;
@@ -99,6 +100,39 @@ pub fn walk_devices_with(sys: &Path, each: &mut dyn FnMut(Uevent)) -> Result<usi
         });
     }
     Ok(walker.skipped)
+}
+
+/// The one device at `devpath` (`/devices/…`) under `sys`, read as the
+/// walk reads it: its `uevent` file plus `SUBSYSTEM=` from its
+/// `subsystem` link. For devices found another way than the walk (a
+/// class directory's links).
+pub fn read_device(sys: &Path, devpath: &[u8]) -> Result<Uevent, UeventError> {
+    let inside =
+        devpath.starts_with(b"/devices/") && !devpath.split(|&b| b == b'/').any(|c| c == b"..");
+    if !inside {
+        return Err(UeventError::InvalidDevpath(
+            String::from_utf8_lossy(devpath).into_owned(),
+        ));
+    }
+    let rel = devpath.strip_prefix(b"/").unwrap_or(devpath);
+    let dir = sys.join(std::ffi::OsStr::from_bytes(rel));
+    let io_err = |op, e: Errno| UeventError::Io {
+        op,
+        path: dir.clone(),
+        source: e.into(),
+    };
+    let fd =
+        openat(CWD, &dir, DIR_FLAGS, Mode::empty()).map_err(|e| io_err("open directory", e))?;
+    let mut ignore = |_| {};
+    let mut walker = Walker {
+        each: &mut ignore,
+        found: 0,
+        skipped: 0,
+        devpath: devpath.to_vec(),
+        scratch: vec![0; UEVENT_MAX + 1],
+        too_many: false,
+    };
+    walker.read_device(fd.as_fd(), true)
 }
 
 /// Every entry of `dir` but `.` and `..`, with its type (asked for with
@@ -379,6 +413,34 @@ mod tests {
         assert_eq!(vda.major_minor(), Some((253, 0)));
         assert_eq!(vda.devtype(), Some(&b"disk"[..]));
         assert_eq!(vda.subsystem(), None);
+    }
+
+    /// One device read alone is the event the walk gives for it,
+    /// SUBSYSTEM included; a path out of /devices is refused.
+    #[test]
+    fn one_device_reads_as_the_walk_reads_it() {
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path();
+        let port = sys.join("devices/pci0000:00/0000:00:03.0/virtio1/virtio-ports/vport1p1");
+        write(
+            &port.join("uevent"),
+            "MAJOR=250\nMINOR=1\nDEVNAME=vport1p1\n",
+        );
+        fs::create_dir_all(sys.join("class/virtio-ports")).unwrap();
+        symlink(
+            "../../../../../../class/virtio-ports",
+            port.join("subsystem"),
+        )
+        .unwrap();
+        let devpath = b"/devices/pci0000:00/0000:00:03.0/virtio1/virtio-ports/vport1p1";
+        let one = read_device(sys, devpath).unwrap();
+        assert_eq!(one.subsystem(), Some(&b"virtio-ports"[..]));
+        assert_eq!(one.devname(), Some(&b"vport1p1"[..]));
+        let walked = walk_devices(sys).unwrap();
+        assert_eq!(walked.devices.last().map(Uevent::raw), Some(one.raw()));
+        for bad in [&b"/devices/../etc"[..], b"/sys/x", b"devices/x"] {
+            assert!(read_device(sys, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
