@@ -1,6 +1,7 @@
 //! Root mode against real boots: an ext4 root made here (mkfs.ext4 -d, no
 //! root privileges or loop devices needed) whose /sbin/init is a busybox
-//! script that reports back over the events port, then powers off.
+//! script that reports back over the events port, says a line on the
+//! console (which the run passes to its stdout), then powers off.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -30,6 +31,7 @@ left=$($B ls /kestrel 2>/dev/null | $B wc -l)
 fact() { echo "@kestrel $(now) fact name=$1 value=$2" >&3; }
 fact pid $$; fact mode $mode; fact fstype $fstype; fact arg1 "$1"; fact byuuid "$byuuid"; fact initramfs_files $left
 fact reported yes
+echo "the root's own init on the console"
 echo "@kestrel $(now) poweroff status=0 dropped=0" >&3
 read -t 5 ack <&3
 $B poweroff -f
@@ -103,6 +105,13 @@ fn switches_to_a_root_found_by_uuid_read_only() {
     assert_eq!(fact("fstype"), Some("ext4"));
     assert_eq!(fact("arg1"), Some("hello"));
     assert!(fact("byuuid").unwrap_or_default().contains(UUID), "{r:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "the root's own init on the console"),
+        "{stdout}"
+    );
     match &out.log.last(GuestKind::Root).expect("root record").rec {
         GuestRecord::Root { dev, .. } => assert_eq!(dev, "/dev/vda"),
         other => panic!("{other:?}"),

@@ -98,6 +98,9 @@ pub struct VmConfig {
     pub virtiofsd: Option<Daemon>,
     /// The run's private folder: the daemons' sockets and logs.
     pub run_dir: PathBuf,
+    /// Console lines that are not the init's records go to stdout as they
+    /// come (root mode: the booted system's own init speaks there).
+    pub echo_console: bool,
 }
 
 /// The virtio device model `model` on this profile's transport.
@@ -518,6 +521,7 @@ mod tests {
             interactive: false,
             virtiofsd: None,
             run_dir: "/run/k".into(),
+            echo_console: false,
         }
     }
 

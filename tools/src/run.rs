@@ -332,7 +332,8 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
         host.payload.as_ref(),
         &cache,
     )?;
-    let boot = boot_initrd(opts, &host, &initrd)?;
+    // In root mode the booted system's own init speaks on the console.
+    let boot = boot_initrd(opts, &host, &initrd, argv.is_empty())?;
     let (exit_code, failure) = judge(&boot.log, opts.vm.timeout);
     let missing_drivers = find_missing_drivers(&boot.log, &host.kernel, &host.machine);
     Ok(RunOutcome {
@@ -349,7 +350,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
 /// The boot itself, in a private temporary directory (the initrd and the
 /// events socket) that is gone when it returns, whatever happened: the
 /// signals that end a run are caught meanwhile and end it in order.
-fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd) -> Result<Boot> {
+fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd, root_mode: bool) -> Result<Boot> {
     let _signals = SignalGuard::arm().context("failed to catch SIGINT/SIGTERM/SIGHUP")?;
     let work = tempfile::Builder::new()
         .prefix("kestrel-run-")
@@ -367,7 +368,10 @@ fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd) -> Result<Boot> 
             ..Boot::default()
         });
     }
-    let config = vm_config(opts, host, initrd_path, work.path());
+    let config = VmConfig {
+        echo_console: root_mode,
+        ..vm_config(opts, host, initrd_path, work.path())
+    };
     let sink = match opts.io.output {
         OutputMode::Stream => Sink::terminal(),
         OutputMode::Capture => Sink::Capture,
@@ -416,6 +420,7 @@ fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, work: &Path) -> Vm
         interactive: opts.io.interactive,
         virtiofsd: host.virtiofsd.clone(),
         run_dir: work.to_owned(),
+        echo_console: false,
     }
 }
 

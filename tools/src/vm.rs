@@ -101,7 +101,13 @@ pub fn boot(
     let t0 = Instant::now();
     let deadline = deadline_after(t0, timeout);
     let mut vm = Vm::spawn(config)?;
-    let streams = Streams::start(&mut vm, listener, (t0, spawn_realtime), stdin, sink);
+    let streams = Streams::start(
+        &mut vm,
+        listener,
+        (t0, spawn_realtime),
+        (stdin, sink),
+        config.echo_console,
+    );
     let mut log = BootLog::default();
     let end = supervise(&mut vm, &streams, &mut log, t0, deadline);
     let captured = end_boot(&mut vm, streams, &mut log, t0, end, deadline);
@@ -154,6 +160,8 @@ struct Router {
     main: SyncSender<Msg>,
     output: SyncSender<Chunk>,
     t0: Instant,
+    /// Console lines are also output (see `VmConfig::echo_console`).
+    echo_console: bool,
 }
 
 impl Router {
@@ -175,6 +183,17 @@ impl Router {
         if !truncated {
             if let Ok(item) = GuestRecord::parse_line(line) {
                 return self.record(Ok(item));
+            }
+        }
+        if self.echo_console {
+            let mut out = line.strip_suffix(b"\n").unwrap_or(line).to_vec();
+            // The serial console ends its lines with CR LF.
+            if out.last() == Some(&b'\r') {
+                out.pop();
+            }
+            out.push(b'\n');
+            if self.output.send((OutputFd::Stdout, out)).is_err() {
+                return false;
             }
         }
         let text = String::from_utf8_lossy(line)
@@ -283,12 +302,17 @@ impl Streams {
         vm: &mut Vm,
         listener: UnixListener,
         (t0, spawn_realtime): (Instant, u64),
-        stdin: Option<StdinSource>,
-        sink: Sink,
+        (stdin, sink): (Option<StdinSource>, Sink),
+        echo_console: bool,
     ) -> Streams {
         let (main, rx) = mpsc::sync_channel(MAIN_QUEUE);
         let (output, output_rx) = mpsc::sync_channel(OUTPUT_QUEUE);
-        let router = Router { main, output, t0 };
+        let router = Router {
+            main,
+            output,
+            t0,
+            echo_console,
+        };
         let outbox = Arc::new(Outbox::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut readers = Vec::new();
@@ -676,6 +700,7 @@ mod tests {
             interactive: false,
             virtiofsd: None,
             run_dir: dir.to_owned(),
+            echo_console: false,
         }
     }
 
