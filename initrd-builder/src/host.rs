@@ -700,7 +700,8 @@ impl Archive {
     /// `usr/lib/...` exactly as on the host, and an appended archive built
     /// with [`Archive::add_program`] agrees with the base on what `lib` is
     /// (the kernel will not replace a directory of an earlier archive by a
-    /// symlink). Only relative targets that stay inside the root are taken.
+    /// symlink). Only links to folders, with relative targets that stay
+    /// inside the root, are taken.
     pub fn mirror_root_symlinks(&mut self, sysroot: &Path) -> Result<Vec<String>, InitrdError> {
         let rd = std::fs::read_dir(sysroot)
             .map_err(|e| InitrdError::io("read directory", sysroot, e))?;
@@ -720,6 +721,11 @@ impl Archive {
             }
             let target = read_link_str(&p)?;
             if target.starts_with('/') || check_symlink_target(&name, &[], &target).is_err() {
+                continue;
+            }
+            // Links to folders only: /vmlinuz and /initrd.img point at the
+            // host's boot files, which the guest does not have.
+            if !std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             links.push((name, target));
@@ -849,8 +855,11 @@ mod tests {
     fn root_symlinks_are_mirrored_when_safe() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
-        std::fs::create_dir_all(r.join("etc")).unwrap();
+        for d in ["usr/lib", "usr/bin", "usr/sbin", "etc", "boot"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("boot/vmlinuz-6.1"), b"").unwrap();
+        symlink("boot/vmlinuz-6.1", r.join("vmlinuz")).unwrap(); // a file: skipped
         symlink("usr/lib", r.join("lib")).unwrap();
         symlink("usr/bin", r.join("bin")).unwrap();
         symlink("usr/sbin", r.join("sbin")).unwrap();
