@@ -495,6 +495,21 @@ fn cmd_run(
     Ok(outcome.exit_code)
 }
 
+/// Writes `text` on stdout. A reader that went away (`| head`) is no
+/// error: the rest is not wanted, and the command's work goes on (the
+/// initrd of `build --list` is still written).
+fn out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Which of our variables `kestrel test` passes: cargo's and the test
 /// harness's (RUST_TEST_THREADS, RUST_BACKTRACE, RUST_LOG…).
 const TEST_ENV_PREFIXES: &[&str] = &["CARGO", "RUST_"];
@@ -568,7 +583,7 @@ fn cmd_bench(
     })?;
     let json_text = if versus.is_empty() {
         let r = bench::bench(&cmd, &a, n, j);
-        print!("{}", bench::render(&r));
+        out(&bench::render(&r))?;
         serde_json::to_string_pretty(&r)?
     } else {
         let mut b = a.clone();
@@ -577,8 +592,11 @@ fn cmd_bench(
         }
         let c = bench::compare(&cmd, &a, &b, n, j);
         let with: Vec<String> = versus.iter().map(Override::to_string).collect();
-        println!("A: the options given; B: A with {}", with.join(" "));
-        print!("{}", bench::render_comparison(&c));
+        out(&format!(
+            "A: the options given; B: A with {}\n{}",
+            with.join(" "),
+            bench::render_comparison(&c)
+        ))?;
         serde_json::to_string_pretty(&c)?
     };
     if let Some(path) = json {
@@ -599,7 +617,7 @@ fn cmd_floor(vm: &VmArgs, n: usize, json: Option<PathBuf>, cmd: Vec<OsString>) -
         ..IoOptions::default()
     })?;
     let report = bench::floor(&cmd, &opts, n)?;
-    print!("{}", bench::render_floor(&report));
+    out(&bench::render_floor(&report))?;
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("failed to write {}", path.display()))?;
@@ -611,7 +629,7 @@ fn cmd_reference(vm: &VmArgs, n: usize, json: Option<PathBuf>) -> Result<i32> {
     let opts = vm.options(IoOptions::default())?;
     let kernel = kestrel::run::load_kernel(&opts)?;
     let report = bench::reference(kernel, n)?;
-    print!("{}", bench::render_reference(&report));
+    out(&bench::render_reference(&report))?;
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("failed to write {}", path.display()))?;
@@ -640,9 +658,12 @@ fn cmd_build(
     };
     let initrd = build::build(&args.options(), &target, &kernel, payload.as_ref(), &cache)?;
     if list {
-        for e in &initrd.manifest {
-            println!("{:>10}  {:<60} {}", e.size, e.path, e.reason);
-        }
+        let lines: String = initrd
+            .manifest
+            .iter()
+            .map(|e| format!("{:>10}  {:<60} {}\n", e.size, e.path, e.reason))
+            .collect();
+        out(&lines)?;
     }
     initrd.write(output)?;
     eprintln!(
@@ -681,9 +702,9 @@ fn cmd_analyze(log: Option<PathBuf>, json: bool, svg: Option<PathBuf>) -> Result
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&a)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&a)?))?;
     } else {
-        print!("{}", analyze::render_table(&a));
+        out(&analyze::render_table(&a))?;
     }
     Ok(0)
 }

@@ -160,3 +160,22 @@ fn a_program_from_the_host_path_runs_as_resolved() {
         format!("{} ran with x\n", prog.display())
     );
 }
+
+/// A reader that goes away (`kestrel analyze LOG --json | head -1`) ends
+/// the output quietly: exit 0, no panic on stderr.
+#[test]
+fn a_closed_stdout_is_no_error() {
+    let log = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/boot-q35.log");
+    let mut child = kestrel()
+        .args(["analyze", log, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nothing read: the pipe closes before the output is written.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
