@@ -175,7 +175,12 @@ fn a_closed_stdout_is_no_error() {
     // Nothing read: the pipe closes before the output is written.
     drop(child.stdout.take());
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
