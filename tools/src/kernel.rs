@@ -29,7 +29,7 @@ const MAX_VMLINUX: u64 = 1 << 30;
 /// Why this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelReason {
-    /// `--kernel PATH`.
+    /// `--kernel PATH`, or the project file's `kernel`.
     Given,
     /// /boot/vmlinuz-$(uname -r).
     Running,
@@ -40,7 +40,7 @@ pub enum KernelReason {
 impl std::fmt::Display for KernelReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KernelReason::Given => f.write_str("given with --kernel"),
+            KernelReason::Given => f.write_str("given with --kernel or in kestrel.toml"),
             KernelReason::Running => f.write_str("the running kernel; --kernel to choose"),
             KernelReason::Newest { of: 1 } => {
                 write!(f, "the only one in {BOOT_DIR}; --kernel to choose")
@@ -613,7 +613,7 @@ mod tests {
             assert_eq!(
                 kernel.describe(),
                 format!(
-                    "kestrel: kernel {} ({}, given with --kernel)",
+                    "kestrel: kernel {} ({}, given with --kernel or in kestrel.toml)",
                     k.release,
                     k.path.display()
                 )
