@@ -71,6 +71,12 @@ pub enum Override {
 const OVERRIDE_KEYS: &str =
     "machine, append, quiet, speedups, pvh, compression, frozen_plan, cpus, memory, net, rng";
 
+/// A profile's name as `--machine` takes it.
+fn profile_name(p: Profile) -> String {
+    clap::ValueEnum::to_possible_value(&p)
+        .map_or_else(|| format!("{p:?}"), |v| v.get_name().to_owned())
+}
+
 impl std::str::FromStr for Override {
     type Err = anyhow::Error;
 
@@ -80,8 +86,13 @@ impl std::str::FromStr for Override {
             .with_context(|| format!("--versus takes KEY=VALUE, got {spec:?}"))?;
         let o = match key {
             "machine" => Override::Machine(
-                <Profile as clap::ValueEnum>::from_str(value, true)
-                    .map_err(|e| anyhow!("machine {value:?}: {e}"))?,
+                <Profile as clap::ValueEnum>::from_str(value, true).map_err(|_| {
+                    let names: Vec<String> = <Profile as clap::ValueEnum>::value_variants()
+                        .iter()
+                        .map(|p| profile_name(*p))
+                        .collect();
+                    anyhow!("machine {value:?}: one of {}", names.join(", "))
+                })?,
             ),
             "append" => Override::Append(value.to_owned()),
             "quiet" => Override::Quiet(parse_bool(value)?),
@@ -109,7 +120,7 @@ impl std::fmt::Display for Override {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let on = |b: bool| if b { "on" } else { "off" };
         match self {
-            Override::Machine(p) => write!(f, "machine={p:?}"),
+            Override::Machine(p) => write!(f, "machine={}", profile_name(*p)),
             Override::Append(a) => write!(f, "append={a}"),
             Override::Quiet(q) => write!(f, "quiet={}", on(*q)),
             Override::Speedups(s) => write!(f, "speedups={}", on(*s)),
@@ -242,6 +253,11 @@ fn boot_once(argv: &[OsString], opts: &RunOptions) -> Option<Analysis> {
 }
 
 fn progress(done: usize, total: usize) {
+    // A bar redrawn with CR is for a terminal; before the first boot ends
+    // other lines (the kernel chosen) are still to come.
+    if done == 0 || !rustix::termios::isatty(std::io::stderr()) {
+        return;
+    }
     let width = 30;
     let filled = done * width / total.max(1);
     eprint!(
