@@ -308,6 +308,7 @@ enum Command {
     Boot {
         #[command(flatten)]
         vm: VmArgs,
+        /// The command on the console (default /bin/sh).
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
@@ -342,6 +343,7 @@ enum Command {
         /// Write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// The command each boot runs (default /bin/true).
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
@@ -365,14 +367,18 @@ enum Command {
         /// Print the manifest: every entry, its size and why it is there.
         #[arg(long)]
         list: bool,
+        /// The payload the initrd runs, with its arguments; without one,
+        /// an initrd for root mode.
         #[arg(last = true)]
         cmd: Vec<OsString>,
     },
     /// The phase table of a saved boot log (`kestrel run --log`), or of a
     /// boot made now (`--boot`, running /bin/true with the default machine).
     Analyze {
+        /// A boot log written by `kestrel run --log FILE` (or give --boot).
         #[arg(required_unless_present = "boot")]
         log: Option<PathBuf>,
+        /// Boot now (/bin/true on the default machine) and analyze that.
         #[arg(long, conflicts_with = "log")]
         boot: bool,
         /// JSON instead of the table.
@@ -679,7 +685,12 @@ fn cmd_analyze(log: Option<PathBuf>, json: bool, svg: Option<PathBuf>) -> Result
         Some(log) => {
             let text = std::fs::read_to_string(&log)
                 .with_context(|| format!("failed to read {}", log.display()))?;
-            BootLog::read_log(&text)?
+            BootLog::read_log(&text).with_context(|| {
+                format!(
+                    "{} is not a boot log as `kestrel run --log` writes",
+                    log.display()
+                )
+            })?
         }
         None => {
             let opts = RunOptions {
