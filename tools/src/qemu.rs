@@ -22,25 +22,32 @@ pub enum Accel {
     Tcg,
 }
 
-/// Picks the accelerator; for `auto`, the reason TCG was chosen.
+/// Picks the accelerator and what to say about it: for `auto`, why TCG
+/// was chosen; for `kvm` asked for where it cannot work, that warning.
 fn resolve_accel(accel: Accel) -> (Accel, Option<String>) {
+    let unusable = || kvm_unusable_reason(Path::new("/proc/cpuinfo"), Path::new("/dev/kvm"));
     match accel {
-        Accel::Auto => match kvm_unusable_reason(Path::new("/proc/cpuinfo"), Path::new("/dev/kvm"))
-        {
+        Accel::Auto => match unusable() {
             None => (Accel::Kvm, None),
-            Some(why) => (Accel::Tcg, Some(why)),
+            Some(why) => (
+                Accel::Tcg,
+                Some(format!("using TCG (software emulation): {why}")),
+            ),
         },
-        other => (other, None),
+        Accel::Kvm => (
+            Accel::Kvm,
+            unusable().map(|why| format!("--accel kvm asked for, but {why}; --accel tcg works")),
+        ),
+        Accel::Tcg => (Accel::Tcg, None),
     }
 }
 
-/// [`resolve_accel`], saying once per process why TCG is used when `auto`
-/// was asked for.
+/// [`resolve_accel`], saying once per process what it found.
 pub fn pick_accel(accel: Accel) -> Accel {
     static SAID: std::sync::Once = std::sync::Once::new();
-    let (accel, why) = resolve_accel(accel);
-    if let Some(why) = why {
-        SAID.call_once(|| eprintln!("kestrel: using TCG (software emulation): {why}"));
+    let (accel, said) = resolve_accel(accel);
+    if let Some(said) = said {
+        SAID.call_once(|| eprintln!("kestrel: {said}"));
     }
     accel
 }
