@@ -1,6 +1,10 @@
 # Every tier of Kestrel's tests, and the demo; CI runs `make test`.
 TARGET      := x86_64-unknown-linux-gnu
-INIT        := target/$(TARGET)/release/kestrel-init
+# The init has a target folder of its own: its build (RUSTC_BOOTSTRAP,
+# other flags) would otherwise rebuild the host tool's shared
+# dependencies each time the two alternate.
+INIT_TARGET_DIR := target/init
+INIT        := $(INIT_TARGET_DIR)/$(TARGET)/release/kestrel-init
 KESTREL     := target/release/kestrel
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := uevent_netlink uevent_sysfs probe_any \
@@ -28,12 +32,12 @@ RUST_SRC := $(shell rustc --print sysroot)/lib/rustlib/src/rust/library/std
 init:
 	@if [ -d "$(RUST_SRC)" ]; then \
 		RUSTC_BOOTSTRAP=1 RUSTFLAGS="$(INIT_RUSTFLAGS)" CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
-			cargo build --release --target $(TARGET) -p kestrel-init \
+			cargo build --release --target $(TARGET) --target-dir $(INIT_TARGET_DIR) -p kestrel-init \
 			-Zbuild-std=std,panic_abort -Zbuild-std-features= ; \
 	else \
 		echo "init: no rust-src component (rustup component add rust-src): building with the prebuilt std, larger" >&2; \
 		RUSTFLAGS="$(INIT_RUSTFLAGS)" CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
-			cargo build --release --target $(TARGET) -p kestrel-init; \
+			cargo build --release --target $(TARGET) --target-dir $(INIT_TARGET_DIR) -p kestrel-init; \
 	fi
 	@if readelf -l $(INIT) | grep -q INTERP; then echo "$(INIT) is not static" >&2; exit 1; fi
 	@echo "init: static, $$(stat -c %s $(INIT)) bytes"

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 /// Environment variable naming the static init binary.
 pub const INIT_ENV: &str = "KESTREL_INIT";
-/// Where `make init` puts the static init, relative to a cargo target dir.
-pub const INIT_IN_TARGET: &str = "x86_64-unknown-linux-gnu/release/kestrel-init";
+/// Where `make init` puts the static init, relative to a cargo target dir
+/// (the init's own target folder, `target/init`, is inside it).
+pub const INIT_IN_TARGET: &str = "init/x86_64-unknown-linux-gnu/release/kestrel-init";
 /// The root filesystem a root-mode boot gets modules for unless told.
 pub const DEFAULT_ROOT_FS: &str = "ext4";
 
