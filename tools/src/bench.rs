@@ -220,13 +220,25 @@ fn summarize(label: &str, analyses: &[Analysis], failures: usize) -> BenchReport
 
 pub fn render(r: &BenchReport) -> String {
     let mut s = format!("{}: {} boots, {} failed\n", r.label, r.boots, r.failures);
-    s.push_str(&format!(
-        "{:<52} {:>9} {:>9} {:>9} {:>9}\n",
-        "phase (ms)", "median", "min", "max", "spread"
-    ));
-    for p in &r.phases {
+    s.push_str(&stat_rows(&r.phases.iter().collect::<Vec<_>>()));
+    s
+}
+
+/// A table of `rows` under a header, its name column as wide as the
+/// widest name.
+fn stat_rows(rows: &[&PhaseStats]) -> String {
+    const HEADER: &str = "phase (ms)";
+    let width = rows
+        .iter()
+        .map(|p| p.name.chars().count())
+        .fold(HEADER.len(), usize::max);
+    let mut s = format!(
+        "{HEADER:<width$} {:>9} {:>9} {:>9} {:>9}\n",
+        "median", "min", "max", "spread"
+    );
+    for p in rows {
         s.push_str(&format!(
-            "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
+            "{:<width$} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
             p.name, p.median_ms, p.min_ms, p.max_ms, p.spread_ms
         ));
     }
@@ -437,12 +449,7 @@ pub fn floor(argv: &[OsString], opts: &RunOptions, n: usize) -> Result<FloorRepo
 pub fn render_floor(r: &FloorReport) -> String {
     let mut s = render(&r.run);
     s.push_str(&render(&r.floor));
-    for p in [&r.run_wall_ms, &r.floor_wall_ms] {
-        s.push_str(&format!(
-            "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
-            p.name, p.median_ms, p.min_ms, p.max_ms, p.spread_ms
-        ));
-    }
+    s.push_str(&stat_rows(&[&r.run_wall_ms, &r.floor_wall_ms]));
     let list: Vec<String> = r.ratios.iter().map(|x| format!("{x:.3}")).collect();
     s.push_str(&format!(
         "run / floor (host wall): median {:.3} ({})\n",
