@@ -369,7 +369,7 @@ mod tests {
         // qemu's daemon, as root, serves a read-only view where the kernel
         // can make one.
         let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), true, true, &[]).unwrap();
-        let viewable = crate::sys::can_set_mount_attributes();
+        let viewable = qemu.enforces_readonly(true);
         assert_eq!(t.fs == ShareFs::Virtiofs, viewable, "{}", t.why);
         let t = choose_transport(FsChoice::Auto, Some(qemu.clone()), false, false, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::P9);

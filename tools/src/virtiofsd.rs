@@ -95,7 +95,7 @@ impl Daemon {
     /// read-only view in a mount namespace of the daemon's own (qemu's C
     /// daemon has no read-only mode).
     pub fn enforces_readonly(&self, root: bool) -> bool {
-        self.own_readonly() || (root && crate::sys::can_set_mount_attributes())
+        self.own_readonly() || (root && can_make_views())
     }
 
     /// The daemon's argv (without the program) for `dir` on `socket`.
@@ -141,6 +141,20 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Whether a read-only view can be made for a daemon: mount namespaces
+/// need CAP_SYS_ADMIN (a container's root may lack it), the view
+/// mount_setattr (Linux 5.12).
+fn can_make_views() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let admin = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0);
+    admin && crate::sys::can_set_mount_attributes()
 }
 
 /// The daemon's cache mode: a read-only share (the host root above all)
