@@ -378,8 +378,8 @@ impl Devices {
     /// Reports the devices no module matched that still have no driver
     /// (a built-in driver binds after the uevent that announced its
     /// device, and modules.builtin.modinfo lacks the aliases of some:
-    /// the virtio console's on Debian 6.12). Called once devices have
-    /// settled, and before power off.
+    /// the virtio console's on Debian 6.12). Called whenever no module is
+    /// loading, when devices have settled, and before power off.
     pub fn report_unmatched(&mut self, roots: &Roots) {
         for (alias, devpath) in std::mem::take(&mut self.unmatched) {
             if driven(&roots.sys, &devpath) {

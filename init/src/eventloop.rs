@@ -132,6 +132,18 @@ impl<'a> Init<'a> {
         if !self.devices.has_socket() {
             self.devices.walk(self.sys, &self.roots);
         }
+        // Once no module is loading, a built-in driver has bound to what it
+        // drives: the devices still without one are reported now, whatever
+        // the boot waits for (a root disk whose driver is missing).
+        if self.devices.loads_idle() {
+            self.devices.report_unmatched(&self.roots);
+        }
+        // The events port opens as soon as it appears, whatever the boot
+        // waits for: a host whose own deadline ends a long wait (rootwait)
+        // still hears what happened.
+        if self.opts.events {
+            self.open_port();
+        }
         log::flush();
     }
 

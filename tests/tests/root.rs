@@ -166,3 +166,41 @@ fn a_missing_root_is_named_with_what_appeared() {
         "{why}"
     );
 }
+
+/// A root disk whose driver the initrd lacks (the disk is a raw qemu
+/// argument, outside the machine table): while the init waits for the
+/// root, the disk is reported as a device without a driver, so the host
+/// names the module to add even when its own deadline ends the wait.
+#[test]
+fn a_root_disk_without_its_driver_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = make_root(dir.path());
+    let mut opts = test_options();
+    opts.vm.append = "root=/dev/vda kestrel.timeout=600".into();
+    opts.vm.timeout = std::time::Duration::from_secs(15);
+    opts.vm.qemu_args = [
+        "-drive".to_owned(),
+        format!("file={},if=none,id=d0,format=raw", image.display()),
+        "-device".to_owned(),
+        "virtio-blk-device,drive=d0".to_owned(),
+    ]
+    .map(std::ffi::OsString::from)
+    .to_vec();
+    let out = run_root(&opts);
+    assert_eq!(
+        out.exit_code,
+        kestrel::run::EXIT_TIMEOUT,
+        "{:?}",
+        out.failure
+    );
+    let named: Vec<String> = out
+        .missing_drivers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        named.iter().any(|l| l.contains("needs module virtio_blk")),
+        "{named:?} {:?}",
+        out.failure
+    );
+}

@@ -22,24 +22,6 @@ pub fn prepare_child(cmd: &mut Command) {
     }
 }
 
-/// Whether this kernel has mount_setattr(2) (Linux 5.12), which
-/// [`read_only_view`] needs.
-pub fn can_set_mount_attributes() -> bool {
-    // SAFETY: a call with a bad descriptor and no attributes changes
-    // nothing; it fails with EBADF or EINVAL where the call exists.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            -1,
-            c"".as_ptr(),
-            0,
-            std::ptr::null::<libc::mount_attr>(),
-            0,
-        )
-    };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
-}
-
 /// Gives the child a mount namespace of its own in which `dir` is seen,
 /// read-only, at `at`: bound there with its submounts, and every mount of
 /// that bind made read-only (mount_setattr). Nothing propagates back to
@@ -48,8 +30,8 @@ pub fn read_only_view(cmd: &mut Command, dir: &Path, at: &Path) -> std::io::Resu
     let dir = CString::new(dir.as_os_str().as_bytes())?;
     let at = CString::new(at.as_os_str().as_bytes())?;
     // SAFETY: the hook only makes system calls (unshare, mount,
-    // mount_setattr) with strings and a struct made before the fork, and
-    // allocates nothing.
+    // mount_setattr) with the strings made before the fork and a struct
+    // on its own stack; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             let check = |rc: libc::c_long| match rc {

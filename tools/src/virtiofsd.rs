@@ -143,18 +143,28 @@ impl Daemon {
     }
 }
 
-/// Whether a read-only view can be made for a daemon: mount namespaces
-/// need CAP_SYS_ADMIN (a container's root may lack it), the view
-/// mount_setattr (Linux 5.12).
+/// Whether a read-only view can be made here (as root): tried once, on
+/// folders of our own, with the very hook a daemon gets. A container's
+/// root without CAP_SYS_ADMIN, a kernel before 5.12, a seccomp filter or
+/// a chroot whose root is no mount point each make it fail.
 fn can_make_views() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let admin = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0);
-    admin && crate::sys::can_set_mount_attributes()
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        let Ok(tmp) = tempfile::tempdir() else {
+            return false;
+        };
+        let (dir, at) = (tmp.path().join("dir"), tmp.path().join("at"));
+        let mut cmd = Command::new("true");
+        let made = std::fs::create_dir(&dir).is_ok()
+            && std::fs::create_dir(&at).is_ok()
+            && crate::sys::read_only_view(&mut cmd, &dir, &at).is_ok();
+        made && cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// The daemon's cache mode: a read-only share (the host root above all)
@@ -192,8 +202,9 @@ impl Running {
             .with_context(|| format!("failed to create {}", log.display()))?;
         let mut cmd = Command::new(&daemon.path);
         // A read-only share the daemon cannot keep read-only itself is
-        // served from a read-only view of it (see `enforces_readonly`).
-        let source = if !writable && !daemon.own_readonly() && root {
+        // served from a read-only view of it, where one can be made (see
+        // `enforces_readonly`; else the choice of transport said so).
+        let source = if !writable && !daemon.own_readonly() && daemon.enforces_readonly(root) {
             let at = log.with_extension("ro");
             std::fs::create_dir(&at)
                 .with_context(|| format!("failed to create {}", at.display()))?;

@@ -24,6 +24,18 @@ fn run_kestrel(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// All a child wrote on its piped stderr, to its end.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 /// `kestrel run -- /bin/sh -c 'exit 7'` exits 7, and `echo "a b" 'ü'`
 /// prints `a b ü` (one boot each, the real kernel under qemu, the one
 /// the default rule picks, said once on stderr).
@@ -92,13 +104,7 @@ fn a_signal_ends_the_run_and_leaves_nothing_behind() {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stderr_of(&mut child);
         assert_eq!(status.code(), Some(128 + n), "{signal:?}: {err}");
         assert!(err.contains("interrupted by SIG"), "{err}");
         let left: Vec<_> = std::fs::read_dir(tmp.path())
@@ -174,13 +180,7 @@ fn a_closed_stdout_is_no_error() {
         .unwrap();
     // Nothing read: the pipe closes before the output is written.
     drop(child.stdout.take());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
