@@ -340,13 +340,14 @@ mod tests {
         // A daemon that cannot keep a share read-only (an older Rust one,
         // without root for a namespace): a read-only share goes over 9p,
         // unless virtio-fs is forced, which is said.
-        let old_rust = Daemon {
+        let rust = |readonly| Daemon {
             path: "/usr/libexec/virtiofsd".into(),
             flavour: Flavour::Rust {
-                readonly: false,
+                readonly,
                 submounts: true,
             },
         };
+        let old_rust = rust(false);
         let t = choose_transport(FsChoice::Auto, Some(old_rust.clone()), false, true, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::P9);
         assert!(
@@ -357,14 +358,7 @@ mod tests {
         let t = choose_transport(FsChoice::Virtiofs, Some(old_rust), false, true, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::Virtiofs);
         assert!(t.why.contains("read-only in the guest only"), "{}", t.why);
-        let rust = Daemon {
-            path: "/usr/libexec/virtiofsd".into(),
-            flavour: Flavour::Rust {
-                readonly: true,
-                submounts: true,
-            },
-        };
-        let t = choose_transport(FsChoice::Auto, Some(rust), false, true, &[]).unwrap();
+        let t = choose_transport(FsChoice::Auto, Some(rust(true)), false, true, &[]).unwrap();
         assert_eq!(t.fs, ShareFs::Virtiofs, "{}", t.why);
         // qemu's daemon, as root, serves a read-only view where the kernel
         // can make one.
