@@ -205,7 +205,7 @@ fn roots_that_fail_to_mount_or_have_no_init_are_named() {
     ];
     for (append, image, wanted) in cases {
         let mut opts = test_options();
-        opts.vm.append = format!("root=/dev/vda kestrel.timeout=10 {append}");
+        opts.vm.append = format!("root=/dev/vda kestrel.timeout=10 {append}").into();
         opts.machine.disks = vec![Disk::file(image.to_owned())];
         let out = run_root(&opts);
         let why = out.failure.clone().unwrap_or_default();

@@ -40,13 +40,8 @@ fn stdin_stdout_stderr_and_the_command_line_are_exact() {
     let mut opts = test_options();
     opts.io.stdin = Some(StdinSource::Data(input.clone()));
     opts.build.include = vec!["/usr/bin/cat".into()];
-    // The tool's --append is text; qemu takes the last -append, so the
-    // whole command line, with the byte, is given again after it.
-    let mut cmdline =
-        kestrel::qemu::kernel_append(opts.machine.profile, opts.vm.quiet, opts.vm.speedups, "")
-            .into_bytes();
-    cmdline.extend_from_slice(b" foo=\xff");
-    opts.vm.qemu_args = vec!["-append".into(), OsString::from_vec(cmdline)];
+    // --append takes any bytes, as the kernel does.
+    opts.vm.append = OsString::from_vec(b"foo=\xff".to_vec());
     let script = format!(
         "cat; printf '{}' >&2; cat /proc/cmdline >&2",
         every_byte_format()

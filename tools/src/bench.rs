@@ -140,7 +140,7 @@ impl Override {
     pub fn apply(&self, opts: &mut RunOptions) {
         match self {
             Override::Machine(p) => opts.machine.profile = *p,
-            Override::Append(a) => opts.vm.append = a.clone(),
+            Override::Append(a) => opts.vm.append = a.into(),
             Override::Quiet(q) => opts.vm.quiet = *q,
             Override::Speedups(s) => opts.vm.speedups = *s,
             Override::Pvh(p) => opts.vm.pvh = *p,

@@ -160,9 +160,9 @@ struct VmArgs {
     /// vCPUs (0: 1 under TCG, where it is faster, 2 under KVM) [default: 0].
     #[arg(long)]
     cpus: Option<u32>,
-    /// Extra kernel command line.
+    /// Extra kernel command line (any bytes).
     #[arg(long, default_value = "")]
-    append: String,
+    append: OsString,
     /// Show the kernel's console messages (drops `quiet`).
     #[arg(long)]
     verbose_console: bool,

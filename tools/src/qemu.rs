@@ -7,7 +7,7 @@ use crate::machine::{Disk, DiskSource, Machine, Profile, SharedDir};
 use crate::virtiofsd::{self, Daemon};
 use anyhow::{bail, Context, Result};
 use kestrel_proto::config::ShareFs;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,7 +91,8 @@ pub struct VmConfig {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    pub append: String,
+    /// The kernel command line: any bytes, as the kernel takes them.
+    pub append: OsString,
     /// Kvm or Tcg (resolved).
     pub accel: Accel,
     pub machine: Machine,
@@ -156,7 +157,7 @@ impl VmConfig {
         }
         a.extend(["-kernel".into(), self.kernel.clone().into()]);
         a.extend(["-initrd".into(), self.initrd.clone().into()]);
-        a.extend(["-append".into(), self.append.clone().into()]);
+        a.extend(["-append".into(), self.append.clone()]);
         a.extend(self.extra_args.iter().cloned());
         a
     }
@@ -371,8 +372,9 @@ fn qemu_escape(path: &Path) -> String {
 pub const FAST_KERNEL_OPTIONS: &[&str] = &["cryptomgr.notests", "noreplace-smp", "tsc=reliable"];
 
 /// The kernel command line for a Kestrel boot; `speedups` adds
-/// [`FAST_KERNEL_OPTIONS`].
-pub fn kernel_append(profile: Profile, quiet: bool, speedups: bool, extra: &str) -> String {
+/// [`FAST_KERNEL_OPTIONS`]. `extra` is the user's, any bytes (the init
+/// reads a command line that is not UTF-8).
+pub fn kernel_append(profile: Profile, quiet: bool, speedups: bool, extra: &OsStr) -> OsString {
     let mut parts: Vec<String> = [
         "console=ttyS0",
         "panic=-1",
@@ -391,10 +393,12 @@ pub fn kernel_append(profile: Profile, quiet: bool, speedups: bool, extra: &str)
     if profile == Profile::Microvm {
         parts.push(tsc_hint());
     }
+    let mut line = OsString::from(parts.join(" "));
     if !extra.is_empty() {
-        parts.push(extra.into());
+        line.push(" ");
+        line.push(extra);
     }
-    parts.join(" ")
+    line
 }
 
 pub fn find_qemu() -> Result<PathBuf> {
@@ -518,7 +522,7 @@ mod tests {
             qemu: QEMU.into(),
             kernel: "k".into(),
             initrd: "i".into(),
-            append: kernel_append(machine.profile, true, true, ""),
+            append: kernel_append(machine.profile, true, true, OsStr::new("")),
             accel: Accel::Tcg,
             machine,
             memory_mb: 256,
@@ -544,8 +548,9 @@ mod tests {
         let args = strings(&cfg.args());
         assert!(args.iter().any(|a| a.starts_with("virtio-serial-device")));
         assert!(!args.iter().any(|a| a.contains("-pci")));
-        assert!(cfg.append.contains("tsc_early_khz="));
-        assert!(cfg.append.contains("kestrel.events"), "{}", cfg.append);
+        let append = cfg.append.to_string_lossy();
+        assert!(append.contains("tsc_early_khz="));
+        assert!(append.contains("kestrel.events"), "{append}");
     }
 
     /// By default a VM has the serial console and the events port and

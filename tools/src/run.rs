@@ -42,8 +42,8 @@ pub struct VmOptions {
     /// vCPUs; 0 = the measured default for the accelerator (see
     /// [`qemu::default_cpus`]).
     pub cpus: u32,
-    /// Extra kernel command line.
-    pub append: String,
+    /// Extra kernel command line: any bytes.
+    pub append: OsString,
     pub quiet: bool,
     /// Kestrel's kernel speed options ([`qemu::FAST_KERNEL_OPTIONS`]).
     pub speedups: bool,
@@ -60,7 +60,7 @@ impl Default for VmOptions {
             accel: Accel::Auto,
             memory_mb: 512,
             cpus: 0,
-            append: String::new(),
+            append: OsString::new(),
             quiet: true,
             speedups: true,
             timeout: Duration::from_secs(120),

@@ -690,7 +690,7 @@ mod tests {
             qemu,
             kernel,
             initrd: dir.join("initrd"),
-            append: String::new(),
+            append: std::ffi::OsString::new(),
             accel: Accel::Tcg,
             machine: Machine::default(),
             memory_mb: 64,
