@@ -101,7 +101,7 @@ impl<'a> Init<'a> {
 
     /// One pass: waits until a source is ready (at most `timeout`), then
     /// serves each ready source its share.
-    pub fn pump(&mut self, timeout: Option<Duration>) {
+    fn pump(&mut self, timeout: Option<Duration>) {
         let ready = self.wait_ready(timeout);
         for source in ready {
             match source {

@@ -86,7 +86,7 @@ fn sink() -> MutexGuard<'static, Sink> {
 }
 
 /// Guest CLOCK_BOOTTIME in nanoseconds: the clock of every record.
-pub fn now_ns() -> u64 {
+fn now_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }

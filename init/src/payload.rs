@@ -82,7 +82,7 @@ impl OutPipe {
 
     /// Forwards one chunk if one is there; false when nothing was (empty
     /// now, or closed).
-    pub fn forward_one(&mut self, buf: &mut [u8]) -> bool {
+    fn forward_one(&mut self, buf: &mut [u8]) -> bool {
         loop {
             match self.file.read(buf) {
                 Ok(0) => {

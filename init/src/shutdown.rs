@@ -80,7 +80,7 @@ fn sync_with_deadline() {
 }
 
 /// reboot(2) only returns on error (e.g. not PID 1): never exit.
-pub fn power_off_now() -> ! {
+fn power_off_now() -> ! {
     loop {
         let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
         std::thread::sleep(Duration::from_secs(1));

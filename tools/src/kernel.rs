@@ -252,7 +252,7 @@ const TREE_CONFIG: &str = ".config";
 /// booted through the tree's own vmlinux when that has the PVH note (no
 /// extraction); modules from its `modules_install` output (see
 /// [`TREE_MODULE_DIRS`]; `--modules-dir` names another); its `.config`.
-pub fn read_tree(dir: &Path, reason: KernelReason, cache: &Cache, pvh: bool) -> Result<Kernel> {
+fn read_tree(dir: &Path, reason: KernelReason, cache: &Cache, pvh: bool) -> Result<Kernel> {
     let bz = dir.join(TREE_BZIMAGE);
     let image = std::fs::read(&bz).with_context(|| {
         format!(

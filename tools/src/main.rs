@@ -501,6 +501,15 @@ fn cmd_run(
     Ok(outcome.exit_code)
 }
 
+/// Writes a report's JSON to `--json PATH`, when given.
+fn write_json(path: Option<PathBuf>, text: String) -> Result<()> {
+    match path {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display())),
+        None => Ok(()),
+    }
+}
+
 /// Writes `text` on stdout. A reader that went away (`| head`) is no
 /// error: the rest is not wanted, and the command's work goes on (the
 /// initrd of `build --list` is still written).
@@ -605,10 +614,7 @@ fn cmd_bench(
         ))?;
         serde_json::to_string_pretty(&c)?
     };
-    if let Some(path) = json {
-        std::fs::write(&path, json_text)
-            .with_context(|| format!("failed to write {}", path.display()))?;
-    }
+    write_json(json, json_text)?;
     Ok(0)
 }
 
@@ -624,10 +630,7 @@ fn cmd_floor(vm: &VmArgs, n: usize, json: Option<PathBuf>, cmd: Vec<OsString>) -
     })?;
     let report = bench::floor(&cmd, &opts, n)?;
     out(&bench::render_floor(&report))?;
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("failed to write {}", path.display()))?;
-    }
+    write_json(json, serde_json::to_string_pretty(&report)?)?;
     Ok(0)
 }
 
@@ -636,10 +639,7 @@ fn cmd_reference(vm: &VmArgs, n: usize, json: Option<PathBuf>) -> Result<i32> {
     let kernel = kestrel::run::load_kernel(&opts)?;
     let report = bench::reference(kernel, n)?;
     out(&bench::render_reference(&report))?;
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("failed to write {}", path.display()))?;
-    }
+    write_json(json, serde_json::to_string_pretty(&report)?)?;
     Ok(0)
 }
 

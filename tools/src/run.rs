@@ -276,7 +276,7 @@ pub fn invoking_user() -> Result<User> {
 /// host's root the base is ours for [`HOST_ENV`] (PATH always); else,
 /// when nothing is given, empty (the init's default: a standard PATH,
 /// HOME=/, TERM=linux), and when something is, that default spelt out.
-pub fn payload_env(
+fn payload_env(
     given: &[OsString],
     host_world: bool,
     host_var: impl Fn(&str) -> Option<OsString>,
@@ -351,11 +351,7 @@ pub fn run(argv: &[OsString], opts: &RunOptions) -> Result<RunOutcome> {
 /// events socket) that is gone when it returns, whatever happened: the
 /// signals that end a run are caught meanwhile and end it in order.
 fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd, root_mode: bool) -> Result<Boot> {
-    let _signals = SignalGuard::arm().context("failed to catch SIGINT/SIGTERM/SIGHUP")?;
-    let work = tempfile::Builder::new()
-        .prefix("kestrel-run-")
-        .tempdir()
-        .context("failed to make a temporary directory")?;
+    let (_signals, work) = private_run()?;
     let initrd_path = work.path().join("initrd");
     initrd.write(&initrd_path)?;
     if let Some(sig) = signals::pending() {
@@ -386,15 +382,23 @@ fn boot_initrd(opts: &RunOptions, host: &Host, initrd: &Initrd, root_mode: bool)
 /// host's clock of qemu's start and exit.
 pub fn floor(opts: &RunOptions) -> Result<BootLog> {
     let host = check_host(&[], opts)?;
-    let _signals = SignalGuard::arm().context("failed to catch SIGINT/SIGTERM/SIGHUP")?;
-    let work = tempfile::Builder::new()
-        .prefix("kestrel-run-")
-        .tempdir()
-        .context("failed to make a temporary directory")?;
+    let (_signals, work) = private_run()?;
     let initrd = work.path().join("initrd");
     crate::yardstick::floor_initrd(&initrd)?;
     let config = vm_config(opts, &host, initrd, work.path());
     Ok(vm::boot(&config, opts.vm.timeout, None, Sink::Discard)?.log)
+}
+
+/// A boot's private folder (the initrd, the events socket, the daemons'
+/// sockets and logs), gone when dropped, and the guard that catches the
+/// signals that end a run meanwhile (dropped after the folder).
+fn private_run() -> Result<(SignalGuard, tempfile::TempDir)> {
+    let signals = SignalGuard::arm().context("failed to catch SIGINT/SIGTERM/SIGHUP")?;
+    let work = tempfile::Builder::new()
+        .prefix("kestrel-run-")
+        .tempdir()
+        .context("failed to make a temporary directory")?;
+    Ok((signals, work))
 }
 
 fn vm_config(opts: &RunOptions, host: &Host, initrd: PathBuf, work: &Path) -> VmConfig {

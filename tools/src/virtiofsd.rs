@@ -41,7 +41,7 @@ pub struct Daemon {
 }
 
 /// The flavour from the text of `virtiofsd --help`.
-pub fn flavour_from_help(help: &str) -> Flavour {
+fn flavour_from_help(help: &str) -> Flavour {
     if help.contains("--shared-dir") {
         Flavour::Rust {
             readonly: help.contains("--readonly"),
@@ -95,7 +95,13 @@ impl Daemon {
     /// read-only view in a mount namespace of the daemon's own (qemu's C
     /// daemon has no read-only mode).
     pub fn enforces_readonly(&self, root: bool) -> bool {
-        self.own_readonly() || (root && can_make_views())
+        self.own_readonly() || self.makes_view(root)
+    }
+
+    /// Whether a read-only share is served from a read-only view: the
+    /// daemon has no read-only mode, and one can be made here.
+    fn makes_view(&self, root: bool) -> bool {
+        !self.own_readonly() && root && can_make_views()
     }
 
     /// The daemon's argv (without the program) for `dir` on `socket`.
@@ -202,9 +208,9 @@ impl Running {
             .with_context(|| format!("failed to create {}", log.display()))?;
         let mut cmd = Command::new(&daemon.path);
         // A read-only share the daemon cannot keep read-only itself is
-        // served from a read-only view of it, where one can be made (see
-        // `enforces_readonly`; else the choice of transport said so).
-        let source = if !writable && !daemon.own_readonly() && daemon.enforces_readonly(root) {
+        // served from a read-only view of it, where one can be made (else
+        // the choice of transport said so).
+        let source = if !writable && daemon.makes_view(root) {
             let at = log.with_extension("ro");
             std::fs::create_dir(&at)
                 .with_context(|| format!("failed to create {}", at.display()))?;
